@@ -1,0 +1,150 @@
+//! How a send can fail, in terms the dispatcher can act on.
+
+use std::time::Duration;
+
+/// A failed attempt at one provider.
+///
+/// Each variant says whether the failure is transient (the same request may succeed
+/// later or elsewhere) or permanent, and whether the provider provably did not process
+/// the request (only then is retrying the same provider free of the risk of a
+/// duplicate message). `detail` texts come from the provider and must never contain a
+/// credential, the message text or an unmasked number: adapters build them with that
+/// in mind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider says the recipient is not a number it can deliver to.
+    #[error("recipient rejected by the provider: {detail}")]
+    InvalidRecipient { detail: String },
+    /// The recipient has not linked this channel (e.g. never started the Telegram bot).
+    #[error("recipient is not registered on this channel: {detail}")]
+    RecipientNotRegistered { detail: String },
+    /// The account may not send to the recipient's region.
+    #[error("the provider account cannot send to this region: {detail}")]
+    RegionNotEnabled { detail: String },
+    /// The recipient has opted out of messages from this sender.
+    #[error("recipient opted out: {detail}")]
+    RecipientOptedOut { detail: String },
+    /// The provider refused the credentials.
+    #[error("the provider refused the credentials: {detail}")]
+    Unauthorized { detail: String },
+    /// The provider asked us to slow down; the request was not processed.
+    #[error("rate limited by the provider: {detail}")]
+    RateLimited {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    /// The provider had a server-side failure; whether it processed the request is unknown.
+    #[error("the provider is unavailable: {detail}")]
+    Unavailable { detail: String },
+    /// The provider could not be reached at all; nothing was sent.
+    #[error("could not connect to the provider: {detail}")]
+    Connect { detail: String },
+    /// No answer within the attempt's time; whether it processed the request is unknown.
+    #[error("the provider did not answer in time")]
+    Timeout,
+    /// The provider refused the message for another reason that retrying will not fix.
+    #[error("the provider rejected the message: {detail}")]
+    Rejected { detail: String },
+    /// The provider answered something we could not understand.
+    #[error("unexpected answer from the provider: {detail}")]
+    UnexpectedResponse { detail: String },
+}
+
+impl ProviderError {
+    /// Stable machine-readable code, reported to callers and used in metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProviderError::InvalidRecipient { .. } => "invalid_recipient",
+            ProviderError::RecipientNotRegistered { .. } => "recipient_not_registered",
+            ProviderError::RegionNotEnabled { .. } => "region_not_enabled",
+            ProviderError::RecipientOptedOut { .. } => "recipient_opted_out",
+            ProviderError::Unauthorized { .. } => "unauthorized",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Unavailable { .. } => "unavailable",
+            ProviderError::Connect { .. } => "connect_failed",
+            ProviderError::Timeout => "timeout",
+            ProviderError::Rejected { .. } => "rejected",
+            ProviderError::UnexpectedResponse { .. } => "unexpected_response",
+        }
+    }
+
+    /// The same request may succeed if tried again later or at another provider.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::RateLimited { .. }
+                | ProviderError::Unavailable { .. }
+                | ProviderError::Connect { .. }
+                | ProviderError::Timeout
+        )
+    }
+
+    /// Trying again will not help at this provider.
+    pub fn is_permanent(&self) -> bool {
+        !self.is_transient()
+    }
+
+    /// The provider provably did not process the request, so repeating it at the same
+    /// provider cannot deliver the message twice.
+    pub fn is_safe_to_retry(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::RateLimited { .. } | ProviderError::Connect { .. }
+        )
+    }
+
+    /// A permanent failure here that another provider might not have (account or
+    /// registration specific, not a property of the number itself).
+    pub fn another_provider_may_succeed(&self) -> bool {
+        self.is_transient()
+            || matches!(
+                self,
+                ProviderError::RecipientNotRegistered { .. }
+                    | ProviderError::RegionNotEnabled { .. }
+                    | ProviderError::Unauthorized { .. }
+                    | ProviderError::UnexpectedResponse { .. }
+            )
+    }
+
+    /// How long the provider asked us to wait, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_and_retry_safety_follow_what_the_provider_processed() {
+        let limited = ProviderError::RateLimited {
+            detail: "slow down".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        assert!(limited.is_transient() && limited.is_safe_to_retry());
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(2)));
+
+        let unknown_outcome = ProviderError::Unavailable {
+            detail: "502".into(),
+        };
+        assert!(unknown_outcome.is_transient() && !unknown_outcome.is_safe_to_retry());
+        assert!(
+            ProviderError::Timeout.is_transient() && !ProviderError::Timeout.is_safe_to_retry()
+        );
+
+        let bad_number = ProviderError::InvalidRecipient {
+            detail: "21211".into(),
+        };
+        assert!(bad_number.is_permanent() && !bad_number.another_provider_may_succeed());
+        assert_eq!(bad_number.code(), "invalid_recipient");
+
+        let region = ProviderError::RegionNotEnabled {
+            detail: "21408".into(),
+        };
+        assert!(region.is_permanent() && region.another_provider_may_succeed());
+    }
+}

@@ -1,0 +1,21 @@
+//! Message provider adapters for otp-relay.
+//!
+//! This crate knows how to put a one-time passcode on a provider's wire and how to
+//! read the provider's answer. It knows nothing of the HTTP API that otp-relay
+//! serves: the server hands it an [`OutboundMessage`] and gets back a [`Receipt`] or a
+//! [`ProviderError`] that says whether trying again (or elsewhere) could help.
+//!
+//! One module per provider; the shared vocabulary lives in [`message`], [`phone`] and
+//! [`error`].
+
+pub mod console;
+pub mod error;
+pub mod message;
+pub mod phone;
+pub mod provider;
+
+pub use console::ConsoleProvider;
+pub use error::ProviderError;
+pub use message::{Channel, DeliveryStatus, OutboundMessage, Receipt};
+pub use phone::{LineKind, Phone, PhoneError, Region};
+pub use provider::{MessageProvider, ProbeOutcome};

@@ -1,0 +1,268 @@
+//! Phone numbers, parsed once into E.164 and masked whenever they are shown.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::country::Id;
+use phonenumber::{Mode, PhoneNumber};
+
+/// An ISO 3166-1 alpha-2 region, as used for national number formats and country policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region(Id);
+
+impl Region {
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+/// The text is not a two-letter region code known to the numbering plan database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an ISO 3166-1 alpha-2 region code known to the numbering plan")]
+pub struct UnknownRegion;
+
+impl FromStr for Region {
+    type Err = UnknownRegion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let code = s.trim().to_ascii_uppercase();
+        if code.len() != 2 {
+            return Err(UnknownRegion);
+        }
+        Id::from_str(&code).map(Region).map_err(|_| UnknownRegion)
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a text is not a phone number we can deliver to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("the number is empty")]
+    Empty,
+    #[error("the number contains characters other than digits, spaces, '+', '-', '.', '/' and parentheses")]
+    BadCharacters,
+    #[error("the number is not valid with a country code, and no default region is configured to read it as a national number")]
+    NoCountryCode,
+    #[error("the number is not a valid phone number")]
+    Invalid,
+}
+
+/// The kind of line a number belongs to, as far as the numbering plan tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    Mobile,
+    /// Some regions (the US, for one) do not tell mobile from fixed numbers apart.
+    FixedOrMobile,
+    Fixed,
+    PremiumRate,
+    Other,
+}
+
+/// A valid phone number in E.164 form (`+5511966191717`).
+///
+/// It has no `Display`: the full number is only reachable through [`Phone::e164`], so
+/// that formatting a `Phone` into a log line shows the masked form.
+#[derive(Clone)]
+pub struct Phone {
+    e164: String,
+    number: PhoneNumber,
+}
+
+impl Phone {
+    /// Parses what a caller sent: E.164, international with spaces and dashes, `00`
+    /// international prefix, bare country code and number (`5511...`), or a national
+    /// format read in `default_region`.
+    pub fn parse(input: &str, default_region: Option<Region>) -> Result<Phone, PhoneError> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(PhoneError::Empty);
+        }
+        if !input
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '/' | '(' | ')'))
+        {
+            return Err(PhoneError::BadCharacters);
+        }
+        let digits: String = input.chars().filter(char::is_ascii_digit).collect();
+        if digits.is_empty() {
+            return Err(PhoneError::Invalid);
+        }
+        let explicit_international = input.starts_with('+');
+        let candidates: Vec<(Option<Id>, String)> = if explicit_international {
+            vec![(None, format!("+{digits}"))]
+        } else if let Some(rest) = digits.strip_prefix("00") {
+            vec![(None, format!("+{rest}"))]
+        } else {
+            match default_region {
+                // A national format first, then the same digits read as country code + number.
+                Some(region) => vec![
+                    (Some(region.0), digits.clone()),
+                    (None, format!("+{digits}")),
+                ],
+                None => vec![(None, format!("+{digits}"))],
+            }
+        };
+        for (region, text) in candidates {
+            if let Ok(number) = phonenumber::parse(region, &text) {
+                if phonenumber::is_valid(&number) {
+                    let e164 = number.format().mode(Mode::E164).to_string();
+                    return Ok(Phone { e164, number });
+                }
+            }
+        }
+        if !explicit_international && default_region.is_none() && !digits.starts_with("00") {
+            return Err(PhoneError::NoCountryCode);
+        }
+        Err(PhoneError::Invalid)
+    }
+
+    /// The number as `+` and digits.
+    pub fn e164(&self) -> &str {
+        &self.e164
+    }
+
+    /// The number's digits without the leading `+`, as some APIs want it.
+    pub fn digits(&self) -> &str {
+        &self.e164[1..]
+    }
+
+    /// The country calling code (`55` for Brazil).
+    pub fn country_code(&self) -> u16 {
+        self.number.code().value()
+    }
+
+    /// The region the number belongs to, when the numbering plan says.
+    pub fn region(&self) -> Option<Region> {
+        self.number.country().id().map(Region)
+    }
+
+    /// What kind of line the number is.
+    pub fn line_kind(&self) -> LineKind {
+        use phonenumber::Type;
+        match self.number.number_type(&phonenumber::metadata::DATABASE) {
+            Type::Mobile => LineKind::Mobile,
+            Type::FixedLineOrMobile => LineKind::FixedOrMobile,
+            Type::FixedLine => LineKind::Fixed,
+            Type::PremiumRate => LineKind::PremiumRate,
+            _ => LineKind::Other,
+        }
+    }
+
+    /// The number with its middle hidden (`+55119*****17`), safe for logs and records.
+    pub fn masked(&self) -> String {
+        mask_digits(self.digits())
+    }
+}
+
+/// Masks a string of digits for display: at most five leading and two trailing digits
+/// stay visible, never more than half of them, and the hidden part is always five
+/// stars so the length is not revealed either.
+pub fn mask_digits(digits: &str) -> String {
+    let count = digits.chars().count();
+    let lead = (count.saturating_sub(2) / 2).min(5);
+    let tail = if count >= 6 { 2 } else { 0 };
+    let head: String = digits.chars().take(lead).collect();
+    let end: String = digits.chars().skip(count - tail).collect();
+    format!("+{head}*****{end}")
+}
+
+impl PartialEq for Phone {
+    fn eq(&self, other: &Self) -> bool {
+        self.e164 == other.e164
+    }
+}
+
+impl Eq for Phone {}
+
+impl std::hash::Hash for Phone {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.e164.hash(state);
+    }
+}
+
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn br() -> Option<Region> {
+        Some("BR".parse().unwrap())
+    }
+
+    #[test]
+    fn accepts_every_form_the_identity_server_sends() {
+        for input in [
+            "+5511966191717",
+            "+55 11 96619-1717",
+            "005511966191717",
+            "5511966191717",
+            " +55 (11) 96619-1717 ",
+        ] {
+            assert_eq!(
+                Phone::parse(input, None).map(|p| p.e164().to_owned()),
+                Ok("+5511966191717".to_owned()),
+                "{input}"
+            );
+        }
+        for input in ["(11) 96619-1717", "11966191717", "5511966191717"] {
+            assert_eq!(
+                Phone::parse(input, br()).map(|p| p.e164().to_owned()),
+                Ok("+5511966191717".to_owned()),
+                "{input} with BR"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_number() {
+        assert_eq!(
+            Phone::parse("abc", None).err(),
+            Some(PhoneError::BadCharacters)
+        );
+        assert_eq!(Phone::parse("   ", None).err(), Some(PhoneError::Empty));
+        assert_eq!(Phone::parse("+123", None).err(), Some(PhoneError::Invalid));
+        assert_eq!(
+            Phone::parse("(11) 96619-1717", None).err(),
+            Some(PhoneError::NoCountryCode)
+        );
+    }
+
+    #[test]
+    fn knows_region_and_line_kind() {
+        let phone = Phone::parse("+5511966191717", None).unwrap();
+        assert_eq!(phone.country_code(), 55);
+        assert_eq!(phone.region().map(|r| r.to_string()), Some("BR".into()));
+        assert_eq!(phone.line_kind(), LineKind::Mobile);
+        assert_eq!(phone.digits(), "5511966191717");
+    }
+
+    #[test]
+    fn masks_the_middle_and_hides_the_length() {
+        let phone = Phone::parse("+5511966191717", None).unwrap();
+        assert_eq!(phone.masked(), "+55119*****17");
+        assert_eq!(format!("{phone:?}"), "+55119*****17");
+        assert_eq!(mask_digits("14155552671"), "+1415*****71");
+        assert_eq!(mask_digits("1234"), "+1*****");
+        assert_eq!(mask_digits(""), "+*****");
+    }
+
+    #[test]
+    fn region_codes_parse_case_insensitively() {
+        assert_eq!(
+            "br".parse::<Region>().map(|r| r.to_string()),
+            Ok("BR".into())
+        );
+        assert_eq!("XX".parse::<Region>(), Err(UnknownRegion));
+        assert_eq!("BRA".parse::<Region>(), Err(UnknownRegion));
+    }
+}

@@ -1,0 +1,176 @@
+//! The one place where failures become HTTP answers: RFC 9457 `application/problem+json`
+//! with a stable `code` and whether retrying may help.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use otp_relay_providers::PhoneError;
+use serde::Serialize;
+
+use crate::dispatch::{Attempt, DispatchError};
+use crate::guards::access::AccessDenied;
+use crate::message::TextError;
+
+/// Everything the API can answer other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the body is not valid JSON: {0}")]
+    MalformedBody(String),
+    #[error("the `mobile` field is required")]
+    MissingMobile,
+    #[error("`mobile` is not a usable phone number: {0}")]
+    InvalidMobile(PhoneError),
+    #[error("{0}")]
+    InvalidText(TextError),
+    #[error("`channel` must be one of sms, whatsapp, telegram")]
+    InvalidChannel,
+    #[error("`ttl` must be a whole number of seconds between 1 and 86400")]
+    InvalidTtl,
+    #[error("the body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("{0}")]
+    Access(AccessDenied),
+    #[error("no route for this path")]
+    NotFound,
+    #[error("{error}")]
+    Dispatch { id: String, error: DispatchError },
+}
+
+/// The problem document (RFC 9457) with otp-relay's extension members.
+#[derive(Debug, Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    code: &'static str,
+    retryable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<&'a [Attempt]>,
+}
+
+impl ApiError {
+    /// The stable machine code, status, title and whether to retry.
+    fn classify(&self) -> (&'static str, StatusCode, &'static str, bool) {
+        use StatusCode as S;
+        match self {
+            ApiError::MalformedBody(_) => (
+                "malformed_json",
+                S::BAD_REQUEST,
+                "Malformed request body",
+                false,
+            ),
+            ApiError::MissingMobile => (
+                "missing_mobile",
+                S::BAD_REQUEST,
+                "Missing mobile number",
+                false,
+            ),
+            ApiError::InvalidMobile(_) => (
+                "invalid_mobile",
+                S::UNPROCESSABLE_ENTITY,
+                "Invalid mobile number",
+                false,
+            ),
+            ApiError::InvalidText(_) => (
+                "invalid_text",
+                S::UNPROCESSABLE_ENTITY,
+                "Invalid message text",
+                false,
+            ),
+            ApiError::InvalidChannel => (
+                "invalid_channel",
+                S::UNPROCESSABLE_ENTITY,
+                "Invalid channel",
+                false,
+            ),
+            ApiError::InvalidTtl => ("invalid_ttl", S::UNPROCESSABLE_ENTITY, "Invalid TTL", false),
+            ApiError::BodyTooLarge { .. } => (
+                "body_too_large",
+                S::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+                false,
+            ),
+            ApiError::Access(AccessDenied::AddressNotAllowed) => {
+                ("forbidden", S::FORBIDDEN, "Forbidden", false)
+            }
+            ApiError::Access(_) => ("unauthorized", S::UNAUTHORIZED, "Unauthorized", false),
+            ApiError::NotFound => ("not_found", S::NOT_FOUND, "Not found", false),
+            ApiError::Dispatch { error, .. } => match error {
+                DispatchError::NoProviderForChannel(_) => (
+                    "channel_not_configured",
+                    S::UNPROCESSABLE_ENTITY,
+                    "Channel not configured",
+                    false,
+                ),
+                DispatchError::Rejected { .. } => (
+                    "provider_rejected",
+                    S::BAD_GATEWAY,
+                    "Provider rejected the message",
+                    false,
+                ),
+                DispatchError::Unavailable { .. } => (
+                    "no_provider_available",
+                    S::SERVICE_UNAVAILABLE,
+                    "No provider available",
+                    true,
+                ),
+                DispatchError::DeadlineExceeded { .. } => (
+                    "deadline_exceeded",
+                    S::GATEWAY_TIMEOUT,
+                    "Deadline exceeded",
+                    true,
+                ),
+            },
+        }
+    }
+
+    /// Seconds to wait before trying again, for answers that carry `Retry-After`.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Dispatch {
+                error: DispatchError::Unavailable { error, .. },
+                ..
+            } => Some(error.retry_after().map_or(1, |d| d.as_secs().max(1))),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.classify().1
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, status, title, retryable) = self.classify();
+        let (id, attempts) = match self {
+            ApiError::Dispatch { id, error } => (Some(id.as_str()), Some(error.attempts())),
+            _ => (None, None),
+        };
+        let problem = Problem {
+            kind: format!("urn:otp-relay:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code,
+            retryable,
+            id,
+            attempts,
+        };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        if let Some(seconds) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if matches!(
+            self,
+            ApiError::Access(AccessDenied::MissingKey | AccessDenied::WrongKey)
+        ) {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.body(serde_json::to_string(&problem).unwrap_or_default())
+    }
+}

@@ -1,0 +1,6 @@
+//! The HTTP API: routes, request decoding, responses and the error mapping.
+
+pub mod body;
+pub mod error;
+pub mod health;
+pub mod send;

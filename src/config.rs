@@ -1,0 +1,749 @@
+//! Configuration: every environment variable otp-relay reads, parsed and validated once
+//! at startup.
+//!
+//! A bad value stops startup with one line naming the variable, what is wrong with the
+//! value and an example of a good one. Nothing is silently ignored.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use otp_relay_providers::{Channel, Region};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::guards::access::AccessPolicy;
+use crate::message::MessageTemplates;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {problem}{}; for example {var}={example}", shown(.value))]
+    Invalid {
+        var: &'static str,
+        /// The offending value, or `None` when it is secret.
+        value: Option<String>,
+        problem: String,
+        example: &'static str,
+    },
+    #[error(
+        "refusing to start: provider {providers} sends real messages but no caller access \
+         control is set. Set one of: AUTH_API_KEYS=key1,key2 (callers send \
+         `Authorization: Bearer <key>` or `X-API-Key: <key>`), AUTH_ALLOWED_CIDRS=10.0.0.0/8 \
+         (admits callers by address; the QIAM/Keycloak extension cannot send headers, so \
+         this is how it connects), or AUTH_DISABLED=true (anyone who can reach the port may \
+         send; only on a private network)"
+    )]
+    NoAccessControl { providers: String },
+}
+
+fn shown(value: &Option<String>) -> String {
+    match value {
+        Some(value) => format!(" (got {value:?})"),
+        None => String::new(),
+    }
+}
+
+/// The providers otp-relay knows, as written in `PROVIDERS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    Console,
+    Twilio,
+    Vonage,
+    Sendpulse,
+    Telegram,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Console => "console",
+            ProviderKind::Twilio => "twilio",
+            ProviderKind::Vonage => "vonage",
+            ProviderKind::Sendpulse => "sendpulse",
+            ProviderKind::Telegram => "telegram",
+        }
+    }
+
+    /// Whether this provider delivers real messages (and so may cost money).
+    pub fn is_real(self) -> bool {
+        self != ProviderKind::Console
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "console" => Ok(ProviderKind::Console),
+            "twilio" => Ok(ProviderKind::Twilio),
+            "vonage" => Ok(ProviderKind::Vonage),
+            "sendpulse" => Ok(ProviderKind::Sendpulse),
+            "telegram" => Ok(ProviderKind::Telegram),
+            _ => Err(()),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// `N/DURATION`: at most N events per sliding DURATION.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl FromStr for RateSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (count, per) = s
+            .split_once('/')
+            .ok_or_else(|| "expected COUNT/DURATION".to_owned())?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| "the count must be a whole number".to_owned())?;
+        if count == 0 {
+            return Err(
+                "the count must be at least 1 (leave the variable empty or `off` to disable)"
+                    .into(),
+            );
+        }
+        let per = per.trim();
+        // `5/m` reads as five per minute.
+        let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+            parse_duration(per)?
+        } else {
+            parse_duration(&format!("1{per}"))?
+        };
+        if per.is_zero() {
+            return Err("the period must be longer than zero".into());
+        }
+        Ok(RateSpec { count, per })
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("not a duration: {e}"))
+}
+
+/// Limits and abuse controls (enforced by the guards and the dispatcher).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub rate_per_number: Option<RateSpec>,
+    pub rate_per_client: Option<RateSpec>,
+    pub rate_global: Option<RateSpec>,
+    pub allowed_countries: Vec<Region>,
+    pub blocked_countries: Vec<Region>,
+    pub allow_non_mobile: bool,
+    pub dedupe_window: Duration,
+    pub provider_timeout: Duration,
+    pub request_deadline: Duration,
+    pub retry_max: u32,
+    pub circuit_failures: u32,
+    pub circuit_cooldown: Duration,
+    pub max_in_flight: usize,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind_addr: SocketAddr,
+    pub providers: Vec<ProviderKind>,
+    pub default_channel: Channel,
+    pub default_region: Option<Region>,
+    pub templates: MessageTemplates,
+    pub message_ttl: Duration,
+    pub public_base_url: Option<String>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub access: AccessPolicy,
+    pub limits: Limits,
+    pub redis_url: Option<SecretString>,
+    pub message_retention: Duration,
+}
+
+/// The variables as text, straight from the environment.
+#[derive(Debug, Default, Deserialize)]
+struct RawConfig {
+    bind_addr: Option<String>,
+    providers: Option<String>,
+    default_channel: Option<String>,
+    default_region: Option<String>,
+    message_template: Option<String>,
+    message_ttl: Option<String>,
+    public_base_url: Option<String>,
+    log_format: Option<String>,
+    rust_log: Option<String>,
+    auth_api_keys: Option<String>,
+    auth_allowed_cidrs: Option<String>,
+    auth_disabled: Option<String>,
+    trusted_proxies: Option<String>,
+    rate_limit_per_number: Option<String>,
+    rate_limit_per_client: Option<String>,
+    rate_limit_global: Option<String>,
+    allowed_countries: Option<String>,
+    blocked_countries: Option<String>,
+    allow_non_mobile: Option<String>,
+    dedupe_window: Option<String>,
+    provider_timeout: Option<String>,
+    request_deadline: Option<String>,
+    retry_max: Option<String>,
+    circuit_failures: Option<String>,
+    circuit_cooldown: Option<String>,
+    max_in_flight: Option<String>,
+    redis_url: Option<String>,
+    message_retention: Option<String>,
+}
+
+/// Reads one variable: absent or blank means the default.
+struct Var<'a> {
+    name: &'static str,
+    value: Option<&'a str>,
+    example: &'static str,
+}
+
+impl<'a> Var<'a> {
+    fn new(name: &'static str, value: &'a Option<String>, example: &'static str) -> Self {
+        let value = value.as_deref().map(str::trim).filter(|v| !v.is_empty());
+        Var {
+            name,
+            value,
+            example,
+        }
+    }
+
+    fn invalid(&self, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            var: self.name,
+            value: self.value.map(str::to_owned),
+            problem: problem.into(),
+            example: self.example,
+        }
+    }
+
+    fn parse_with<T>(
+        &self,
+        default: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        parse(self.value.unwrap_or(default)).map_err(|problem| self.invalid(problem))
+    }
+
+    fn optional<T>(
+        &self,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.value
+            .map(|v| parse(v).map_err(|problem| self.invalid(problem)))
+            .transpose()
+    }
+
+    fn duration(&self, default: &str, allow_zero: bool) -> Result<Duration, ConfigError> {
+        self.parse_with(default, |text| {
+            let duration = parse_duration(text)?;
+            if duration.is_zero() && !allow_zero {
+                return Err("must be longer than zero".into());
+            }
+            Ok(duration)
+        })
+    }
+
+    fn number<T: FromStr + PartialOrd + Copy + std::fmt::Display>(
+        &self,
+        default: &str,
+        min: T,
+        max: T,
+    ) -> Result<T, ConfigError> {
+        self.parse_with(default, |text| {
+            let n: T = text.parse().map_err(|_| "not a whole number".to_owned())?;
+            if n < min || n > max {
+                return Err(format!("must be between {min} and {max}"));
+            }
+            Ok(n)
+        })
+    }
+
+    fn boolean(&self, default: bool) -> Result<bool, ConfigError> {
+        match self.value.map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(_) => Err(self.invalid("expected true or false")),
+        }
+    }
+
+    fn rate(&self, default: Option<&str>) -> Result<Option<RateSpec>, ConfigError> {
+        match self.value.or(default) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("none") => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|problem: String| self.invalid(problem)),
+        }
+    }
+
+    fn list(&self) -> Vec<&'a str> {
+        self.value
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn regions(&self) -> Result<Vec<Region>, ConfigError> {
+        self.list()
+            .into_iter()
+            .map(|code| {
+                code.parse::<Region>()
+                    .map_err(|e| self.invalid(format!("{code:?} is {e}")))
+            })
+            .collect()
+    }
+
+    fn networks(&self) -> Result<Vec<IpNet>, ConfigError> {
+        self.list()
+            .into_iter()
+            .map(|item| parse_network(item).map_err(|problem| self.invalid(problem)))
+            .collect()
+    }
+}
+
+/// A CIDR block, or a single address meaning just that address.
+fn parse_network(item: &str) -> Result<IpNet, String> {
+    item.parse::<IpNet>()
+        .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{item:?} is not an address or CIDR block"))
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables as if they were the environment.
+    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        // Every field is text, so envy cannot fail on a value; the checks below name the
+        // variable when one is wrong.
+        let raw: RawConfig =
+            envy::from_iter(vars.iter().map(|(k, v)| (k.clone(), v.clone()))).unwrap_or_default();
+
+        let bind_addr = Var::new("BIND_ADDR", &raw.bind_addr, "0.0.0.0:3412")
+            .parse_with("0.0.0.0:3412", |v| {
+                v.parse().map_err(|_| "not an address and port".to_owned())
+            })?;
+
+        let providers = parse_providers(&Var::new("PROVIDERS", &raw.providers, "twilio,vonage"))?;
+
+        let default_channel = Var::new("DEFAULT_CHANNEL", &raw.default_channel, "sms")
+            .parse_with("sms", |v| v.parse::<Channel>().map_err(|e| e.to_string()))?;
+
+        let default_region = Var::new("DEFAULT_REGION", &raw.default_region, "BR")
+            .optional(|v| v.parse::<Region>().map_err(|e| e.to_string()))?;
+
+        let template_var = Var::new(
+            "MESSAGE_TEMPLATE",
+            &raw.message_template,
+            "\"Your code is {code}\"",
+        );
+        let mut templates = MessageTemplates::new(
+            template_var
+                .value
+                .unwrap_or(crate::message::DEFAULT_TEMPLATE),
+        )
+        .map_err(|problem| template_var.invalid(problem))?;
+        for (name, value) in vars.iter() {
+            if let Some(locale) = name.strip_prefix("MESSAGE_TEMPLATE_") {
+                templates
+                    .add_locale(locale, value)
+                    .map_err(|problem| ConfigError::Invalid {
+                        var: "MESSAGE_TEMPLATE_<LOCALE>",
+                        value: Some(format!("{name}={value}")),
+                        problem,
+                        example: "\"Seu código é {code}\" as MESSAGE_TEMPLATE_PT_BR",
+                    })?;
+            }
+        }
+
+        let message_ttl = Var::new("MESSAGE_TTL", &raw.message_ttl, "5m").duration("5m", false)?;
+
+        let public_base_url = Var::new(
+            "PUBLIC_BASE_URL",
+            &raw.public_base_url,
+            "https://otp.example.com",
+        )
+        .optional(|v| {
+            let url = reqwest::Url::parse(v).map_err(|e| format!("not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err("must be an http or https URL with a host".into());
+            }
+            Ok(v.trim_end_matches('/').to_owned())
+        })?;
+
+        let default_format = if cfg!(debug_assertions) {
+            "pretty"
+        } else {
+            "json"
+        };
+        let log_format = Var::new("LOG_FORMAT", &raw.log_format, "json").parse_with(
+            default_format,
+            |v| match v.to_ascii_lowercase().as_str() {
+                "json" => Ok(LogFormat::Json),
+                "pretty" => Ok(LogFormat::Pretty),
+                _ => Err("expected json or pretty".into()),
+            },
+        )?;
+        let log_filter = Var::new("RUST_LOG", &raw.rust_log, "info,otp_relay=debug").parse_with(
+            "info",
+            |v| {
+                tracing_subscriber::EnvFilter::try_new(v)
+                    .map(|_| v.to_owned())
+                    .map_err(|e| format!("not a log filter: {e}"))
+            },
+        )?;
+
+        let access = parse_access(&raw)?;
+        let limits = parse_limits(&raw)?;
+
+        let redis_var = Var::new("REDIS_URL", &raw.redis_url, "redis://redis:6379");
+        let redis_url = match redis_var.value {
+            None => None,
+            Some(url) => {
+                let scheme = url.split("://").next().unwrap_or_default();
+                if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
+                    // The URL may hold a password: do not echo it.
+                    return Err(ConfigError::Invalid {
+                        var: "REDIS_URL",
+                        value: None,
+                        problem: "must start with redis://, rediss:// or unix://".into(),
+                        example: "redis://redis:6379",
+                    });
+                }
+                Some(SecretString::from(url.to_owned()))
+            }
+        };
+        let message_retention =
+            Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h").duration("24h", false)?;
+
+        let config = Config {
+            bind_addr,
+            providers,
+            default_channel,
+            default_region,
+            templates,
+            message_ttl,
+            public_base_url,
+            log_format,
+            log_filter,
+            access,
+            limits,
+            redis_url,
+            message_retention,
+        };
+        config.check_access_is_configured()?;
+        Ok(config)
+    }
+
+    /// A real provider sends paid messages: an open endpoint would let anyone spend the
+    /// account, so one of the access settings must be chosen on purpose.
+    fn check_access_is_configured(&self) -> Result<(), ConfigError> {
+        let real: Vec<&str> = self
+            .providers
+            .iter()
+            .filter(|p| p.is_real())
+            .map(|p| p.as_str())
+            .collect();
+        if !real.is_empty() && !self.access.is_configured() {
+            return Err(ConfigError::NoAccessControl {
+                providers: real.join(","),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn parse_providers(var: &Var<'_>) -> Result<Vec<ProviderKind>, ConfigError> {
+    let names = var.list();
+    if names.is_empty() {
+        return Ok(vec![ProviderKind::Console]);
+    }
+    let mut seen = HashSet::new();
+    names
+        .into_iter()
+        .map(|name| {
+            let kind = name.to_ascii_lowercase().parse::<ProviderKind>().map_err(|_| {
+                var.invalid(format!(
+                    "unknown provider {name:?}; known providers are console, twilio, vonage, sendpulse, telegram"
+                ))
+            })?;
+            if !seen.insert(kind) {
+                return Err(var.invalid(format!("provider {name:?} is listed twice")));
+            }
+            Ok(kind)
+        })
+        .collect()
+}
+
+fn parse_access(raw: &RawConfig) -> Result<AccessPolicy, ConfigError> {
+    let keys_var = Var::new("AUTH_API_KEYS", &raw.auth_api_keys, "k3y-one,k3y-two");
+    let api_keys: Vec<SecretString> = keys_var
+        .list()
+        .into_iter()
+        .map(|key| SecretString::from(key.to_owned()))
+        .collect();
+    if keys_var.value.is_some() && api_keys.is_empty() {
+        return Err(ConfigError::Invalid {
+            var: "AUTH_API_KEYS",
+            value: None,
+            problem: "lists no key".into(),
+            example: "k3y-one,k3y-two",
+        });
+    }
+    let allowed_cidrs = Var::new(
+        "AUTH_ALLOWED_CIDRS",
+        &raw.auth_allowed_cidrs,
+        "10.0.0.0/8,192.168.1.20",
+    )
+    .networks()?;
+    let disabled = Var::new("AUTH_DISABLED", &raw.auth_disabled, "true").boolean(false)?;
+    let trusted_proxies = Var::new(
+        "TRUSTED_PROXIES",
+        &raw.trusted_proxies,
+        "10.0.0.1,172.16.0.0/12",
+    )
+    .networks()?;
+    Ok(AccessPolicy::new(
+        api_keys,
+        allowed_cidrs,
+        disabled,
+        trusted_proxies,
+    ))
+}
+
+fn parse_limits(raw: &RawConfig) -> Result<Limits, ConfigError> {
+    let allowed_countries =
+        Var::new("ALLOWED_COUNTRIES", &raw.allowed_countries, "BR,PT").regions()?;
+    let blocked_countries =
+        Var::new("BLOCKED_COUNTRIES", &raw.blocked_countries, "KP,CU").regions()?;
+    if let Some(both) = allowed_countries
+        .iter()
+        .find(|r| blocked_countries.contains(r))
+    {
+        return Err(ConfigError::Invalid {
+            var: "BLOCKED_COUNTRIES",
+            value: Some(both.to_string()),
+            problem: "also listed in ALLOWED_COUNTRIES".into(),
+            example: "KP,CU",
+        });
+    }
+    Ok(Limits {
+        rate_per_number: Var::new("RATE_LIMIT_PER_NUMBER", &raw.rate_limit_per_number, "5/10m")
+            .rate(Some("5/10m"))?,
+        rate_per_client: Var::new(
+            "RATE_LIMIT_PER_CLIENT",
+            &raw.rate_limit_per_client,
+            "600/1m",
+        )
+        .rate(None)?,
+        rate_global: Var::new("RATE_LIMIT_GLOBAL", &raw.rate_limit_global, "100/1s").rate(None)?,
+        allowed_countries,
+        blocked_countries,
+        allow_non_mobile: Var::new("ALLOW_NON_MOBILE", &raw.allow_non_mobile, "true")
+            .boolean(false)?,
+        dedupe_window: Var::new("DEDUPE_WINDOW", &raw.dedupe_window, "60s")
+            .duration("60s", true)?,
+        provider_timeout: Var::new("PROVIDER_TIMEOUT", &raw.provider_timeout, "5s")
+            .duration("5s", false)?,
+        request_deadline: Var::new("REQUEST_DEADLINE", &raw.request_deadline, "10s")
+            .duration("10s", false)?,
+        retry_max: Var::new("RETRY_MAX", &raw.retry_max, "1").number("1", 0, 10)?,
+        circuit_failures: Var::new("CIRCUIT_FAILURES", &raw.circuit_failures, "5")
+            .number("5", 1, 1000)?,
+        circuit_cooldown: Var::new("CIRCUIT_COOLDOWN", &raw.circuit_cooldown, "30s")
+            .duration("30s", false)?,
+        max_in_flight: Var::new("MAX_IN_FLIGHT", &raw.max_in_flight, "1024")
+            .number("1024", 1, 1_000_000)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    fn error(vars: &[(&str, &str)]) -> String {
+        config(vars).expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.bind_addr, "0.0.0.0:3412".parse().unwrap());
+        assert_eq!(c.providers, vec![ProviderKind::Console]);
+        assert_eq!(c.default_channel, Channel::Sms);
+        assert_eq!(c.default_region, None);
+        assert_eq!(c.message_ttl, Duration::from_secs(300));
+        assert_eq!(
+            c.templates.render("1234", None),
+            "Your verification code is 1234"
+        );
+        assert_eq!(
+            c.limits.rate_per_number,
+            Some(RateSpec {
+                count: 5,
+                per: Duration::from_secs(600)
+            })
+        );
+        assert_eq!(c.limits.dedupe_window, Duration::from_secs(60));
+        assert_eq!(c.limits.provider_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.request_deadline, Duration::from_secs(10));
+        assert_eq!(c.limits.retry_max, 1);
+        assert_eq!(c.limits.circuit_failures, 5);
+        assert_eq!(c.limits.circuit_cooldown, Duration::from_secs(30));
+        assert_eq!(c.limits.max_in_flight, 1024);
+        assert_eq!(c.message_retention, Duration::from_secs(86_400));
+        assert!(c.redis_url.is_none());
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        let c = config(&[
+            ("BIND_ADDR", "127.0.0.1:0"),
+            ("PROVIDERS", "console"),
+            ("DEFAULT_CHANNEL", "whatsapp"),
+            ("DEFAULT_REGION", "br"),
+            ("MESSAGE_TTL", "2m"),
+            ("MESSAGE_TEMPLATE", "Code: {code}"),
+            ("MESSAGE_TEMPLATE_PT_BR", "Código: {code}"),
+            ("RATE_LIMIT_PER_NUMBER", "3/m"),
+            ("RATE_LIMIT_GLOBAL", "100/1s"),
+            ("RATE_LIMIT_PER_CLIENT", "off"),
+            ("ALLOWED_COUNTRIES", "BR, PT"),
+            ("DEDUPE_WINDOW", "0s"),
+            ("LOG_FORMAT", "json"),
+            ("PUBLIC_BASE_URL", "https://otp.example.com/"),
+        ])
+        .unwrap();
+        assert_eq!(c.default_channel, Channel::Whatsapp);
+        assert_eq!(c.default_region.map(|r| r.to_string()), Some("BR".into()));
+        assert_eq!(c.message_ttl, Duration::from_secs(120));
+        assert_eq!(c.templates.render("1", Some("pt-BR")), "Código: 1");
+        assert_eq!(c.templates.render("1", None), "Code: 1");
+        assert_eq!(
+            c.limits.rate_per_number,
+            Some(RateSpec {
+                count: 3,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(c.limits.rate_per_client, None);
+        assert_eq!(c.limits.allowed_countries.len(), 2);
+        assert_eq!(c.limits.dedupe_window, Duration::ZERO);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.public_base_url.as_deref(),
+            Some("https://otp.example.com")
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_the_problem_and_an_example() {
+        let message = error(&[("MESSAGE_TTL", "soon")]);
+        assert!(
+            message.starts_with("MESSAGE_TTL: not a duration"),
+            "{message}"
+        );
+        assert!(message.contains("(got \"soon\")"), "{message}");
+        assert!(message.ends_with("for example MESSAGE_TTL=5m"), "{message}");
+
+        for (var, value) in [
+            ("BIND_ADDR", "localhost"),
+            ("DEFAULT_CHANNEL", "fax"),
+            ("DEFAULT_REGION", "Brazil"),
+            ("RATE_LIMIT_PER_NUMBER", "5 per minute"),
+            ("RATE_LIMIT_GLOBAL", "0/1s"),
+            ("AUTH_ALLOWED_CIDRS", "10.0.0.0/33"),
+            ("TRUSTED_PROXIES", "proxy.local"),
+            ("AUTH_DISABLED", "maybe"),
+            ("RETRY_MAX", "-1"),
+            ("MAX_IN_FLIGHT", "0"),
+            ("PROVIDER_TIMEOUT", "0s"),
+            ("MESSAGE_TEMPLATE", "no placeholder"),
+            ("LOG_FORMAT", "xml"),
+            ("RUST_LOG", "info,[=bad"),
+            ("PUBLIC_BASE_URL", "ftp://x"),
+            ("BLOCKED_COUNTRIES", "ZZ"),
+        ] {
+            let message = error(&[(var, value)]);
+            assert!(message.starts_with(&format!("{var}: ")), "{var}: {message}");
+            assert!(message.contains("for example"), "{var}: {message}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_repeated_providers_are_refused() {
+        let message = error(&[("PROVIDERS", "console,carrier-pigeon")]);
+        assert!(
+            message.contains("unknown provider \"carrier-pigeon\""),
+            "{message}"
+        );
+        let message = error(&[("PROVIDERS", "console,console")]);
+        assert!(message.contains("listed twice"), "{message}");
+    }
+
+    #[test]
+    fn a_real_provider_without_access_control_is_refused_with_the_three_options() {
+        let message = error(&[("PROVIDERS", "twilio")]);
+        assert!(message.contains("refusing to start"), "{message}");
+        for option in ["AUTH_API_KEYS", "AUTH_ALLOWED_CIDRS", "AUTH_DISABLED=true"] {
+            assert!(message.contains(option), "{message}");
+        }
+        for setting in [
+            ("AUTH_API_KEYS", "k"),
+            ("AUTH_ALLOWED_CIDRS", "10.0.0.0/8"),
+            ("AUTH_DISABLED", "true"),
+        ] {
+            assert!(
+                config(&[("PROVIDERS", "twilio"), setting]).is_ok(),
+                "{setting:?}"
+            );
+        }
+        // The console provider sends nothing real and needs no access setting.
+        assert!(config(&[("PROVIDERS", "console")]).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_neither_echoed_nor_debug_printed() {
+        let message = error(&[("REDIS_URL", "http://user:hunter2@host")]);
+        assert!(!message.contains("hunter2"), "{message}");
+        let c = config(&[
+            ("AUTH_API_KEYS", "key-hunter2"),
+            ("REDIS_URL", "redis://:hunter2@redis:6379"),
+        ])
+        .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Checks a request passes before anything is sent on its behalf.
+
+pub mod access;

@@ -1,0 +1,12 @@
+//! otp-relay: delivers one-time passcodes for identity servers.
+//!
+//! The binary is a thin shell over [`startup::Application`]; everything is here so the
+//! integration tests can run the real application on a free port.
+
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod guards;
+pub mod message;
+pub mod startup;
+pub mod telemetry;

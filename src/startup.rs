@@ -1,0 +1,153 @@
+//! Building the application from its configuration: providers, shared state, routes and
+//! the HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpMessage, HttpServer};
+use otp_relay_providers::{ConsoleProvider, MessageProvider};
+use tracing_actix_web::{RequestId, TracingLogger};
+
+use crate::api::{self, error::ApiError};
+use crate::config::{Config, ProviderKind};
+use crate::dispatch::Dispatcher;
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("provider {0} is not available in this build of otp-relay")]
+    ProviderUnavailable(&'static str),
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub dispatcher: Dispatcher,
+}
+
+/// A bound, not yet running, otp-relay server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Builds the providers named in the configuration and binds the server.
+    pub fn build(config: Config) -> Result<Self, StartupError> {
+        let providers = build_providers(&config)?;
+        Self::build_with_providers(config, providers)
+    }
+
+    /// Binds the server with the given providers, in priority order, in place of the
+    /// configured ones (for embedding and tests).
+    pub fn build_with_providers(
+        config: Config,
+        providers: Vec<Arc<dyn MessageProvider>>,
+    ) -> Result<Self, StartupError> {
+        let listener =
+            TcpListener::bind(config.bind_addr).map_err(|source| StartupError::Bind {
+                addr: config.bind_addr,
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: config.bind_addr,
+                source,
+            })?
+            .port();
+        let dispatcher = Dispatcher::new(
+            providers,
+            config.limits.provider_timeout,
+            config.limits.request_deadline,
+        );
+        // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
+        let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);
+        let access = web::Data::new(config.access.clone());
+        let state = web::Data::new(AppState {
+            config: Arc::new(config),
+            dispatcher,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(echo_request_id))
+                .wrap(TracingLogger::default())
+                .app_data(access.clone())
+                .app_data(state.clone())
+                .service(web::resource("/api/sms").route(web::post().to(api::send::send)))
+                .service(web::resource("/v1/messages").route(web::post().to(api::send::send)))
+                .service(web::resource("/health/live").route(web::get().to(api::health::live)))
+                .service(web::resource("/health/ready").route(web::get().to(api::health::ready)))
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
+                }))
+        })
+        .shutdown_timeout(shutdown_grace.as_secs())
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], port)),
+            source,
+        })?
+        .run();
+        tracing::info!(port, "otp-relay listening");
+        Ok(Application { port, server })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops accepting and lets in-flight
+    /// requests finish within the grace period.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// The configured providers, in priority order.
+pub fn build_providers(config: &Config) -> Result<Vec<Arc<dyn MessageProvider>>, StartupError> {
+    let providers = config
+        .providers
+        .iter()
+        .map(|kind| -> Result<Arc<dyn MessageProvider>, StartupError> {
+            match kind {
+                ProviderKind::Console => Ok(Arc::new(ConsoleProvider::stdout())),
+                other => Err(StartupError::ProviderUnavailable(other.as_str())),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if config.providers.iter().all(|kind| !kind.is_real()) {
+        tracing::warn!(
+            "no real provider is configured: messages are printed to stdout by the console \
+             provider, not delivered; set PROVIDERS to send them"
+        );
+    }
+    Ok(providers)
+}
+
+/// Echoes the request id of the tracing span in `X-Request-Id`, so a caller's report can
+/// be matched to the log lines.
+async fn echo_request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+    let mut response = next.call(req).await?;
+    if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,197 @@
+//! Starting the application for a test and looking at what it did.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use otp_relay::config::{Config, LogFormat};
+use otp_relay::startup::Application;
+use otp_relay_providers::{
+    Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProviderError, Receipt,
+};
+
+/// A message as a provider received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub to: String,
+    pub channel: Channel,
+    pub text: String,
+    pub code: Option<String>,
+    pub id: String,
+}
+
+/// A provider that keeps what it is given, and answers with a set failure if told to.
+pub struct RecordingProvider {
+    received: Mutex<Vec<Received>>,
+    failure: Option<ProviderError>,
+}
+
+impl RecordingProvider {
+    pub fn accepting() -> Arc<Self> {
+        Arc::new(RecordingProvider {
+            received: Mutex::new(Vec::new()),
+            failure: None,
+        })
+    }
+
+    pub fn failing_with(error: ProviderError) -> Arc<Self> {
+        Arc::new(RecordingProvider {
+            received: Mutex::new(Vec::new()),
+            failure: Some(error),
+        })
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl MessageProvider for RecordingProvider {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &Channel::ALL
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
+        self.received.lock().unwrap().push(Received {
+            to: message.to.e164().to_owned(),
+            channel: message.channel,
+            text: message.text.clone(),
+            code: message.code.clone(),
+            id: message.id.clone(),
+        });
+        match &self.failure {
+            Some(error) => Err(error.clone()),
+            None => Ok(Receipt {
+                provider: "recorder".into(),
+                provider_message_id: Some(format!("rec-{}", message.id)),
+                status: DeliveryStatus::Queued,
+                raw_status: Some("accepted".into()),
+            }),
+        }
+    }
+}
+
+/// A running application and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub provider: Arc<RecordingProvider>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Posts raw bytes as the QIAM extension does: `Content-Type: application/json`
+    /// without a charset.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request failed")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.post_raw(path, body.to_string()).await
+    }
+}
+
+/// Configuration for tests: the given variables over a loopback, port-0 base.
+pub fn test_config(vars: &[(&str, &str)]) -> Config {
+    let mut all = vec![("BIND_ADDR".to_owned(), "127.0.0.1:0".to_owned())];
+    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_vars(all).expect("test configuration is valid")
+}
+
+/// Starts the application with `vars` and a recording provider.
+pub async fn spawn_app(vars: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(vars, RecordingProvider::accepting()).await
+}
+
+/// Starts the application with `vars` and the given provider.
+pub async fn spawn_app_with(vars: &[(&str, &str)], provider: Arc<RecordingProvider>) -> TestApp {
+    capture_logs();
+    let config = test_config(vars);
+    let app = Application::build_with_providers(config, vec![provider.clone()])
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        provider,
+    }
+}
+
+/// Every log line the test binary's applications wrote, at trace level.
+pub fn captured_logs() -> String {
+    let buffer = capture_logs().lock().unwrap();
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+#[derive(Clone)]
+struct SharedBuffer(&'static Mutex<Vec<u8>>);
+
+impl Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs, once, a subscriber that records every event of every level as JSON.
+fn capture_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let writer = SharedBuffer(buffer);
+        let subscriber =
+            otp_relay::telemetry::subscriber(LogFormat::Json, "trace", move || writer.clone());
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+        buffer
+    })
+}
+
+/// Reads a problem+json answer, checking its media type and fixed members.
+pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: serde_json::Value = response.json().await.expect("problem is JSON");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(
+        body["type"],
+        format!("urn:otp-relay:problem:{code}"),
+        "{body}"
+    );
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(body["retryable"].is_boolean(), "{body}");
+    body
+}

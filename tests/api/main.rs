@@ -1,0 +1,7 @@
+//! Integration tests: the real application on a free port, driven over HTTP.
+
+mod auth;
+mod health;
+mod helpers;
+mod logs;
+mod send;
