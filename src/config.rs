@@ -10,7 +10,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use otp_relay_providers::{Channel, Region};
+use otp_relay_providers::registry::KNOWN_PROVIDERS;
+use otp_relay_providers::{Channel, Env, ProviderSettings, Region, SettingError};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -28,6 +29,8 @@ pub enum ConfigError {
         problem: String,
         example: &'static str,
     },
+    #[error(transparent)]
+    Provider(#[from] SettingError),
     #[error(
         "refusing to start: provider {providers} sends real messages but no caller access \
          control is set. Set one of: AUTH_API_KEYS=key1,key2 (callers send \
@@ -43,48 +46,6 @@ fn shown(value: &Option<String>) -> String {
     match value {
         Some(value) => format!(" (got {value:?})"),
         None => String::new(),
-    }
-}
-
-/// The providers otp-relay knows, as written in `PROVIDERS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProviderKind {
-    Console,
-    Twilio,
-    Vonage,
-    Sendpulse,
-    Telegram,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Console => "console",
-            ProviderKind::Twilio => "twilio",
-            ProviderKind::Vonage => "vonage",
-            ProviderKind::Sendpulse => "sendpulse",
-            ProviderKind::Telegram => "telegram",
-        }
-    }
-
-    /// Whether this provider delivers real messages (and so may cost money).
-    pub fn is_real(self) -> bool {
-        self != ProviderKind::Console
-    }
-}
-
-impl FromStr for ProviderKind {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "console" => Ok(ProviderKind::Console),
-            "twilio" => Ok(ProviderKind::Twilio),
-            "vonage" => Ok(ProviderKind::Vonage),
-            "sendpulse" => Ok(ProviderKind::Sendpulse),
-            "telegram" => Ok(ProviderKind::Telegram),
-            _ => Err(()),
-        }
     }
 }
 
@@ -159,7 +120,8 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind_addr: SocketAddr,
-    pub providers: Vec<ProviderKind>,
+    /// In priority order.
+    pub providers: Vec<ProviderSettings>,
     pub default_channel: Channel,
     pub default_region: Option<Region>,
     pub templates: MessageTemplates,
@@ -352,7 +314,8 @@ impl Config {
                 v.parse().map_err(|_| "not an address and port".to_owned())
             })?;
 
-        let providers = parse_providers(&Var::new("PROVIDERS", &raw.providers, "twilio,vonage"))?;
+        let provider_names =
+            parse_provider_names(&Var::new("PROVIDERS", &raw.providers, "twilio,vonage"))?;
 
         let default_channel = Var::new("DEFAULT_CHANNEL", &raw.default_channel, "sms")
             .parse_with("sms", |v| v.parse::<Channel>().map_err(|e| e.to_string()))?;
@@ -422,6 +385,19 @@ impl Config {
         )?;
 
         let access = parse_access(&raw)?;
+        check_access_is_configured(&provider_names, &access)?;
+        let env = Env::new(&vars);
+        let providers = provider_names
+            .iter()
+            .map(|name| {
+                ProviderSettings::from_env(name, &env)?.ok_or_else(|| ConfigError::Invalid {
+                    var: "PROVIDERS",
+                    value: Some(name.to_string()),
+                    problem: format!("provider {name:?} is not available in this build"),
+                    example: "console",
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let limits = parse_limits(&raw)?;
 
         let redis_var = Var::new("REDIS_URL", &raw.redis_url, "redis://redis:6379");
@@ -444,7 +420,7 @@ impl Config {
         let message_retention =
             Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h").duration("24h", false)?;
 
-        let config = Config {
+        Ok(Config {
             bind_addr,
             providers,
             default_channel,
@@ -458,47 +434,54 @@ impl Config {
             limits,
             redis_url,
             message_retention,
-        };
-        config.check_access_is_configured()?;
-        Ok(config)
-    }
-
-    /// A real provider sends paid messages: an open endpoint would let anyone spend the
-    /// account, so one of the access settings must be chosen on purpose.
-    fn check_access_is_configured(&self) -> Result<(), ConfigError> {
-        let real: Vec<&str> = self
-            .providers
-            .iter()
-            .filter(|p| p.is_real())
-            .map(|p| p.as_str())
-            .collect();
-        if !real.is_empty() && !self.access.is_configured() {
-            return Err(ConfigError::NoAccessControl {
-                providers: real.join(","),
-            });
-        }
-        Ok(())
+        })
     }
 }
 
-fn parse_providers(var: &Var<'_>) -> Result<Vec<ProviderKind>, ConfigError> {
+/// A real provider sends paid messages: an open endpoint would let anyone spend the
+/// account, so one of the access settings must be chosen on purpose.
+fn check_access_is_configured(
+    providers: &[&str],
+    access: &AccessPolicy,
+) -> Result<(), ConfigError> {
+    let real: Vec<&str> = providers
+        .iter()
+        .copied()
+        .filter(|p| *p != "console")
+        .collect();
+    if !real.is_empty() && !access.is_configured() {
+        return Err(ConfigError::NoAccessControl {
+            providers: real.join(","),
+        });
+    }
+    Ok(())
+}
+
+/// The `PROVIDERS` list, lower-cased, each a known provider and none twice.
+fn parse_provider_names(var: &Var<'_>) -> Result<Vec<&'static str>, ConfigError> {
     let names = var.list();
     if names.is_empty() {
-        return Ok(vec![ProviderKind::Console]);
+        return Ok(vec!["console"]);
     }
     let mut seen = HashSet::new();
     names
         .into_iter()
         .map(|name| {
-            let kind = name.to_ascii_lowercase().parse::<ProviderKind>().map_err(|_| {
-                var.invalid(format!(
-                    "unknown provider {name:?}; known providers are console, twilio, vonage, sendpulse, telegram"
-                ))
-            })?;
-            if !seen.insert(kind) {
+            let lower = name.to_ascii_lowercase();
+            let known = KNOWN_PROVIDERS
+                .iter()
+                .copied()
+                .find(|k| *k == lower)
+                .ok_or_else(|| {
+                    var.invalid(format!(
+                        "unknown provider {name:?}; known providers are {}",
+                        KNOWN_PROVIDERS.join(", ")
+                    ))
+                })?;
+            if !seen.insert(known) {
                 return Err(var.invalid(format!("provider {name:?} is listed twice")));
             }
-            Ok(kind)
+            Ok(known)
         })
         .collect()
 }
@@ -601,7 +584,10 @@ mod tests {
     fn defaults_follow_the_design() {
         let c = config(&[]).unwrap();
         assert_eq!(c.bind_addr, "0.0.0.0:3412".parse().unwrap());
-        assert_eq!(c.providers, vec![ProviderKind::Console]);
+        assert_eq!(
+            c.providers.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            ["console"]
+        );
         assert_eq!(c.default_channel, Channel::Sms);
         assert_eq!(c.default_region, None);
         assert_eq!(c.message_ttl, Duration::from_secs(300));
@@ -726,7 +712,10 @@ mod tests {
             ("AUTH_DISABLED", "true"),
         ] {
             assert!(
-                config(&[("PROVIDERS", "twilio"), setting]).is_ok(),
+                !matches!(
+                    config(&[("PROVIDERS", "twilio"), setting]),
+                    Err(ConfigError::NoAccessControl { .. })
+                ),
                 "{setting:?}"
             );
         }

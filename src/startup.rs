@@ -10,11 +10,13 @@ use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpServer};
-use otp_relay_providers::{ConsoleProvider, MessageProvider};
+use otp_relay_providers::{
+    http, MemoryChatDirectory, MessageProvider, ProviderContext, SettingError,
+};
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::api::{self, error::ApiError};
-use crate::config::{Config, ProviderKind};
+use crate::config::Config;
 use crate::dispatch::Dispatcher;
 
 /// Why the application could not start.
@@ -25,8 +27,8 @@ pub enum StartupError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("provider {0} is not available in this build of otp-relay")]
-    ProviderUnavailable(&'static str),
+    #[error(transparent)]
+    Provider(#[from] SettingError),
 }
 
 /// What every handler shares.
@@ -115,19 +117,22 @@ impl Application {
     }
 }
 
-/// The configured providers, in priority order.
+/// Most Telegram chat links kept in memory.
+const MAX_CHAT_LINKS: usize = 100_000;
+
+/// The configured providers, in priority order, sharing one HTTP client.
 pub fn build_providers(config: &Config) -> Result<Vec<Arc<dyn MessageProvider>>, StartupError> {
+    let context = ProviderContext {
+        client: http::client(config.limits.provider_timeout),
+        public_base_url: config.public_base_url.clone(),
+        chats: Arc::new(MemoryChatDirectory::new(MAX_CHAT_LINKS)),
+    };
     let providers = config
         .providers
         .iter()
-        .map(|kind| -> Result<Arc<dyn MessageProvider>, StartupError> {
-            match kind {
-                ProviderKind::Console => Ok(Arc::new(ConsoleProvider::stdout())),
-                other => Err(StartupError::ProviderUnavailable(other.as_str())),
-            }
-        })
+        .map(|settings| settings.build(&context))
         .collect::<Result<Vec<_>, _>>()?;
-    if config.providers.iter().all(|kind| !kind.is_real()) {
+    if config.providers.iter().all(|settings| !settings.is_real()) {
         tracing::warn!(
             "no real provider is configured: messages are printed to stdout by the console \
              provider, not delivered; set PROVIDERS to send them"

@@ -45,9 +45,13 @@ pub enum ProviderError {
     /// The provider refused the message for another reason that retrying will not fix.
     #[error("the provider rejected the message: {detail}")]
     Rejected { detail: String },
-    /// The provider answered something we could not understand.
-    #[error("unexpected answer from the provider: {detail}")]
-    UnexpectedResponse { detail: String },
+    /// The provider needs a bare code (4 to 8 digits) and the message has none.
+    #[error("this provider sends codes, and the message has no 4 to 8 digit code")]
+    CodeRequired,
+    /// The provider answered something we could not understand. `detail` holds at most
+    /// 512 bytes of the reply, scrubbed of digit runs.
+    #[error("unexpected answer from the provider (HTTP {status}): {detail}")]
+    Protocol { status: u16, detail: String },
 }
 
 impl ProviderError {
@@ -64,7 +68,8 @@ impl ProviderError {
             ProviderError::Connect { .. } => "connect_failed",
             ProviderError::Timeout => "timeout",
             ProviderError::Rejected { .. } => "rejected",
-            ProviderError::UnexpectedResponse { .. } => "unexpected_response",
+            ProviderError::CodeRequired => "code_required",
+            ProviderError::Protocol { .. } => "protocol",
         }
     }
 
@@ -102,8 +107,21 @@ impl ProviderError {
                 ProviderError::RecipientNotRegistered { .. }
                     | ProviderError::RegionNotEnabled { .. }
                     | ProviderError::Unauthorized { .. }
-                    | ProviderError::UnexpectedResponse { .. }
+                    | ProviderError::CodeRequired
+                    | ProviderError::Protocol { .. }
             )
+    }
+
+    /// The failure is about the recipient (the caller's input), not the provider or the
+    /// account: the caller can fix it, so it answers 422 rather than 502.
+    pub fn is_recipient_problem(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::InvalidRecipient { .. }
+                | ProviderError::RecipientNotRegistered { .. }
+                | ProviderError::RecipientOptedOut { .. }
+                | ProviderError::CodeRequired
+        )
     }
 
     /// How long the provider asked us to wait, if it said.

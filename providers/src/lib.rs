@@ -9,13 +9,20 @@
 //! [`error`].
 
 pub mod console;
+pub mod context;
 pub mod error;
+pub mod http;
 pub mod message;
 pub mod phone;
 pub mod provider;
+pub mod registry;
+pub mod settings;
 
 pub use console::ConsoleProvider;
+pub use context::{ChatDirectory, MemoryChatDirectory, ProviderContext};
 pub use error::ProviderError;
 pub use message::{Channel, DeliveryStatus, OutboundMessage, Receipt};
 pub use phone::{LineKind, Phone, PhoneError, Region};
 pub use provider::{MessageProvider, ProbeOutcome};
+pub use registry::ProviderSettings;
+pub use settings::{Env, SettingError};

@@ -51,80 +51,41 @@ struct Problem<'a> {
     attempts: Option<&'a [Attempt]>,
 }
 
+/// How an error is answered.
+struct Classified {
+    code: &'static str,
+    status: StatusCode,
+    title: &'static str,
+    retryable: bool,
+}
+
 impl ApiError {
     /// The stable machine code, status, title and whether to retry.
-    fn classify(&self) -> (&'static str, StatusCode, &'static str, bool) {
+    #[rustfmt::skip]
+    fn classify(&self) -> Classified {
         use StatusCode as S;
-        match self {
-            ApiError::MalformedBody(_) => (
-                "malformed_json",
-                S::BAD_REQUEST,
-                "Malformed request body",
-                false,
-            ),
-            ApiError::MissingMobile => (
-                "missing_mobile",
-                S::BAD_REQUEST,
-                "Missing mobile number",
-                false,
-            ),
-            ApiError::InvalidMobile(_) => (
-                "invalid_mobile",
-                S::UNPROCESSABLE_ENTITY,
-                "Invalid mobile number",
-                false,
-            ),
-            ApiError::InvalidText(_) => (
-                "invalid_text",
-                S::UNPROCESSABLE_ENTITY,
-                "Invalid message text",
-                false,
-            ),
-            ApiError::InvalidChannel => (
-                "invalid_channel",
-                S::UNPROCESSABLE_ENTITY,
-                "Invalid channel",
-                false,
-            ),
+        let (code, status, title, retryable) = match self {
+            ApiError::MalformedBody(_) => ("malformed_json", S::BAD_REQUEST, "Malformed request body", false),
+            ApiError::MissingMobile => ("missing_mobile", S::BAD_REQUEST, "Missing mobile number", false),
+            ApiError::InvalidMobile(_) => ("invalid_mobile", S::UNPROCESSABLE_ENTITY, "Invalid mobile number", false),
+            ApiError::InvalidText(_) => ("invalid_text", S::UNPROCESSABLE_ENTITY, "Invalid message text", false),
+            ApiError::InvalidChannel => ("invalid_channel", S::UNPROCESSABLE_ENTITY, "Invalid channel", false),
             ApiError::InvalidTtl => ("invalid_ttl", S::UNPROCESSABLE_ENTITY, "Invalid TTL", false),
-            ApiError::BodyTooLarge { .. } => (
-                "body_too_large",
-                S::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-                false,
-            ),
-            ApiError::Access(AccessDenied::AddressNotAllowed) => {
-                ("forbidden", S::FORBIDDEN, "Forbidden", false)
-            }
+            ApiError::BodyTooLarge { .. } => ("body_too_large", S::PAYLOAD_TOO_LARGE, "Request body too large", false),
+            ApiError::Access(AccessDenied::AddressNotAllowed) => ("forbidden", S::FORBIDDEN, "Forbidden", false),
             ApiError::Access(_) => ("unauthorized", S::UNAUTHORIZED, "Unauthorized", false),
             ApiError::NotFound => ("not_found", S::NOT_FOUND, "Not found", false),
             ApiError::Dispatch { error, .. } => match error {
-                DispatchError::NoProviderForChannel(_) => (
-                    "channel_not_configured",
-                    S::UNPROCESSABLE_ENTITY,
-                    "Channel not configured",
-                    false,
-                ),
-                DispatchError::Rejected { .. } => (
-                    "provider_rejected",
-                    S::BAD_GATEWAY,
-                    "Provider rejected the message",
-                    false,
-                ),
-                DispatchError::Unavailable { .. } => (
-                    "no_provider_available",
-                    S::SERVICE_UNAVAILABLE,
-                    "No provider available",
-                    true,
-                ),
-                DispatchError::DeadlineExceeded { .. } => (
-                    "deadline_exceeded",
-                    S::GATEWAY_TIMEOUT,
-                    "Deadline exceeded",
-                    true,
-                ),
+                DispatchError::NoProviderForChannel(_) => ("channel_not_configured", S::UNPROCESSABLE_ENTITY, "Channel not configured", false),
+                // The caller can fix these (another number, a registered user): 422 with
+                // the provider's own code.
+                DispatchError::Rejected { error, .. } if error.is_recipient_problem() => (error.code(), S::UNPROCESSABLE_ENTITY, "Recipient refused by the provider", false),
+                DispatchError::Rejected { .. } => ("provider_rejected", S::BAD_GATEWAY, "Provider rejected the message", false),
+                DispatchError::Unavailable { .. } => ("no_provider_available", S::SERVICE_UNAVAILABLE, "No provider available", true),
+                DispatchError::DeadlineExceeded { .. } => ("deadline_exceeded", S::GATEWAY_TIMEOUT, "Deadline exceeded", true),
             },
-        }
+        };
+        Classified { code, status, title, retryable }
     }
 
     /// Seconds to wait before trying again, for answers that carry `Retry-After`.
@@ -141,11 +102,16 @@ impl ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.classify().1
+        self.classify().status
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (code, status, title, retryable) = self.classify();
+        let Classified {
+            code,
+            status,
+            title,
+            retryable,
+        } = self.classify();
         let (id, attempts) = match self {
             ApiError::Dispatch { id, error } => (Some(id.as_str()), Some(error.attempts())),
             _ => (None, None),

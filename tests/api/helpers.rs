@@ -22,22 +22,25 @@ pub struct Received {
 
 /// A provider that keeps what it is given, and answers with a set failure if told to.
 pub struct RecordingProvider {
+    name: &'static str,
     received: Mutex<Vec<Received>>,
     failure: Option<ProviderError>,
 }
 
 impl RecordingProvider {
     pub fn accepting() -> Arc<Self> {
-        Arc::new(RecordingProvider {
-            received: Mutex::new(Vec::new()),
-            failure: None,
-        })
+        Self::new("recorder", None)
     }
 
     pub fn failing_with(error: ProviderError) -> Arc<Self> {
+        Self::new("recorder", Some(error))
+    }
+
+    pub fn new(name: &'static str, failure: Option<ProviderError>) -> Arc<Self> {
         Arc::new(RecordingProvider {
+            name,
             received: Mutex::new(Vec::new()),
-            failure: Some(error),
+            failure,
         })
     }
 
@@ -49,7 +52,7 @@ impl RecordingProvider {
 #[async_trait]
 impl MessageProvider for RecordingProvider {
     fn name(&self) -> &'static str {
-        "recorder"
+        self.name
     }
 
     fn channels(&self) -> &[Channel] {
@@ -67,7 +70,7 @@ impl MessageProvider for RecordingProvider {
         match &self.failure {
             Some(error) => Err(error.clone()),
             None => Ok(Receipt {
-                provider: "recorder".into(),
+                provider: self.name.into(),
                 provider_message_id: Some(format!("rec-{}", message.id)),
                 status: DeliveryStatus::Queued,
                 raw_status: Some("accepted".into()),
@@ -120,16 +123,25 @@ pub async fn spawn_app(vars: &[(&str, &str)]) -> TestApp {
 
 /// Starts the application with `vars` and the given provider.
 pub async fn spawn_app_with(vars: &[(&str, &str)], provider: Arc<RecordingProvider>) -> TestApp {
+    spawn_app_with_providers(vars, vec![provider.clone()], provider).await
+}
+
+/// Starts the application with `vars` and `providers` in priority order; `watched` is
+/// the one the test looks at.
+pub async fn spawn_app_with_providers(
+    vars: &[(&str, &str)],
+    providers: Vec<Arc<dyn MessageProvider>>,
+    watched: Arc<RecordingProvider>,
+) -> TestApp {
     capture_logs();
     let config = test_config(vars);
-    let app = Application::build_with_providers(config, vec![provider.clone()])
-        .expect("application builds");
+    let app = Application::build_with_providers(config, providers).expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: reqwest::Client::new(),
-        provider,
+        provider: watched,
     }
 }
 

@@ -23,7 +23,7 @@ async fn logs_hold_neither_code_nor_text_nor_full_number() {
     let failed = failing.post_json("/api/sms", &refused).await;
 
     assert_eq!(ok.status(), 200);
-    assert_eq!(failed.status(), 502);
+    assert_eq!(failed.status(), 422);
     let ok_id = ok.json::<serde_json::Value>().await.unwrap()["id"]
         .as_str()
         .unwrap()

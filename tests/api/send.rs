@@ -256,3 +256,82 @@ async fn every_answer_carries_a_request_id() {
         assert!(!id.is_empty());
     }
 }
+
+mod provider_failures {
+    use std::time::Duration;
+
+    use otp_relay_providers::{MessageProvider, ProviderError};
+    use serde_json::json;
+
+    use crate::helpers::{problem, spawn_app_with, spawn_app_with_providers, RecordingProvider};
+
+    const BODY: &str = r#"{"mobile": "+5511966191717", "totp": "Your code is 135790"}"#;
+
+    async fn answer_for(error: ProviderError) -> reqwest::Response {
+        let app = spawn_app_with(&[], RecordingProvider::failing_with(error)).await;
+        app.post_raw("/api/sms", BODY).await
+    }
+
+    #[tokio::test]
+    async fn a_recipient_problem_is_422_with_the_provider_code() {
+        let response = answer_for(ProviderError::InvalidRecipient {
+            detail: "21211".into(),
+        })
+        .await;
+        let body = problem(response, 422, "invalid_recipient").await;
+        assert_eq!(
+            body["attempts"],
+            json!([{"provider": "recorder", "outcome": "failed", "code": "invalid_recipient"}])
+        );
+        assert_eq!(body["id"].as_str().map(str::len), Some(26));
+    }
+
+    #[tokio::test]
+    async fn another_permanent_rejection_is_502() {
+        let response = answer_for(ProviderError::Rejected {
+            detail: "blocked content".into(),
+        })
+        .await;
+        problem(response, 502, "provider_rejected").await;
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_503_with_the_providers_retry_after() {
+        let response = answer_for(ProviderError::RateLimited {
+            detail: "slow down".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        })
+        .await;
+        assert_eq!(response.headers()["retry-after"], "7");
+        let body = problem(response, 503, "no_provider_available").await;
+        assert_eq!(body["retryable"], true);
+    }
+
+    #[tokio::test]
+    async fn a_failure_another_provider_may_overcome_moves_to_the_next() {
+        let down = RecordingProvider::new(
+            "first",
+            Some(ProviderError::Unavailable {
+                detail: "503".into(),
+            }),
+        );
+        let up = RecordingProvider::new("second", None);
+        let providers: Vec<std::sync::Arc<dyn MessageProvider>> = vec![down.clone(), up.clone()];
+        let app = spawn_app_with_providers(&[], providers, up.clone()).await;
+
+        let response = app.post_raw("/api/sms", BODY).await;
+
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["provider"], "second");
+        assert_eq!(
+            body["attempts"],
+            json!([
+                {"provider": "first", "outcome": "failed", "code": "unavailable"},
+                {"provider": "second", "outcome": "sent", "code": null}
+            ])
+        );
+        assert_eq!(down.received().len(), 1);
+        assert_eq!(up.received().len(), 1);
+    }
+}

@@ -1,0 +1,105 @@
+//! What every adapter is built with: the shared HTTP client, the public URL for status
+//! callbacks, and the directory of Telegram chats.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+
+use crate::{Phone, ProviderError};
+
+/// Finds the Telegram chat linked to a phone number (users link theirs by sharing their
+/// contact with the bot).
+#[async_trait]
+pub trait ChatDirectory: Send + Sync {
+    /// The chat id linked to `phone`, if any. An error means the directory itself could
+    /// not be read (a store outage), not that the number is unknown.
+    async fn chat_for(&self, phone: &Phone) -> Result<Option<i64>, ProviderError>;
+}
+
+/// A [`ChatDirectory`] in process memory, bounded in size.
+pub struct MemoryChatDirectory {
+    chats: RwLock<HashMap<String, i64>>,
+    capacity: usize,
+}
+
+impl MemoryChatDirectory {
+    pub fn new(capacity: usize) -> Self {
+        MemoryChatDirectory {
+            chats: RwLock::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// Links `phone` to `chat_id`. Returns false when the directory is full.
+    pub fn register(&self, phone: &Phone, chat_id: i64) -> bool {
+        let mut chats = self.chats.write().expect("directory lock");
+        if chats.len() >= self.capacity && !chats.contains_key(phone.e164()) {
+            return false;
+        }
+        chats.insert(phone.e164().to_owned(), chat_id);
+        true
+    }
+
+    /// Removes the link for `phone`.
+    pub fn unregister(&self, phone: &Phone) {
+        self.chats
+            .write()
+            .expect("directory lock")
+            .remove(phone.e164());
+    }
+}
+
+#[async_trait]
+impl ChatDirectory for MemoryChatDirectory {
+    async fn chat_for(&self, phone: &Phone) -> Result<Option<i64>, ProviderError> {
+        Ok(self
+            .chats
+            .read()
+            .expect("directory lock")
+            .get(phone.e164())
+            .copied())
+    }
+}
+
+/// Shared resources handed to every adapter when it is built.
+#[derive(Clone)]
+pub struct ProviderContext {
+    /// The one pooled HTTP client (see [`crate::http::client`]).
+    pub client: reqwest::Client,
+    /// `PUBLIC_BASE_URL` without a trailing slash: status callbacks go to
+    /// `{public_base_url}/webhooks/{provider}`.
+    pub public_base_url: Option<String>,
+    pub chats: Arc<dyn ChatDirectory>,
+}
+
+impl ProviderContext {
+    /// The callback URL for `webhook` (`twilio`, `vonage`, `telegram-gateway`), when a
+    /// public URL is configured.
+    pub fn callback_url(&self, webhook: &str) -> Option<String> {
+        self.public_base_url
+            .as_ref()
+            .map(|base| format!("{base}/webhooks/{webhook}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_directory_links_and_unlinks_within_capacity() {
+        let directory = MemoryChatDirectory::new(1);
+        let first = Phone::parse("+5511966191717", None).unwrap();
+        let second = Phone::parse("+14155552671", None).unwrap();
+        assert!(directory.register(&first, 42));
+        assert!(!directory.register(&second, 43), "full");
+        assert_eq!(directory.chat_for(&first).await.unwrap(), Some(42));
+        assert!(
+            directory.register(&first, 44),
+            "relinking an existing number fits"
+        );
+        directory.unregister(&first);
+        assert_eq!(directory.chat_for(&first).await.unwrap(), None);
+    }
+}

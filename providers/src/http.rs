@@ -1,0 +1,118 @@
+//! The shared HTTP client and the helpers every adapter uses to read replies.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::ProviderError;
+
+/// `User-Agent` sent to every provider.
+pub const USER_AGENT: &str = concat!("otp-relay/", env!("CARGO_PKG_VERSION"));
+
+/// Most bytes of an unexpected reply kept for the log.
+pub const MAX_REPLY_DETAIL: usize = 512;
+
+/// The one client every adapter shares: pooled keep-alive connections, rustls, and a
+/// whole-request timeout of `timeout` (`PROVIDER_TIMEOUT`).
+pub fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(3)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .expect("the HTTP client builds with rustls and no system configuration")
+}
+
+/// Maps a failure to get any reply at all. The URL is dropped from the message: some
+/// providers (the Telegram Bot API) carry the token in the path.
+pub fn transport_error(error: reqwest::Error) -> ProviderError {
+    let error = error.without_url();
+    if error.is_timeout() {
+        ProviderError::Timeout
+    } else if error.is_connect() {
+        ProviderError::Connect {
+            detail: error.to_string(),
+        }
+    } else {
+        ProviderError::Unavailable {
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// A reply that is not of the shape the provider documents.
+pub fn protocol_error(status: StatusCode, body: &[u8]) -> ProviderError {
+    let cut = &body[..body.len().min(MAX_REPLY_DETAIL)];
+    ProviderError::Protocol {
+        status: status.as_u16(),
+        detail: scrub(&String::from_utf8_lossy(cut)),
+    }
+}
+
+/// Provider text made safe to log and return: runs of four or more digits (numbers,
+/// codes) become `****`, and the text is cut to [`MAX_REPLY_DETAIL`] bytes.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_REPLY_DETAIL));
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() >= 4 {
+            out.push_str("****");
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        flush(&mut digits, &mut out);
+        if out.len() + c.len_utf8() > MAX_REPLY_DETAIL {
+            break;
+        }
+        out.push(c);
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
+/// A `Retry-After` header given in seconds (the form providers use).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_hides_numbers_and_codes_and_bounds_length() {
+        assert_eq!(
+            scrub("The 'To' number +5511966191717 is not valid; code 123456, ref 42"),
+            "The 'To' number +**** is not valid; code ****, ref 42"
+        );
+        assert!(scrub(&"é".repeat(1000)).len() <= MAX_REPLY_DETAIL);
+    }
+
+    #[test]
+    fn protocol_error_keeps_status_and_a_bounded_body() {
+        let error = protocol_error(StatusCode::OK, &[b'x'; 2000]);
+        match error {
+            ProviderError::Protocol { status, detail } => {
+                assert_eq!(status, 200);
+                assert_eq!(detail.len(), MAX_REPLY_DETAIL);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
