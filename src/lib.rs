@@ -9,4 +9,5 @@ pub mod dispatch;
 pub mod guards;
 pub mod message;
 pub mod startup;
+pub mod store;
 pub mod telemetry;

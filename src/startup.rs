@@ -13,11 +13,13 @@ use actix_web::{web, App, HttpMessage, HttpServer};
 use otp_relay_providers::{
     http, MemoryChatDirectory, MessageProvider, ProviderContext, SettingError,
 };
+use tokio::sync::Semaphore;
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::api::{self, error::ApiError};
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{DispatchPolicy, Dispatcher};
+use crate::store::{self, Store, StoreError};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +31,17 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Provider(#[from] SettingError),
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 /// What every handler shares.
 pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Dispatcher,
+    pub store: Arc<dyn Store>,
+    /// One permit per send in progress (`MAX_IN_FLIGHT`).
+    pub in_flight: Arc<Semaphore>,
 }
 
 /// A bound, not yet running, otp-relay server.
@@ -68,17 +75,26 @@ impl Application {
                 source,
             })?
             .port();
+        let limits = &config.limits;
         let dispatcher = Dispatcher::new(
             providers,
-            config.limits.provider_timeout,
-            config.limits.request_deadline,
+            DispatchPolicy {
+                provider_timeout: limits.provider_timeout,
+                request_deadline: limits.request_deadline,
+                retry_max: limits.retry_max,
+                circuit_failures: limits.circuit_failures,
+                circuit_cooldown: limits.circuit_cooldown,
+            },
         );
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);
         let access = web::Data::new(config.access.clone());
+        let store = store::open(config.redis_url.as_ref()).map_err(StartupError::Store)?;
         let state = web::Data::new(AppState {
-            config: Arc::new(config),
+            in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
             dispatcher,
+            store,
+            config: Arc::new(config),
         });
         let server = HttpServer::new(move || {
             App::new()

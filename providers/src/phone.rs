@@ -60,6 +60,7 @@ pub enum LineKind {
     FixedOrMobile,
     Fixed,
     PremiumRate,
+    SharedCost,
     Other,
 }
 
@@ -149,6 +150,7 @@ impl Phone {
             Type::FixedLineOrMobile => LineKind::FixedOrMobile,
             Type::FixedLine => LineKind::Fixed,
             Type::PremiumRate => LineKind::PremiumRate,
+            Type::SharedCost => LineKind::SharedCost,
             _ => LineKind::Other,
         }
     }

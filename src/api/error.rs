@@ -8,7 +8,11 @@ use serde::Serialize;
 
 use crate::dispatch::{Attempt, DispatchError};
 use crate::guards::access::AccessDenied;
+use crate::guards::idempotency::IdempotencyError;
+use crate::guards::number_policy::NumberRefused;
+use crate::guards::rate::Limited;
 use crate::message::TextError;
+use crate::store::StoreError;
 
 /// Everything the API can answer other than success.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,16 @@ pub enum ApiError {
     NotFound,
     #[error("{error}")]
     Dispatch { id: String, error: DispatchError },
+    #[error("{0}")]
+    NumberRefused(NumberRefused),
+    #[error("too many messages ({} limit); retry later", .0.scope.as_str())]
+    RateLimited(Limited),
+    #[error("{0}")]
+    Idempotency(#[from] IdempotencyError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("too many sends in progress; retry shortly")]
+    Overloaded,
 }
 
 /// The problem document (RFC 9457) with otp-relay's extension members.
@@ -75,6 +89,14 @@ impl ApiError {
             ApiError::Access(AccessDenied::AddressNotAllowed) => ("forbidden", S::FORBIDDEN, "Forbidden", false),
             ApiError::Access(_) => ("unauthorized", S::UNAUTHORIZED, "Unauthorized", false),
             ApiError::NotFound => ("not_found", S::NOT_FOUND, "Not found", false),
+            ApiError::NumberRefused(NumberRefused::CountryNotAllowed) => ("country_not_allowed", S::FORBIDDEN, "Country not allowed", false),
+            ApiError::NumberRefused(NumberRefused::UnsupportedNumberType) => ("unsupported_number_type", S::UNPROCESSABLE_ENTITY, "Unsupported number type", false),
+            ApiError::RateLimited(_) => ("rate_limited", S::TOO_MANY_REQUESTS, "Rate limited", true),
+            ApiError::Idempotency(IdempotencyError::InvalidKey) => ("invalid_idempotency_key", S::BAD_REQUEST, "Invalid Idempotency-Key", false),
+            ApiError::Idempotency(IdempotencyError::KeyReused) => ("idempotency_key_reused", S::UNPROCESSABLE_ENTITY, "Idempotency-Key reused", false),
+            ApiError::Idempotency(IdempotencyError::StillInFlight) => ("deadline_exceeded", S::GATEWAY_TIMEOUT, "Deadline exceeded", true),
+            ApiError::Idempotency(IdempotencyError::Store(_)) | ApiError::Store(_) => ("store_unavailable", S::SERVICE_UNAVAILABLE, "State store unavailable", true),
+            ApiError::Overloaded => ("overloaded", S::SERVICE_UNAVAILABLE, "Overloaded", true),
             ApiError::Dispatch { error, .. } => match error {
                 DispatchError::NoProviderForChannel(_) => ("channel_not_configured", S::UNPROCESSABLE_ENTITY, "Channel not configured", false),
                 // The caller can fix these (another number, a registered user): 422 with
@@ -92,12 +114,19 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Dispatch {
-                error: DispatchError::Unavailable { error, .. },
+                error: DispatchError::Unavailable { retry_after, .. },
                 ..
-            } => Some(error.retry_after().map_or(1, |d| d.as_secs().max(1))),
+            } => Some(retry_after.map_or(1, whole_seconds)),
+            ApiError::RateLimited(limited) => Some(whole_seconds(limited.retry_after)),
+            ApiError::Overloaded | ApiError::Store(_) => Some(1),
             _ => None,
         }
     }
+}
+
+/// `Retry-After` seconds: rounded up, at least one.
+fn whole_seconds(duration: std::time::Duration) -> u64 {
+    duration.as_secs_f64().ceil().max(1.0) as u64
 }
 
 impl ResponseError for ApiError {

@@ -1,8 +1,9 @@
 //! Liveness and readiness probes.
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
+use crate::dispatch::circuit::CircuitState;
 use crate::startup::AppState;
 
 /// The process is up and serving HTTP.
@@ -10,17 +11,24 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "live" }))
 }
 
-/// The configuration loaded and at least one provider is usable.
+/// Ready while the state store answers and at least one provider is usable (its circuit
+/// is not open). The body shows each provider's circuit and the store.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let providers: Vec<&str> = state
-        .dispatcher
-        .providers()
+    let circuits = state.dispatcher.provider_states();
+    let usable = circuits.iter().any(|(_, c)| *c != CircuitState::Open);
+    let store_ok = state.store.ping().await.is_ok();
+    let providers: Map<String, Value> = circuits
         .iter()
-        .map(|p| p.name())
+        .map(|(name, circuit)| (name.to_string(), json!(circuit.as_str())))
         .collect();
-    if providers.is_empty() {
-        return HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "unavailable", "providers": providers }));
+    let body = json!({
+        "status": if usable && store_ok { "ready" } else { "unavailable" },
+        "providers": providers,
+        "store": { "backend": state.store.backend(), "reachable": store_ok },
+    });
+    if usable && store_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
-    HttpResponse::Ok().json(json!({ "status": "ready", "providers": providers }))
 }

@@ -3,16 +3,21 @@
 
 use std::time::Duration;
 
+use actix_web::http::{header::ContentType, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use otp_relay_providers::{Channel, OutboundMessage, Phone};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::api::body::{decode_text, parse_json, read_limited};
 use crate::api::error::ApiError;
 use crate::dispatch::Attempt;
 use crate::guards::access::Caller;
+use crate::guards::idempotency::{self, Begin, IdempotencyError, KeySource};
+use crate::guards::{number_policy, rate};
 use crate::message::{compose, TextFields};
 use crate::startup::AppState;
+use crate::store::StoredAnswer;
 
 /// A string, or a number some callers send where a string is meant.
 #[derive(Debug, Deserialize)]
@@ -58,15 +63,89 @@ const MAX_TTL_SECONDS: u64 = 86_400;
 
 pub async fn send(
     req: HttpRequest,
-    _caller: Caller,
+    caller: Caller,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Refuse at once rather than queue: the caller is a login waiting on us.
+    let _permit = state
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded)?;
+    let limits = &state.config.limits;
+    let deadline = Instant::now() + limits.request_deadline;
     let body = read_limited(&req, payload).await?;
     let request: SendRequest = parse_json(&decode_text(&body))?;
     let message = state.validate(request)?;
+    number_policy::check(&message.to, message.channel, limits).map_err(ApiError::NumberRefused)?;
 
-    match state.dispatcher.send(&message).await {
+    let header = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map_err(|_| IdempotencyError::InvalidKey))
+        .transpose()?;
+    let source = KeySource {
+        header,
+        caller: &caller.identity,
+        e164: message.to.e164(),
+        channel: message.channel.as_str(),
+        text: &message.text,
+    };
+    let begin = idempotency::begin(
+        &state.store,
+        &source,
+        state.config.message_retention,
+        limits.dedupe_window,
+        deadline,
+    )
+    .await?;
+    let ticket = match begin {
+        Some(Begin::Replay(answer)) => {
+            tracing::info!(to = %message.to.masked(), "repeated request: answering as the first time");
+            return Ok(HttpResponse::build(
+                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
+            )
+            .content_type(ContentType::json())
+            .insert_header(("Idempotent-Replayed", "true"))
+            .body(answer.body));
+        }
+        Some(Begin::Proceed(ticket)) => Some(ticket),
+        None => None,
+    };
+
+    let outcome = deliver(&state, &message, &caller, deadline).await;
+    if let Some(ticket) = ticket {
+        match &outcome {
+            Ok(answer) => ticket.succeeded(answer).await,
+            Err(_) => ticket.failed().await,
+        }
+    }
+    let answer = outcome?;
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(answer.body))
+}
+
+/// Counts the send against the rate limits and hands it to the providers.
+async fn deliver(
+    state: &AppState,
+    message: &OutboundMessage,
+    caller: &Caller,
+    deadline: Instant,
+) -> Result<StoredAnswer, ApiError> {
+    let limits = &state.config.limits;
+    if let Err(limited) =
+        rate::check(state.store.as_ref(), limits, &message.to, &caller.identity).await?
+    {
+        tracing::warn!(
+            to = %message.to.masked(),
+            scope = limited.scope.as_str(),
+            "rate limit reached"
+        );
+        return Err(ApiError::RateLimited(limited));
+    }
+    match state.dispatcher.send(message, deadline).await {
         Ok(delivery) => {
             let receipt = &delivery.receipt;
             tracing::info!(
@@ -77,14 +156,16 @@ pub async fn send(
                 status = %receipt.status,
                 "message accepted by provider"
             );
-            Ok(HttpResponse::Ok().json(SendResponse {
+            let body = serde_json::to_string(&SendResponse {
                 id: &message.id,
                 status: receipt.status.as_str(),
                 channel: message.channel,
                 provider: &receipt.provider,
                 provider_message_id: receipt.provider_message_id.as_deref(),
                 attempts: &delivery.attempts,
-            }))
+            })
+            .expect("the response serializes");
+            Ok(StoredAnswer { status: 200, body })
         }
         Err(error) => {
             tracing::warn!(
@@ -94,7 +175,7 @@ pub async fn send(
                 "message not sent: {error}"
             );
             Err(ApiError::Dispatch {
-                id: message.id,
+                id: message.id.clone(),
                 error,
             })
         }

@@ -1,25 +1,62 @@
-//! Dispatch: hands a message to the configured providers in priority order.
+//! Dispatch: hands a message to the configured providers in priority order, and keeps
+//! logins working when providers fail.
 //!
-//! Each attempt is bounded by `PROVIDER_TIMEOUT` and the whole send by
-//! `REQUEST_DEADLINE`. A failure that another provider could overcome moves on to the
-//! next provider that serves the channel; one that no provider can overcome (the number
-//! itself is bad) stops at once. Every attempt is reported back.
+//! - A provider that does not serve the channel, or whose circuit is open, is skipped.
+//! - A failure the provider provably did not process (throttled, connection refused)
+//!   is retried at the same provider, at most `RETRY_MAX` times, with exponential
+//!   backoff and jitter, or after the provider's own `Retry-After` when that fits in the
+//!   time left. A timeout or a 5xx may have been processed: retrying could send the code
+//!   twice, so the next provider is tried instead.
+//! - A failure another provider could overcome moves on; one that none can (the number
+//!   itself is bad) stops at once.
+//! - Each attempt is bounded by `PROVIDER_TIMEOUT`, the whole send by `REQUEST_DEADLINE`.
 
-use std::sync::Arc;
+pub mod circuit;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use otp_relay_providers::{Channel, MessageProvider, OutboundMessage, ProviderError, Receipt};
 use serde::Serialize;
 use tokio::time::Instant;
+
+use circuit::{Admission, Circuit, CircuitState};
 
 /// One provider's try at a message, as reported to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attempt {
     pub provider: &'static str,
-    /// `sent` or `failed`.
+    /// `sent`, `failed`, or `skipped` (circuit open).
     pub outcome: &'static str,
     /// The failure's stable code; `null` when sent.
     pub code: Option<&'static str>,
+}
+
+impl Attempt {
+    fn sent(provider: &'static str) -> Self {
+        Attempt {
+            provider,
+            outcome: "sent",
+            code: None,
+        }
+    }
+
+    fn failed(provider: &'static str, error: &ProviderError) -> Self {
+        Attempt {
+            provider,
+            outcome: "failed",
+            code: Some(error.code()),
+        }
+    }
+
+    fn skipped(provider: &'static str) -> Self {
+        Attempt {
+            provider,
+            outcome: "skipped",
+            code: Some("circuit_open"),
+        }
+    }
 }
 
 /// A message a provider accepted.
@@ -39,9 +76,10 @@ pub enum DispatchError {
         error: ProviderError,
         attempts: Vec<Attempt>,
     },
-    #[error("no provider could take the message now: {error}")]
+    #[error("no provider could take the message now")]
     Unavailable {
-        error: ProviderError,
+        /// When a provider may be usable again, if anyone said.
+        retry_after: Option<Duration>,
         attempts: Vec<Attempt>,
     },
     #[error("the request deadline passed before a provider accepted the message")]
@@ -59,82 +97,217 @@ impl DispatchError {
     }
 }
 
-/// The ordered providers and the time bounds that apply to a send.
+/// Time bounds and retry policy.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchPolicy {
+    pub provider_timeout: Duration,
+    pub request_deadline: Duration,
+    pub retry_max: u32,
+    pub circuit_failures: u32,
+    pub circuit_cooldown: Duration,
+}
+
+struct Route {
+    provider: Arc<dyn MessageProvider>,
+    circuit: Circuit,
+}
+
+/// The ordered providers with their circuits.
 pub struct Dispatcher {
-    providers: Vec<Arc<dyn MessageProvider>>,
-    provider_timeout: Duration,
-    request_deadline: Duration,
+    routes: Vec<Route>,
+    policy: DispatchPolicy,
+}
+
+/// Where the attempt loop for one provider ended.
+enum ProviderOutcome {
+    Sent(Receipt),
+    Failed(ProviderError),
+    /// The deadline ran out during this provider's attempts.
+    OutOfTime,
 }
 
 impl Dispatcher {
-    pub fn new(
-        providers: Vec<Arc<dyn MessageProvider>>,
-        provider_timeout: Duration,
-        request_deadline: Duration,
-    ) -> Self {
-        Dispatcher {
-            providers,
-            provider_timeout,
-            request_deadline,
-        }
+    pub fn new(providers: Vec<Arc<dyn MessageProvider>>, policy: DispatchPolicy) -> Self {
+        let routes = providers
+            .into_iter()
+            .map(|provider| Route {
+                circuit: Circuit::new(
+                    provider.name(),
+                    policy.circuit_failures,
+                    policy.circuit_cooldown,
+                ),
+                provider,
+            })
+            .collect();
+        Dispatcher { routes, policy }
     }
 
-    /// The providers, in priority order.
-    pub fn providers(&self) -> &[Arc<dyn MessageProvider>] {
-        &self.providers
+    /// The providers, in priority order, with their circuit states.
+    pub fn provider_states(&self) -> Vec<(&'static str, CircuitState)> {
+        let now = Instant::now();
+        self.routes
+            .iter()
+            .map(|route| (route.provider.name(), route.circuit.current(now)))
+            .collect()
     }
 
-    pub async fn send(&self, message: &OutboundMessage) -> Result<Delivery, DispatchError> {
-        let deadline = Instant::now() + self.request_deadline;
-        let mut attempts = Vec::new();
-        let mut last_error = None;
-        for provider in self.providers.iter().filter(|p| p.serves(message.channel)) {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(DispatchError::DeadlineExceeded { attempts });
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn MessageProvider>> {
+        self.routes.iter().map(|route| &route.provider)
+    }
+
+    /// Sends `message`, giving up at `deadline`.
+    pub async fn send(
+        &self,
+        message: &OutboundMessage,
+        deadline: Instant,
+    ) -> Result<Delivery, DispatchError> {
+        let attempts = Mutex::new(Vec::new());
+        let mut served = false;
+        // Whether some provider may take the message later (a transient failure or an
+        // open circuit), and the last refusal that another provider could have overcome.
+        let mut worth_retrying_later = false;
+        let mut last_refusal: Option<ProviderError> = None;
+        let mut reopen_after: Option<Duration> = None;
+
+        for route in self
+            .routes
+            .iter()
+            .filter(|r| r.provider.serves(message.channel))
+        {
+            served = true;
+            let name = route.provider.name();
+            if let Admission::Rejected { retry_after } = route.circuit.admit(Instant::now()) {
+                push(&attempts, Attempt::skipped(name));
+                worth_retrying_later = true;
+                reopen_after = Some(reopen_after.map_or(retry_after, |r| r.min(retry_after)));
+                continue;
             }
-            let budget = remaining.min(self.provider_timeout);
-            let result = tokio::time::timeout(budget, provider.send(message))
-                .await
-                .unwrap_or(Err(ProviderError::Timeout));
-            match result {
-                Ok(receipt) => {
-                    attempts.push(Attempt {
-                        provider: provider.name(),
-                        outcome: "sent",
-                        code: None,
-                    });
-                    return Ok(Delivery { receipt, attempts });
+            match self.try_provider(route, message, deadline, &attempts).await {
+                ProviderOutcome::Sent(receipt) => {
+                    return Ok(Delivery {
+                        receipt,
+                        attempts: attempts.into_inner().unwrap_or_default(),
+                    })
                 }
-                Err(error) => {
+                ProviderOutcome::OutOfTime => {
+                    return Err(DispatchError::DeadlineExceeded {
+                        attempts: attempts.into_inner().unwrap_or_default(),
+                    })
+                }
+                ProviderOutcome::Failed(error) => {
                     tracing::warn!(
                         message_id = %message.id,
-                        provider = provider.name(),
+                        provider = name,
                         code = error.code(),
                         transient = error.is_transient(),
                         "provider attempt failed: {error}"
                     );
-                    attempts.push(Attempt {
-                        provider: provider.name(),
-                        outcome: "failed",
-                        code: Some(error.code()),
-                    });
                     if !error.another_provider_may_succeed() {
-                        return Err(DispatchError::Rejected { error, attempts });
+                        return Err(DispatchError::Rejected {
+                            error,
+                            attempts: attempts.into_inner().unwrap_or_default(),
+                        });
                     }
-                    last_error = Some(error);
+                    if let Some(wait) = error.retry_after() {
+                        reopen_after = Some(reopen_after.map_or(wait, |r| r.min(wait)));
+                    }
+                    if error.is_transient() {
+                        worth_retrying_later = true;
+                    } else {
+                        last_refusal = Some(error);
+                    }
                 }
             }
         }
-        match last_error {
-            None => Err(DispatchError::NoProviderForChannel(message.channel)),
-            Some(ProviderError::Timeout) if Instant::now() >= deadline => {
-                Err(DispatchError::DeadlineExceeded { attempts })
+        let attempts = attempts.into_inner().unwrap_or_default();
+        if !served {
+            return Err(DispatchError::NoProviderForChannel(message.channel));
+        }
+        if Instant::now() >= deadline {
+            return Err(DispatchError::DeadlineExceeded { attempts });
+        }
+        match last_refusal {
+            Some(error) if !worth_retrying_later => {
+                Err(DispatchError::Rejected { error, attempts })
             }
-            Some(error) if error.is_transient() => {
-                Err(DispatchError::Unavailable { error, attempts })
-            }
-            Some(error) => Err(DispatchError::Rejected { error, attempts }),
+            _ => Err(DispatchError::Unavailable {
+                retry_after: reopen_after,
+                attempts,
+            }),
         }
     }
+
+    /// Sends through one provider, retrying what is safe to retry within the deadline.
+    async fn try_provider(
+        &self,
+        route: &Route,
+        message: &OutboundMessage,
+        deadline: Instant,
+        attempts: &Mutex<Vec<Attempt>>,
+    ) -> ProviderOutcome {
+        let name = route.provider.name();
+        let once = || async {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Stop::OutOfTime);
+            }
+            let capped_by_deadline = remaining < self.policy.provider_timeout;
+            let budget = remaining.min(self.policy.provider_timeout);
+            let result = tokio::time::timeout(budget, route.provider.send(message))
+                .await
+                .unwrap_or(Err(ProviderError::Timeout));
+            let now = Instant::now();
+            match result {
+                Ok(receipt) => {
+                    route.circuit.record(false, now);
+                    push(attempts, Attempt::sent(name));
+                    Ok(receipt)
+                }
+                Err(error) => {
+                    route.circuit.record(error.is_transient(), now);
+                    push(attempts, Attempt::failed(name, &error));
+                    if matches!(error, ProviderError::Timeout) && capped_by_deadline {
+                        return Err(Stop::OutOfTime);
+                    }
+                    Err(Stop::Failed(error))
+                }
+            }
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(self.policy.retry_max as usize)
+            .with_jitter();
+        let result = once
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|stop| matches!(stop, Stop::Failed(error) if error.is_safe_to_retry()))
+            .adjust(|stop, backoff_delay| {
+                let wait = match stop {
+                    Stop::Failed(error) => error.retry_after().or(backoff_delay)?,
+                    Stop::OutOfTime => return None,
+                };
+                // Waiting past the deadline only to fail is worse than failing over now.
+                (Instant::now() + wait < deadline).then_some(wait)
+            })
+            .await;
+        match result {
+            Ok(receipt) => ProviderOutcome::Sent(receipt),
+            Err(Stop::Failed(error)) => ProviderOutcome::Failed(error),
+            Err(Stop::OutOfTime) => ProviderOutcome::OutOfTime,
+        }
+    }
+}
+
+/// Why one try ended without a receipt.
+enum Stop {
+    Failed(ProviderError),
+    OutOfTime,
+}
+
+fn push(attempts: &Mutex<Vec<Attempt>>, attempt: Attempt) {
+    attempts
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(attempt);
 }

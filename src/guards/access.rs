@@ -147,9 +147,12 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
 }
 
 /// A caller that passed the access policy; handlers that take one are protected.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub ip: Option<IpAddr>,
+    /// Who this is for per-caller limits and idempotency keys: a digest of the API key
+    /// it presented, or else its address.
+    pub identity: String,
 }
 
 impl FromRequest for Caller {
@@ -166,10 +169,18 @@ impl FromRequest for Caller {
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok());
         let ip = policy.client_ip(req.peer_addr().map(|a| a.ip()), forwarded_for);
+        let key = presented_key(req).filter(|_| !policy.key_digests.is_empty());
         ready(
             policy
-                .check(ip, presented_key(req))
-                .map(|()| Caller { ip })
+                .check(ip, key)
+                .map(|()| Caller {
+                    ip,
+                    identity: match (key, ip) {
+                        (Some(key), _) => format!("key:{}", crate::guards::digest(&[key])),
+                        (None, Some(ip)) => format!("ip:{ip}"),
+                        (None, None) => "unknown".to_owned(),
+                    },
+                })
                 .map_err(ApiError::Access),
         )
     }

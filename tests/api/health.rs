@@ -25,7 +25,11 @@ async fn live_and_ready_answer() {
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
-    assert_eq!(body["providers"], serde_json::json!(["recorder"]));
+    assert_eq!(body["providers"], serde_json::json!({"recorder": "closed"}));
+    assert_eq!(
+        body["store"],
+        serde_json::json!({"backend": "memory", "reachable": true})
+    );
 }
 
 #[tokio::test]

@@ -109,9 +109,18 @@ impl TestApp {
     }
 }
 
-/// Configuration for tests: the given variables over a loopback, port-0 base.
+/// Configuration for tests: the given variables over a base that listens on a free
+/// loopback port, with the per-number limit and dedupe off (tests that exercise them
+/// turn them on).
 pub fn test_config(vars: &[(&str, &str)]) -> Config {
-    let mut all = vec![("BIND_ADDR".to_owned(), "127.0.0.1:0".to_owned())];
+    let mut all: Vec<(String, String)> = [
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("RATE_LIMIT_PER_NUMBER", "off"),
+        ("DEDUPE_WINDOW", "0s"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::from_vars(all).expect("test configuration is valid")
 }

@@ -1,0 +1,289 @@
+//! Shared state: rate-limit counters and idempotency records, behind one trait with an
+//! in-process memory implementation and a Redis one for several replicas.
+//!
+//! Keys are built by the callers from digests, never from raw numbers or text, so no
+//! store holds a phone number or a message.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RateSpec;
+
+/// The store could not be reached or answered nonsense.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("state store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// A rate limiter's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    Allowed,
+    Limited { retry_after: Duration },
+}
+
+/// The answer given to a request, kept so that a repeat gets the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAnswer {
+    pub status: u16,
+    /// The JSON body, as sent.
+    pub body: String,
+}
+
+/// What an idempotency key stands for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller now owns the key and must `finish` or `release` it.
+    Claimed,
+    /// Another request holds the key and has not finished.
+    InFlight { fingerprint: String },
+    /// A request with this key finished with this answer.
+    Done {
+        fingerprint: String,
+        answer: StoredAnswer,
+    },
+}
+
+/// The record kept under an idempotency key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum Record {
+    InFlight {
+        token: String,
+        fingerprint: String,
+    },
+    Done {
+        fingerprint: String,
+        answer: StoredAnswer,
+    },
+}
+
+impl Record {
+    fn into_claim(self) -> Claim {
+        match self {
+            Record::InFlight { fingerprint, .. } => Claim::InFlight { fingerprint },
+            Record::Done {
+                fingerprint,
+                answer,
+            } => Claim::Done {
+                fingerprint,
+                answer,
+            },
+        }
+    }
+}
+
+/// Shared state for rate limits and idempotency.
+///
+/// Implementations are atomic per key: two callers (in one process or in two replicas
+/// sharing Redis) never both get [`Claim::Claimed`] for a live key, and never both get
+/// the last unit of a rate limit.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// `memory` or `redis`.
+    fn backend(&self) -> &'static str;
+
+    /// Whether the store answers now.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Counts one event against `key` under `spec` (GCRA: `count` events per `per`,
+    /// evenly replenished), unless that would exceed it.
+    async fn rate_acquire(&self, key: &str, spec: RateSpec) -> Result<RateDecision, StoreError>;
+
+    /// Takes `key` for a request whose content hashes to `fingerprint`, if nobody holds
+    /// it. `token` identifies this holder; the claim lapses after `ttl`.
+    async fn claim(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        ttl: Duration,
+    ) -> Result<Claim, StoreError>;
+
+    /// What `key` stands for now; `None` when nobody holds it.
+    async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError>;
+
+    /// Replaces the holder's in-flight claim with the final answer, kept for `ttl`.
+    async fn finish(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        answer: &StoredAnswer,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Gives up the holder's claim so that a repeat may try again.
+    async fn release(&self, key: &str, token: &str) -> Result<(), StoreError>;
+}
+
+/// The store the application uses: memory, or Redis with a per-replica memory fallback.
+pub fn open(redis_url: Option<&SecretString>) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match redis_url {
+        None => Arc::new(memory::MemoryStore::default()),
+        Some(url) => Arc::new(FallbackStore::new(Box::new(redis::RedisStore::connect(
+            url,
+        )?))),
+    })
+}
+
+/// A shared store that, while it is unreachable, serves from this process's memory so
+/// logins go on (with per-replica limits), and goes back to it as soon as it answers.
+pub struct FallbackStore {
+    primary: Box<dyn Store>,
+    fallback: memory::MemoryStore,
+    degraded: AtomicBool,
+}
+
+impl FallbackStore {
+    pub fn new(primary: Box<dyn Store>) -> Self {
+        FallbackStore {
+            primary,
+            fallback: memory::MemoryStore::default(),
+            degraded: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `primary`; when the shared store fails, notes it and runs `fallback`.
+    async fn either<T, P, F, Fut>(&self, primary: P, fallback: F) -> Result<T, StoreError>
+    where
+        P: Future<Output = Result<T, StoreError>>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        match primary.await {
+            Ok(value) => {
+                self.mark(false);
+                Ok(value)
+            }
+            Err(error) => {
+                self.mark(true);
+                tracing::debug!(%error, "state store operation failed; using local memory");
+                fallback().await
+            }
+        }
+    }
+
+    fn mark(&self, degraded: bool) {
+        if self.degraded.swap(degraded, Ordering::Relaxed) != degraded {
+            if degraded {
+                tracing::warn!(
+                    backend = self.primary.backend(),
+                    "state store unreachable: falling back to per-replica memory"
+                );
+            } else {
+                tracing::info!(
+                    backend = self.primary.backend(),
+                    "state store reachable again"
+                );
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FallbackStore {
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let result = self.primary.ping().await;
+        self.mark(result.is_err());
+        result
+    }
+
+    async fn rate_acquire(&self, key: &str, spec: RateSpec) -> Result<RateDecision, StoreError> {
+        self.either(self.primary.rate_acquire(key, spec), || {
+            self.fallback.rate_acquire(key, spec)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        ttl: Duration,
+    ) -> Result<Claim, StoreError> {
+        self.either(self.primary.claim(key, token, fingerprint, ttl), || {
+            self.fallback.claim(key, token, fingerprint, ttl)
+        })
+        .await
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError> {
+        self.either(self.primary.peek(key), || self.fallback.peek(key))
+            .await
+    }
+
+    async fn finish(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        answer: &StoredAnswer,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.either(
+            self.primary.finish(key, token, fingerprint, answer, ttl),
+            || self.fallback.finish(key, token, fingerprint, answer, ttl),
+        )
+        .await
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        // Release both: the claim may have been taken in either place.
+        let local = self.fallback.release(key, token).await;
+        self.either(self.primary.release(key, token), || async { local })
+            .await
+    }
+}
+
+/// GCRA on milliseconds: given the stored theoretical arrival time (`tat`) and `now`,
+/// returns the new `tat` to store, or how long to wait.
+fn gcra(tat: Option<u64>, now: u64, spec: RateSpec) -> Result<u64, Duration> {
+    let period = spec.per.as_millis().max(1) as u64;
+    let interval = (period / u64::from(spec.count)).max(1);
+    let tat = tat.unwrap_or(now).max(now);
+    let new_tat = tat + interval;
+    let allowed_at = new_tat.saturating_sub(period);
+    if allowed_at > now {
+        Err(Duration::from_millis(allowed_at - now))
+    } else {
+        Ok(new_tat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_allows_a_burst_of_count_then_one_per_interval() {
+        let spec = RateSpec {
+            count: 5,
+            per: Duration::from_secs(10),
+        };
+        let mut tat = None;
+        for _ in 0..5 {
+            tat = Some(gcra(tat, 1_000, spec).expect("within the burst"));
+        }
+        assert_eq!(gcra(tat, 1_000, spec), Err(Duration::from_millis(2_000)));
+        // One interval later exactly one more fits.
+        let later = gcra(tat, 3_000, spec).expect("replenished");
+        assert_eq!(
+            gcra(Some(later), 3_000, spec),
+            Err(Duration::from_millis(2_000))
+        );
+    }
+}

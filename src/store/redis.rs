@@ -1,0 +1,233 @@
+//! The Redis store, shared by every replica. Each operation is one atomic Lua script,
+//! and rate-limit time comes from the Redis server so replicas agree on it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Claim, RateDecision, Record, Store, StoreError, StoredAnswer};
+use crate::config::RateSpec;
+
+/// Every key otp-relay writes starts with this, so it can share a Redis.
+const PREFIX: &str = "otp-relay:";
+
+/// GCRA with the server's clock. ARGV: period ms, emission interval ms.
+/// Returns -1 when allowed, else milliseconds to wait.
+const RATE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local period = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tat = now
+local stored = redis.call('GET', KEYS[1])
+if stored then tat = math.max(tonumber(stored), now) end
+local new_tat = tat + interval
+local allowed_at = new_tat - period
+if allowed_at > now then return allowed_at - now end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return -1
+";
+
+/// Takes the key when free. ARGV: in-flight record, ttl ms. Returns the holder's
+/// record, or nil when claimed.
+const CLAIM_SCRIPT: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
+/// Stores the final answer unless someone else holds the key or it is already done.
+/// ARGV: our in-flight record, the done record, ttl ms.
+const FINISH_SCRIPT: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// Drops our in-flight claim. ARGV: our in-flight record.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// State in a Redis server.
+pub struct RedisStore {
+    connection: ConnectionManager,
+    rate: Script,
+    claim: Script,
+    finish: Script,
+    release: Script,
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    // Redis errors do not carry the URL or password.
+    StoreError(error.to_string())
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().max(1) as u64
+}
+
+impl RedisStore {
+    /// Prepares a connection that is made on first use and remade after a failure, so a
+    /// Redis that is down at startup does not stop otp-relay.
+    pub fn connect(url: &SecretString) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url.expose_secret())
+            .map_err(|_| StoreError("REDIS_URL is not a valid Redis URL".into()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Ok(RedisStore {
+            connection,
+            rate: Script::new(RATE_SCRIPT),
+            claim: Script::new(CLAIM_SCRIPT),
+            finish: Script::new(FINISH_SCRIPT),
+            release: Script::new(RELEASE_SCRIPT),
+        })
+    }
+
+    fn key(key: &str) -> String {
+        format!("{PREFIX}{key}")
+    }
+}
+
+fn in_flight(token: &str, fingerprint: &str) -> String {
+    serde_json::to_string(&Record::InFlight {
+        token: token.to_owned(),
+        fingerprint: fingerprint.to_owned(),
+    })
+    .expect("a record serializes")
+}
+
+fn parse_record(text: &str) -> Result<Record, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError("unreadable idempotency record".into()))
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn rate_acquire(&self, key: &str, spec: RateSpec) -> Result<RateDecision, StoreError> {
+        let period = millis(spec.per);
+        let interval = (period / u64::from(spec.count)).max(1);
+        let wait: i64 = self
+            .rate
+            .key(Self::key(key))
+            .arg(period)
+            .arg(interval)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(if wait < 0 {
+            RateDecision::Allowed
+        } else {
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(wait as u64),
+            }
+        })
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        ttl: Duration,
+    ) -> Result<Claim, StoreError> {
+        let held: Option<String> = self
+            .claim
+            .key(Self::key(key))
+            .arg(in_flight(token, fingerprint))
+            .arg(millis(ttl))
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        match held {
+            None => Ok(Claim::Claimed),
+            Some(text) => Ok(parse_record(&text)?.into_claim()),
+        }
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError> {
+        let held: Option<String> = redis::cmd("GET")
+            .arg(Self::key(key))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        held.map(|text| parse_record(&text).map(Record::into_claim))
+            .transpose()
+    }
+
+    async fn finish(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        answer: &StoredAnswer,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let done = serde_json::to_string(&Record::Done {
+            fingerprint: fingerprint.to_owned(),
+            answer: answer.clone(),
+        })
+        .expect("a record serializes");
+        let _: i64 = self
+            .finish
+            .key(Self::key(key))
+            .arg(in_flight(token, fingerprint))
+            .arg(done)
+            .arg(millis(ttl))
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        // The record holds the fingerprint too; read it to rebuild our exact value.
+        let mut connection = self.connection.clone();
+        let held: Option<String> = redis::cmd("GET")
+            .arg(Self::key(key))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let Some(Record::InFlight {
+            token: holder,
+            fingerprint,
+        }) = held.as_deref().map(parse_record).transpose()?
+        else {
+            return Ok(());
+        };
+        if holder != token {
+            return Ok(());
+        }
+        let _: i64 = self
+            .release
+            .key(Self::key(key))
+            .arg(in_flight(token, &fingerprint))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
