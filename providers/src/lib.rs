@@ -17,6 +17,7 @@ pub mod phone;
 pub mod provider;
 pub mod registry;
 pub mod settings;
+pub mod twilio;
 
 pub use console::ConsoleProvider;
 pub use context::{ChatDirectory, MemoryChatDirectory, ProviderContext};

@@ -1,0 +1,549 @@
+//! Twilio: SMS and WhatsApp through the Programmable Messaging API (2010-04-01).
+//!
+//! Wire facts this adapter relies on:
+//! - `POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json`, HTTP Basic
+//!   `AccountSid:AuthToken`, a form-urlencoded (UTF-8) body: `To`, `From` or
+//!   `MessagingServiceSid`, `Body`, optional `StatusCallback`, and `ValidityPeriod` in
+//!   seconds (Twilio accepts 1 to 36000).
+//! - WhatsApp puts `whatsapp:` before the `To` and `From` numbers. Outside the 24 h
+//!   session window only a Content template may be sent: `ContentSid` plus
+//!   `ContentVariables={"1":"<code>"}` instead of `Body`.
+//! - Success is `201` with the Message resource; its `sid` matches later status
+//!   callbacks and its `status` is usually `queued` or `accepted`.
+//! - Errors are JSON `{"code":21211,"message":..,"more_info":..,"status":400}` or the
+//!   RFC 9457 form `{"type","title","status","code","detail"}`. HTTP 429 and code
+//!   20429 mean throttled (not processed); 5xx means the outcome is unknown.
+//! - Probe: `GET {base}/2010-04-01/Accounts/{AccountSid}.json`. That reply carries the
+//!   account's auth token, so it is never echoed, not even in a protocol error.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::http::{self, scrub};
+use crate::settings::{Env, SettingError};
+use crate::{
+    Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome, ProviderContext,
+    ProviderError, Receipt,
+};
+
+const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+const ACCOUNT_SID_EXAMPLE: &str = "AC0123456789abcdef0123456789abcdef";
+const AUTH_TOKEN_EXAMPLE: &str = "0123456789abcdef0123456789abcdef";
+const FROM_EXAMPLE: &str = "+14155552671";
+const SERVICE_SID_EXAMPLE: &str = "MG0123456789abcdef0123456789abcdef";
+const CONTENT_SID_EXAMPLE: &str = "HX0123456789abcdef0123456789abcdef";
+const CHANNEL_EXAMPLE: &str = "sms,whatsapp";
+
+/// Twilio's bounds for `ValidityPeriod`, in seconds.
+const VALIDITY_SECONDS: std::ops::RangeInclusive<u64> = 1..=36_000;
+
+/// Most bytes of a reply read: Twilio's replies are a few KiB, and a misdirected base
+/// URL must not make us buffer an arbitrary body.
+const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// Who the message comes from: exactly one of the two ways Twilio accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TwilioSender {
+    /// `TWILIO_FROM`: a Twilio number in E.164, a short code or an alphanumeric sender
+    /// ID, stored without any `whatsapp:` prefix (it is added per message).
+    From(String),
+    /// `TWILIO_MESSAGING_SERVICE_SID` (`MG...`): Twilio picks the sender from the pool.
+    MessagingService(String),
+}
+
+/// Twilio's settings. `Debug` shows the auth token as `[REDACTED]`.
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    /// `TWILIO_ACCOUNT_SID`, `AC` and 32 hex digits.
+    pub account_sid: String,
+    /// `TWILIO_AUTH_TOKEN`.
+    pub auth_token: SecretString,
+    pub sender: TwilioSender,
+    /// `TWILIO_CHANNEL`: the channels this provider serves, out of SMS and WhatsApp.
+    pub channels: Vec<Channel>,
+    /// `TWILIO_CONTENT_SID` (`HX...`): the WhatsApp template that carries the code.
+    pub content_sid: Option<String>,
+    /// `TWILIO_BASE_URL`, without a trailing slash.
+    pub base_url: String,
+}
+
+impl TwilioSettings {
+    /// Reads and validates the `TWILIO_*` variables.
+    pub fn from_env(env: &Env<'_>) -> Result<TwilioSettings, SettingError> {
+        let account_sid = env.required("TWILIO_ACCOUNT_SID", ACCOUNT_SID_EXAMPLE)?;
+        let auth_token = env.secret("TWILIO_AUTH_TOKEN", AUTH_TOKEN_EXAMPLE)?;
+        let sender = match (
+            env.get("TWILIO_FROM"),
+            env.get("TWILIO_MESSAGING_SERVICE_SID"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(SettingError::new(
+                    "TWILIO_MESSAGING_SERVICE_SID",
+                    "is set together with TWILIO_FROM; set only one of the two",
+                    SERVICE_SID_EXAMPLE,
+                ))
+            }
+            (None, None) => {
+                return Err(SettingError::new(
+                    "TWILIO_FROM",
+                    "is required unless TWILIO_MESSAGING_SERVICE_SID is set",
+                    FROM_EXAMPLE,
+                ))
+            }
+            (Some(from), None) => TwilioSender::From(strip_whatsapp(from).to_owned()),
+            (None, Some(service)) => TwilioSender::MessagingService(service.to_owned()),
+        };
+        let settings = TwilioSettings {
+            account_sid: account_sid.to_owned(),
+            auth_token,
+            sender,
+            channels: env.channels(
+                "TWILIO_CHANNEL",
+                Channel::Sms,
+                &[Channel::Sms, Channel::Whatsapp],
+                CHANNEL_EXAMPLE,
+            )?,
+            content_sid: env.get("TWILIO_CONTENT_SID").map(str::to_owned),
+            base_url: env.base_url("TWILIO_BASE_URL", DEFAULT_BASE_URL)?,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what `from_env` reads and what tests may build directly: the SIDs end up
+    /// in URL paths and form fields, so their shape is enforced.
+    fn validate(&self) -> Result<(), SettingError> {
+        check_sid(
+            "TWILIO_ACCOUNT_SID",
+            &self.account_sid,
+            "AC",
+            ACCOUNT_SID_EXAMPLE,
+        )?;
+        let whatsapp = self.channels.contains(&Channel::Whatsapp);
+        match &self.sender {
+            TwilioSender::From(from) => check_from(from, whatsapp)?,
+            TwilioSender::MessagingService(sid) => check_sid(
+                "TWILIO_MESSAGING_SERVICE_SID",
+                sid,
+                "MG",
+                SERVICE_SID_EXAMPLE,
+            )?,
+        }
+        if self.channels.is_empty() || self.channels.contains(&Channel::Telegram) {
+            return Err(SettingError::new(
+                "TWILIO_CHANNEL",
+                "must list sms, whatsapp or both",
+                CHANNEL_EXAMPLE,
+            ));
+        }
+        if let Some(content_sid) = &self.content_sid {
+            check_sid("TWILIO_CONTENT_SID", content_sid, "HX", CONTENT_SID_EXAMPLE)?;
+            // The template is only used on WhatsApp; silently ignoring it would hide a
+            // misconfiguration.
+            if !whatsapp {
+                return Err(SettingError::new(
+                    "TWILIO_CONTENT_SID",
+                    "is a WhatsApp template, but TWILIO_CHANNEL does not include whatsapp",
+                    CONTENT_SID_EXAMPLE,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Twilio SID: two letters and 32 hex digits.
+fn check_sid(
+    var: &'static str,
+    sid: &str,
+    prefix: &str,
+    example: &'static str,
+) -> Result<(), SettingError> {
+    let hex = sid.strip_prefix(prefix).unwrap_or_default();
+    if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(SettingError::new(
+            var,
+            format!("must be {prefix} followed by 32 hex digits"),
+            example,
+        ))
+    }
+}
+
+/// A sender Twilio accepts: `+` and 7 to 15 digits, a short code (up to 8 digits), or
+/// an alphanumeric sender ID (1 to 11 letters, digits and spaces, at least one letter).
+/// WhatsApp senders are always numbers.
+fn check_from(from: &str, whatsapp: bool) -> Result<(), SettingError> {
+    let is_digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    let is_sender_id = from.len() <= 11
+        && from.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')
+        && from.chars().any(|c| c.is_ascii_alphabetic());
+    let problem = match from.strip_prefix('+') {
+        Some(digits) if is_digits(digits) && (7..=15).contains(&digits.len()) => return Ok(()),
+        Some(_) => "is not a phone number in E.164 form",
+        None if whatsapp => {
+            "must be a phone number in E.164 form (with +) when TWILIO_CHANNEL includes whatsapp"
+        }
+        None if is_digits(from) && from.len() <= 8 => return Ok(()),
+        None if is_digits(from) => "looks like a phone number without its leading +",
+        None if is_sender_id => return Ok(()),
+        None => "is neither an E.164 number, a short code nor an alphanumeric sender ID (up to 11 letters, digits and spaces)",
+    };
+    Err(SettingError::new("TWILIO_FROM", problem, FROM_EXAMPLE))
+}
+
+/// `whatsapp:+1415...` and `+1415...` name the same sender; the prefix is added per
+/// message, so the setting may be written either way.
+fn strip_whatsapp(address: &str) -> &str {
+    match address.get(..9) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("whatsapp:") => address[9..].trim(),
+        _ => address,
+    }
+}
+
+/// Maps a Twilio message status onto otp-relay's vocabulary (also for status callbacks).
+///
+/// `accepted`, `scheduled`, `queued`, `sending` and any status Twilio adds later mean
+/// Twilio holds the message and its fate is not known yet.
+pub fn delivery_status(raw: &str) -> DeliveryStatus {
+    match raw {
+        "sent" | "partially_delivered" => DeliveryStatus::Sent,
+        "delivered" | "read" => DeliveryStatus::Delivered,
+        "undelivered" => DeliveryStatus::Undelivered,
+        "failed" | "canceled" => DeliveryStatus::Failed,
+        _ => DeliveryStatus::Queued,
+    }
+}
+
+/// Sends SMS and WhatsApp messages through one Twilio account.
+#[derive(Debug)]
+pub struct TwilioProvider {
+    settings: TwilioSettings,
+    client: reqwest::Client,
+    messages_url: String,
+    account_url: String,
+    status_callback: Option<String>,
+}
+
+impl TwilioProvider {
+    pub fn new(
+        settings: TwilioSettings,
+        context: &ProviderContext,
+    ) -> Result<TwilioProvider, SettingError> {
+        settings.validate()?;
+        let base = settings.base_url.trim_end_matches('/');
+        let account_url = format!("{base}/2010-04-01/Accounts/{}", settings.account_sid);
+        Ok(TwilioProvider {
+            messages_url: format!("{account_url}/Messages.json"),
+            account_url: format!("{account_url}.json"),
+            status_callback: context.callback_url("twilio"),
+            client: context.client.clone(),
+            settings,
+        })
+    }
+
+    /// The form fields for `message`, in the order they are sent.
+    fn form(
+        &self,
+        message: &OutboundMessage,
+    ) -> Result<Vec<(&'static str, String)>, ProviderError> {
+        let whatsapp = message.channel == Channel::Whatsapp;
+        let address = |number: &str| {
+            if whatsapp {
+                format!("whatsapp:{number}")
+            } else {
+                number.to_owned()
+            }
+        };
+        let mut form = vec![("To", address(message.to.e164()))];
+        match &self.settings.sender {
+            TwilioSender::From(from) => form.push(("From", address(from))),
+            TwilioSender::MessagingService(sid) => form.push(("MessagingServiceSid", sid.clone())),
+        }
+        match &self.settings.content_sid {
+            Some(content_sid) if whatsapp => {
+                let code = message
+                    .code
+                    .as_deref()
+                    .filter(|code| !code.trim().is_empty())
+                    .ok_or(ProviderError::CodeRequired)?;
+                form.push(("ContentSid", content_sid.clone()));
+                form.push((
+                    "ContentVariables",
+                    serde_json::json!({ "1": code }).to_string(),
+                ));
+            }
+            _ => form.push(("Body", message.text.clone())),
+        }
+        if let Some(url) = &self.status_callback {
+            form.push(("StatusCallback", url.clone()));
+        }
+        // A code that reaches the phone after it expired is useless: let Twilio drop it.
+        let validity = message
+            .ttl
+            .as_secs()
+            .clamp(*VALIDITY_SECONDS.start(), *VALIDITY_SECONDS.end());
+        form.push(("ValidityPeriod", validity.to_string()));
+        Ok(form)
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.basic_auth(
+            &self.settings.account_sid,
+            Some(self.settings.auth_token.expose_secret()),
+        )
+    }
+}
+
+#[async_trait]
+impl MessageProvider for TwilioProvider {
+    fn name(&self) -> &'static str {
+        "twilio"
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &self.settings.channels
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
+        if !self.serves(message.channel) {
+            return Err(ProviderError::Rejected {
+                detail: format!("twilio is not configured for {}", message.channel),
+            });
+        }
+        let form = self.form(message)?;
+        tracing::debug!(to = %message.to.masked(), channel = %message.channel, "sending through twilio");
+        let response = self
+            .authorize(self.client.post(&self.messages_url))
+            .form(&form)
+            .send()
+            .await
+            .map_err(http::transport_error)?;
+        let (status, body) = read_reply(response).await?;
+
+        #[derive(Deserialize)]
+        struct Created {
+            sid: String,
+            status: String,
+        }
+        let created = serde_json::from_slice::<Created>(&body)
+            .ok()
+            .filter(|created| !created.sid.is_empty())
+            .ok_or_else(|| http::protocol_error(status, &body))?;
+        tracing::debug!(sid = %created.sid, status = %created.status, "twilio accepted the message");
+        Ok(Receipt {
+            provider: self.name().to_owned(),
+            status: delivery_status(&created.status),
+            provider_message_id: Some(created.sid),
+            raw_status: Some(created.status),
+        })
+    }
+
+    async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
+        let response = self
+            .authorize(self.client.get(&self.account_url))
+            .send()
+            .await
+            .map_err(http::transport_error)?;
+        let (status, body) = read_reply(response).await?;
+
+        #[derive(Deserialize)]
+        struct Account {
+            status: String,
+            #[serde(rename = "type")]
+            kind: Option<String>,
+        }
+        // Not `http::protocol_error`: this body holds the auth token.
+        let account =
+            serde_json::from_slice::<Account>(&body).map_err(|_| ProviderError::Protocol {
+                status: status.as_u16(),
+                detail: "account reply without a status".to_owned(),
+            })?;
+        if account.status != "active" {
+            // Twilio refuses to send for suspended or closed accounts.
+            return Err(ProviderError::Unauthorized {
+                detail: format!("the Twilio account is {}", scrub(&account.status)),
+            });
+        }
+        let kind = account
+            .kind
+            .as_deref()
+            .map(scrub)
+            .unwrap_or_else(|| "unknown".to_owned());
+        Ok(ProbeOutcome::Verified(format!(
+            "Twilio account is active ({kind} account)"
+        )))
+    }
+}
+
+/// Reads a reply of at most [`MAX_REPLY_BYTES`]; non-2xx replies become the matching
+/// [`ProviderError`].
+async fn read_reply(mut response: Response) -> Result<(StatusCode, Vec<u8>), ProviderError> {
+    let status = response.status();
+    let retry_after = http::retry_after(response.headers());
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(http::transport_error)? {
+        let room = MAX_REPLY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_REPLY_BYTES {
+            break;
+        }
+    }
+    if status.is_success() {
+        Ok((status, body))
+    } else {
+        Err(error_from_reply(status, retry_after, &body))
+    }
+}
+
+/// Twilio's error body, in either of its two shapes.
+#[derive(Deserialize)]
+struct TwilioError {
+    code: u32,
+    /// The classic 2010 API shape.
+    message: Option<String>,
+    /// The RFC 9457 shape.
+    title: Option<String>,
+    /// Both shapes may add a longer explanation.
+    detail: Option<String>,
+}
+
+impl TwilioError {
+    /// `21211: The 'To' number +**** is not a valid phone number.`: Twilio's code keys its
+    /// docs; the text is scrubbed because it can echo the number.
+    fn describe(&self) -> String {
+        let text = [&self.message, &self.title, &self.detail]
+            .into_iter()
+            .flatten()
+            .filter(|text| !text.is_empty())
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(": ");
+        format!("{}: {}", self.code, scrub(&text))
+    }
+}
+
+fn error_from_reply(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> ProviderError {
+    let Ok(error) = serde_json::from_slice::<TwilioError>(body) else {
+        // Not Twilio's JSON (a proxy's page, an empty body): the status still says enough.
+        let detail = format!("HTTP {}", status.as_u16());
+        return match status {
+            StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited {
+                detail,
+                retry_after,
+            },
+            StatusCode::UNAUTHORIZED => ProviderError::Unauthorized { detail },
+            _ if status.is_server_error() => ProviderError::Unavailable { detail },
+            _ => http::protocol_error(status, body),
+        };
+    };
+    let detail = error.describe();
+    if status == StatusCode::TOO_MANY_REQUESTS || error.code == 20429 {
+        return ProviderError::RateLimited {
+            detail,
+            retry_after,
+        };
+    }
+    if status.is_server_error() {
+        return ProviderError::Unavailable { detail };
+    }
+    match error.code {
+        // 20003: authentication failed; 20005: the account is not active.
+        20003 | 20005 => ProviderError::Unauthorized { detail },
+        _ if status == StatusCode::UNAUTHORIZED => ProviderError::Unauthorized { detail },
+        // 21211: the 'To' number is not valid; 21614: it is not a mobile number.
+        21211 | 21614 => ProviderError::InvalidRecipient { detail },
+        // 21408: the account may not send to the destination's region.
+        21408 => ProviderError::RegionNotEnabled { detail },
+        // 21610: the recipient replied STOP to this sender.
+        21610 => ProviderError::RecipientOptedOut { detail },
+        _ if status.is_client_error() => ProviderError::Rejected { detail },
+        _ => http::protocol_error(status, body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_twilio_status_has_a_place() {
+        for (raw, expected) in [
+            ("accepted", DeliveryStatus::Queued),
+            ("scheduled", DeliveryStatus::Queued),
+            ("queued", DeliveryStatus::Queued),
+            ("sending", DeliveryStatus::Queued),
+            ("sent", DeliveryStatus::Sent),
+            ("partially_delivered", DeliveryStatus::Sent),
+            ("delivered", DeliveryStatus::Delivered),
+            ("read", DeliveryStatus::Delivered),
+            ("undelivered", DeliveryStatus::Undelivered),
+            ("failed", DeliveryStatus::Failed),
+            ("canceled", DeliveryStatus::Failed),
+            ("something_new", DeliveryStatus::Queued),
+        ] {
+            assert_eq!(delivery_status(raw), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn senders_are_numbers_short_codes_or_sender_ids() {
+        for ok in [
+            "+14155552671",
+            "+5511966191717",
+            "12345",
+            "MyBrand",
+            "My Brand 1",
+        ] {
+            assert_eq!(check_from(ok, false), Ok(()), "{ok}");
+        }
+        for bad in [
+            "14155552671",
+            "+1415-555",
+            "+",
+            "TooLongSenderName",
+            "Brand!",
+        ] {
+            assert_eq!(
+                check_from(bad, false).unwrap_err().var,
+                "TWILIO_FROM",
+                "{bad}"
+            );
+        }
+        // WhatsApp senders are numbers only.
+        assert_eq!(check_from("+14155552671", true), Ok(()));
+        assert!(check_from("12345", true).is_err());
+        assert!(check_from("MyBrand", true).is_err());
+    }
+
+    #[test]
+    fn whatsapp_prefix_is_optional_in_the_sender() {
+        assert_eq!(strip_whatsapp("whatsapp:+14155238886"), "+14155238886");
+        assert_eq!(strip_whatsapp("WhatsApp: +14155238886"), "+14155238886");
+        assert_eq!(strip_whatsapp("+14155238886"), "+14155238886");
+        assert_eq!(strip_whatsapp("MyBrand"), "MyBrand");
+    }
+
+    #[test]
+    fn error_detail_keeps_the_code_and_scrubs_the_text() {
+        let error = TwilioError {
+            code: 21211,
+            message: Some("The 'To' number +5511966191717 is not a valid phone number.".into()),
+            title: None,
+            detail: None,
+        };
+        assert_eq!(
+            error.describe(),
+            "21211: The 'To' number +**** is not a valid phone number."
+        );
+    }
+}
