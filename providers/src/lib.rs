@@ -18,6 +18,7 @@ pub mod provider;
 pub mod registry;
 pub mod settings;
 pub mod twilio;
+pub mod vonage;
 
 pub use console::ConsoleProvider;
 pub use context::{ChatDirectory, MemoryChatDirectory, ProviderContext};
@@ -27,3 +28,5 @@ pub use phone::{LineKind, Phone, PhoneError, Region};
 pub use provider::{MessageProvider, ProbeOutcome};
 pub use registry::ProviderSettings;
 pub use settings::{Env, SettingError};
+pub use twilio::{TwilioProvider, TwilioSettings};
+pub use vonage::{VonageProvider, VonageSettings};
