@@ -17,6 +17,7 @@ pub mod phone;
 pub mod provider;
 pub mod registry;
 pub mod settings;
+pub mod telegram;
 
 pub use console::ConsoleProvider;
 pub use context::{ChatDirectory, MemoryChatDirectory, ProviderContext};
@@ -26,3 +27,4 @@ pub use phone::{LineKind, Phone, PhoneError, Region};
 pub use provider::{MessageProvider, ProbeOutcome};
 pub use registry::ProviderSettings;
 pub use settings::{Env, SettingError};
+pub use telegram::{TelegramMode, TelegramProvider, TelegramSettings};
