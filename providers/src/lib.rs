@@ -17,6 +17,7 @@ pub mod phone;
 pub mod provider;
 pub mod registry;
 pub mod settings;
+pub mod telegram;
 pub mod twilio;
 pub mod vonage;
 
@@ -28,5 +29,6 @@ pub use phone::{LineKind, Phone, PhoneError, Region};
 pub use provider::{MessageProvider, ProbeOutcome};
 pub use registry::ProviderSettings;
 pub use settings::{Env, SettingError};
+pub use telegram::{TelegramMode, TelegramProvider, TelegramSettings};
 pub use twilio::{TwilioProvider, TwilioSettings};
 pub use vonage::{VonageProvider, VonageSettings};

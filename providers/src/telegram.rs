@@ -1,0 +1,680 @@
+//! Telegram: one-time codes through the Telegram Gateway API, or plain messages from a
+//! Telegram bot. `TELEGRAM_MODE` picks one; the provider serves the `telegram` channel.
+//!
+//! **Gateway** (`gateway`, the default) delivers a code to a phone number from Telegram's
+//! "Verification Codes" account:
+//! `POST {TELEGRAM_GATEWAY_BASE_URL}/sendVerificationMessage`, `Authorization: Bearer
+//! <token>`, JSON `{phone_number: "+55…", code, ttl, payload, callback_url}`.
+//! - Telegram renders its own message around the code: our text is **not sent**. The code
+//!   must be 4 to 8 digits; a message without one fails with `code_required` before any
+//!   request is made.
+//! - `ttl` is the message's validity clamped to the 30..=3600 s Telegram accepts (an
+//!   undelivered message is refunded after it); `payload` is our message id, so delivery
+//!   reports can be matched; `callback_url` is `{PUBLIC_BASE_URL}/webhooks/telegram-gateway`
+//!   when a public URL is set (Telegram accepts at most 256 bytes, over HTTPS).
+//! - Replies: `{"ok":true,"result":{"request_id",…,"delivery_status":{"status"}}}` or
+//!   `{"ok":false,"error":"ACCESS_TOKEN_INVALID"}` (an upper-case name, `FLOOD_WAIT_<s>`
+//!   for flood control).
+//!
+//! **Bot** (`bot`) sends the full text as a chat message:
+//! `POST {TELEGRAM_BOT_BASE_URL}/bot<token>/sendMessage`, JSON `{chat_id, text}`.
+//! - A bot cannot message a phone number. Users link their chat by sharing their contact
+//!   with the bot; the [`ChatDirectory`] maps the number to that chat. A number with no chat
+//!   fails with `recipient_not_registered`, so the dispatcher can fail over to SMS.
+//! - Replies: `{"ok":true,"result":{"message_id",…}}` or `{"ok":false,"error_code":429,
+//!   "description":"…","parameters":{"retry_after":5}}`.
+//! - The token sits in the URL path. URLs never reach an error (see
+//!   [`http::transport_error`]) or a log, and reply text is cleaned of the token before it
+//!   becomes an error detail.
+//!
+//! Probe: `getMe` in bot mode. The Gateway has no free authenticated call
+//! (`checkSendAbility` is billed), so it reports [`ProbeOutcome::NotSupported`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::settings::{Env, SettingError};
+use crate::{
+    http, Channel, ChatDirectory, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome,
+    ProviderContext, ProviderError, Receipt,
+};
+
+const MODE: &str = "TELEGRAM_MODE";
+const GATEWAY_TOKEN: &str = "TELEGRAM_GATEWAY_TOKEN";
+const GATEWAY_BASE_URL: &str = "TELEGRAM_GATEWAY_BASE_URL";
+const BOT_TOKEN: &str = "TELEGRAM_BOT_TOKEN";
+const BOT_BASE_URL: &str = "TELEGRAM_BOT_BASE_URL";
+const WEBHOOK_SECRET: &str = "TELEGRAM_WEBHOOK_SECRET";
+
+const GATEWAY_TOKEN_EXAMPLE: &str = "AAGx-your-token-from-gateway.telegram.org";
+const BOT_TOKEN_EXAMPLE: &str = "123456789:AAH-your-token-from-BotFather";
+const WEBHOOK_SECRET_EXAMPLE: &str = "a-long-random-string_0123456789";
+
+/// The validity Telegram accepts for a verification message, in seconds.
+const GATEWAY_TTL: std::ops::RangeInclusive<u64> = 30..=3600;
+/// Longest `callback_url` the Gateway accepts, in bytes.
+const MAX_CALLBACK_URL: usize = 256;
+
+const CHANNELS: [Channel; 1] = [Channel::Telegram];
+
+/// Which Telegram API delivers the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelegramMode {
+    /// The Telegram Gateway API: codes to phone numbers, rendered by Telegram.
+    Gateway,
+    /// A Telegram bot: the full text, to users who linked their chat.
+    Bot,
+}
+
+impl TelegramMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TelegramMode::Gateway => "gateway",
+            TelegramMode::Bot => "bot",
+        }
+    }
+}
+
+impl FromStr for TelegramMode {
+    type Err = SettingError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "gateway" => Ok(TelegramMode::Gateway),
+            "bot" => Ok(TelegramMode::Bot),
+            _ => Err(SettingError::new(
+                MODE,
+                format!("{s:?} is not a mode; expected gateway or bot"),
+                "gateway",
+            )),
+        }
+    }
+}
+
+/// The Telegram provider's settings. Tokens are [`SecretString`]s: `Debug` hides them.
+#[derive(Debug, Clone)]
+pub struct TelegramSettings {
+    pub mode: TelegramMode,
+    /// Required in gateway mode.
+    pub gateway_token: Option<SecretString>,
+    /// Without a trailing slash.
+    pub gateway_base_url: String,
+    /// Required in bot mode.
+    pub bot_token: Option<SecretString>,
+    /// Without a trailing slash.
+    pub bot_base_url: String,
+    /// Authenticates the bot's webhook (`X-Telegram-Bot-Api-Secret-Token`); optional.
+    pub webhook_secret: Option<SecretString>,
+}
+
+impl TelegramSettings {
+    pub fn from_env(env: &Env<'_>) -> Result<TelegramSettings, SettingError> {
+        let settings = TelegramSettings {
+            mode: env
+                .get(MODE)
+                .map_or(Ok(TelegramMode::Gateway), str::parse)?,
+            gateway_token: env.optional_secret(GATEWAY_TOKEN),
+            gateway_base_url: env.base_url(GATEWAY_BASE_URL, "https://gatewayapi.telegram.org")?,
+            bot_token: env.optional_secret(BOT_TOKEN),
+            bot_base_url: env.base_url(BOT_BASE_URL, "https://api.telegram.org")?,
+            webhook_secret: env.optional_secret(WEBHOOK_SECRET),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks that the mode's token is there and that every secret has a usable shape.
+    /// Error texts never quote a secret.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        if let Some(token) = &self.gateway_token {
+            check_gateway_token(token.expose_secret())?;
+        }
+        if let Some(token) = &self.bot_token {
+            check_bot_token(token.expose_secret())?;
+        }
+        if let Some(secret) = &self.webhook_secret {
+            check_webhook_secret(secret.expose_secret())?;
+        }
+        match self.mode {
+            TelegramMode::Gateway if self.gateway_token.is_none() => Err(SettingError::new(
+                GATEWAY_TOKEN,
+                if self.bot_token.is_some() {
+                    "is required when TELEGRAM_MODE=gateway (the default); to send from the bot set TELEGRAM_MODE=bot"
+                } else {
+                    "is required when TELEGRAM_MODE=gateway (the default)"
+                },
+                GATEWAY_TOKEN_EXAMPLE,
+            )),
+            TelegramMode::Bot if self.bot_token.is_none() => Err(SettingError::new(
+                BOT_TOKEN,
+                "is required when TELEGRAM_MODE=bot",
+                BOT_TOKEN_EXAMPLE,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Variables that are set but play no part in the configured mode.
+    pub fn unused_variables(&self) -> Vec<&'static str> {
+        let mut unused = Vec::new();
+        match self.mode {
+            TelegramMode::Gateway => {
+                if self.bot_token.is_some() {
+                    unused.push(BOT_TOKEN);
+                }
+                if self.webhook_secret.is_some() {
+                    unused.push(WEBHOOK_SECRET);
+                }
+            }
+            TelegramMode::Bot => {
+                if self.gateway_token.is_some() {
+                    unused.push(GATEWAY_TOKEN);
+                }
+            }
+        }
+        unused
+    }
+}
+
+/// The token goes into an `Authorization` header: visible ASCII only.
+fn check_gateway_token(token: &str) -> Result<(), SettingError> {
+    if token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(SettingError::new(
+            GATEWAY_TOKEN,
+            "must be the token from the Gateway account settings, without spaces",
+            GATEWAY_TOKEN_EXAMPLE,
+        ))
+    }
+}
+
+/// The token goes into the URL path: `<bot id>:<secret>`, nothing that could end or
+/// change the path.
+fn check_bot_token(token: &str) -> Result<(), SettingError> {
+    let well_formed = token.split_once(':').is_some_and(|(id, secret)| {
+        !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_digit())
+            && !secret.is_empty()
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(SettingError::new(
+            BOT_TOKEN,
+            "does not look like a token from @BotFather (digits, a colon, then letters, digits, '_' or '-')",
+            BOT_TOKEN_EXAMPLE,
+        ))
+    }
+}
+
+/// What `setWebhook` accepts as `secret_token`: 1-256 of `A-Z a-z 0-9 _ -`.
+fn check_webhook_secret(secret: &str) -> Result<(), SettingError> {
+    let valid = (1..=256).contains(&secret.len())
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(SettingError::new(
+            WEBHOOK_SECRET,
+            "must be 1 to 256 characters out of A-Z, a-z, 0-9, '_' and '-'",
+            WEBHOOK_SECRET_EXAMPLE,
+        ))
+    }
+}
+
+/// Delivers through the Telegram Gateway or a bot, as configured.
+pub struct TelegramProvider {
+    settings: TelegramSettings,
+    client: reqwest::Client,
+    chats: Arc<dyn ChatDirectory>,
+    /// Gateway delivery reports go here, when a public URL is configured.
+    callback_url: Option<String>,
+}
+
+impl fmt::Debug for TelegramProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelegramProvider")
+            .field("settings", &self.settings)
+            .field("callback_url", &self.callback_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelegramProvider {
+    pub fn new(
+        settings: TelegramSettings,
+        context: &ProviderContext,
+    ) -> Result<TelegramProvider, SettingError> {
+        settings.validate()?;
+        for var in settings.unused_variables() {
+            tracing::warn!(
+                "{var} is set but unused: TELEGRAM_MODE={}",
+                settings.mode.as_str()
+            );
+        }
+        let callback_url = match settings.mode {
+            TelegramMode::Gateway => context.callback_url("telegram-gateway"),
+            TelegramMode::Bot => None,
+        };
+        if let Some(url) = &callback_url {
+            if url.len() > MAX_CALLBACK_URL {
+                return Err(SettingError::new(
+                    "PUBLIC_BASE_URL",
+                    "is too long: the Telegram Gateway takes callback URLs of at most 256 bytes",
+                    "https://otp.example.com",
+                ));
+            }
+            if !url.starts_with("https://") {
+                tracing::warn!(
+                    "PUBLIC_BASE_URL is not https: the Telegram Gateway sends delivery reports \
+                     only to https URLs"
+                );
+            }
+        }
+        Ok(TelegramProvider {
+            settings,
+            client: context.client.clone(),
+            chats: Arc::clone(&context.chats),
+            callback_url,
+        })
+    }
+
+    /// The token of the configured mode (present: checked in [`TelegramProvider::new`]).
+    fn token(&self) -> &SecretString {
+        let token = match self.settings.mode {
+            TelegramMode::Gateway => &self.settings.gateway_token,
+            TelegramMode::Bot => &self.settings.bot_token,
+        };
+        token.as_ref().expect("validated in new")
+    }
+
+    /// Provider text made safe for an error detail: no token, no digit runs.
+    fn clean(&self, text: &str) -> String {
+        let token = self.token().expose_secret();
+        // A bot token's secret is what follows the bot id; removing it alone also catches
+        // a path echoed with the colon percent-encoded.
+        let secret = token.split_once(':').map_or(token, |(_, secret)| secret);
+        http::scrub(&text.replace(secret, "<token>"))
+    }
+
+    /// A reply of no documented shape: 429 and 5xx keep their meaning, anything else is
+    /// a protocol error (with the token removed, in case a proxy echoed the URL).
+    fn unexpected(&self, reply: &Reply) -> ProviderError {
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            ProviderError::RateLimited {
+                detail: reply.status.to_string(),
+                retry_after: reply.retry_after,
+            }
+        } else if reply.status.is_server_error() {
+            ProviderError::Unavailable {
+                detail: reply.status.to_string(),
+            }
+        } else {
+            let body = String::from_utf8_lossy(&reply.body);
+            http::protocol_error(reply.status, self.clean(&body).as_bytes())
+        }
+    }
+
+    async fn post<T: Serialize>(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: &T,
+    ) -> Result<Reply, ProviderError> {
+        let response = request
+            .json(body)
+            .send()
+            .await
+            .map_err(http::transport_error)?;
+        let status = response.status();
+        let retry_after = http::retry_after(response.headers());
+        let body = response.bytes().await.map_err(http::transport_error)?;
+        Ok(Reply {
+            status,
+            retry_after,
+            body: body.to_vec(),
+        })
+    }
+
+    async fn send_verification(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
+        let code = message
+            .code
+            .as_deref()
+            .filter(|code| is_gateway_code(code))
+            .ok_or(ProviderError::CodeRequired)?;
+        let body = VerificationRequest {
+            phone_number: message.to.e164(),
+            code,
+            ttl: message
+                .ttl
+                .as_secs()
+                .clamp(*GATEWAY_TTL.start(), *GATEWAY_TTL.end()),
+            payload: &message.id,
+            callback_url: self.callback_url.as_deref(),
+        };
+        let url = format!("{}/sendVerificationMessage", self.settings.gateway_base_url);
+        let request = self
+            .client
+            .post(url)
+            .bearer_auth(self.token().expose_secret());
+        let reply = self.post(request, &body).await?;
+
+        match serde_json::from_slice::<GatewayReply>(&reply.body) {
+            Ok(GatewayReply {
+                ok: true,
+                result: Some(result),
+                ..
+            }) if reply.status.is_success() => {
+                let raw_status = result.delivery_status.map(|d| d.status);
+                tracing::debug!(
+                    message_id = %message.id,
+                    to = %message.to.masked(),
+                    request_id = %result.request_id,
+                    "Telegram Gateway accepted the code"
+                );
+                Ok(Receipt {
+                    provider: self.name().to_owned(),
+                    provider_message_id: Some(result.request_id),
+                    status: raw_status
+                        .as_deref()
+                        .map_or(DeliveryStatus::Queued, gateway_status),
+                    raw_status,
+                })
+            }
+            Ok(GatewayReply {
+                ok: false,
+                error: Some(error),
+                ..
+            }) => Err(gateway_error(&error, self.clean(&error), &reply)),
+            _ => Err(self.unexpected(&reply)),
+        }
+    }
+
+    fn bot_url(&self, method: &str) -> String {
+        format!(
+            "{}/bot{}/{method}",
+            self.settings.bot_base_url,
+            self.token().expose_secret()
+        )
+    }
+
+    async fn send_chat_message(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
+        let Some(chat_id) = self.chats.chat_for(&message.to).await? else {
+            return Err(ProviderError::RecipientNotRegistered {
+                detail: "no Telegram chat is linked to this number: the user has not \
+                         shared their contact with the bot"
+                    .to_owned(),
+            });
+        };
+        let body = BotMessage {
+            chat_id,
+            text: &message.text,
+        };
+        let request = self.client.post(self.bot_url("sendMessage"));
+        let reply = self.post(request, &body).await?;
+        let sent: SentMessage = self.bot_result(&reply)?;
+        tracing::debug!(
+            message_id = %message.id,
+            to = %message.to.masked(),
+            "Telegram bot sent the message"
+        );
+        Ok(Receipt {
+            provider: self.name().to_owned(),
+            // A bot message is identified by its chat and its number within the chat.
+            provider_message_id: Some(format!("{chat_id}:{}", sent.message_id)),
+            // The Bot API reports no delivery: the message is on Telegram's servers.
+            status: DeliveryStatus::Sent,
+            raw_status: None,
+        })
+    }
+
+    /// The `result` of a Bot API reply, or the error it describes.
+    fn bot_result<T: DeserializeOwned>(&self, reply: &Reply) -> Result<T, ProviderError> {
+        match serde_json::from_slice::<BotReply<T>>(&reply.body) {
+            Ok(BotReply {
+                ok: true,
+                result: Some(result),
+                ..
+            }) if reply.status.is_success() => Ok(result),
+            Ok(BotReply {
+                ok: false,
+                error_code: Some(code),
+                description: Some(description),
+                parameters,
+                ..
+            }) => Err(bot_error(
+                code,
+                &description,
+                self.clean(&format!("{code}: {description}")),
+                parameters
+                    .and_then(|p| p.retry_after)
+                    .map(Duration::from_secs)
+                    .or(reply.retry_after),
+            )),
+            _ => Err(self.unexpected(reply)),
+        }
+    }
+}
+
+#[async_trait]
+impl MessageProvider for TelegramProvider {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &CHANNELS
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
+        match self.settings.mode {
+            TelegramMode::Gateway => self.send_verification(message).await,
+            TelegramMode::Bot => self.send_chat_message(message).await,
+        }
+    }
+
+    async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
+        if self.settings.mode == TelegramMode::Gateway {
+            return Ok(ProbeOutcome::NotSupported);
+        }
+        let request = self.client.post(self.bot_url("getMe"));
+        let reply = self.post(request, &serde_json::json!({})).await?;
+        let bot: BotUser = self.bot_result(&reply)?;
+        let name = bot.username.map_or(bot.first_name, |u| format!("@{u}"));
+        Ok(ProbeOutcome::Verified(format!("getMe: bot {name}")))
+    }
+}
+
+/// A reply read in full.
+struct Reply {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+/// What the Gateway takes as `code`: 4 to 8 ASCII digits.
+fn is_gateway_code(code: &str) -> bool {
+    (4..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[derive(Serialize)]
+struct VerificationRequest<'a> {
+    phone_number: &'a str,
+    code: &'a str,
+    ttl: u64,
+    payload: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback_url: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct GatewayReply {
+    ok: bool,
+    result: Option<RequestStatus>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RequestStatus {
+    request_id: String,
+    delivery_status: Option<GatewayDelivery>,
+}
+
+#[derive(Deserialize)]
+struct GatewayDelivery {
+    status: String,
+}
+
+/// A Gateway `DeliveryStatus.status` in our vocabulary.
+fn gateway_status(status: &str) -> DeliveryStatus {
+    match status {
+        "delivered" | "read" => DeliveryStatus::Delivered,
+        // Not delivered within the ttl (and refunded).
+        "expired" => DeliveryStatus::Undelivered,
+        "revoked" => DeliveryStatus::Failed,
+        // "sent", and any status added later: Telegram has the message.
+        _ => DeliveryStatus::Sent,
+    }
+}
+
+/// A Gateway `error` name as a [`ProviderError`]; `detail` is the cleaned name.
+fn gateway_error(error: &str, detail: String, reply: &Reply) -> ProviderError {
+    let error = error.trim().to_ascii_uppercase();
+    match error.as_str() {
+        e if e.starts_with("ACCESS_TOKEN_") => ProviderError::Unauthorized { detail },
+        // Flood control refuses the request; `FLOOD_WAIT_<seconds>` says how long to wait.
+        e if e.starts_with("FLOOD_WAIT") => ProviderError::RateLimited {
+            retry_after: e
+                .rsplit('_')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_secs)
+                .or(reply.retry_after),
+            detail,
+        },
+        // The number is fine but has no Telegram account Telegram can deliver to: SMS may.
+        "PHONE_NUMBER_NOT_FOUND" | "PHONE_NUMBER_NOT_AVAILABLE" => {
+            ProviderError::RecipientNotRegistered { detail }
+        }
+        e if e.starts_with("PHONE_NUMBER_") => ProviderError::InvalidRecipient { detail },
+        "CODE_INVALID" | "CODE_LENGTH_INVALID" | "CODE_LENGTH_REQUIRED" => {
+            ProviderError::CodeRequired
+        }
+        // An empty balance blocks every send until topped up: let the dispatcher fail
+        // over (a permanent error would stop it) and the circuit breaker trip.
+        "BALANCE_NOT_ENOUGH" => ProviderError::Unavailable { detail },
+        e if e.contains("TIMEOUT") || e.contains("INTERNAL") => {
+            ProviderError::Unavailable { detail }
+        }
+        _ if reply.status == StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited {
+            detail,
+            retry_after: reply.retry_after,
+        },
+        _ if reply.status.is_server_error() => ProviderError::Unavailable { detail },
+        _ => ProviderError::Rejected { detail },
+    }
+}
+
+#[derive(Serialize)]
+struct BotMessage<'a> {
+    chat_id: i64,
+    text: &'a str,
+}
+
+#[derive(Deserialize)]
+struct BotReply<T> {
+    ok: bool,
+    result: Option<T>,
+    error_code: Option<u16>,
+    description: Option<String>,
+    parameters: Option<BotParameters>,
+}
+
+#[derive(Deserialize)]
+struct BotParameters {
+    retry_after: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct SentMessage {
+    message_id: i64,
+}
+
+#[derive(Deserialize)]
+struct BotUser {
+    first_name: String,
+    username: Option<String>,
+}
+
+/// A Bot API error as a [`ProviderError`]; `detail` is the cleaned code and description.
+fn bot_error(
+    code: u16,
+    description: &str,
+    detail: String,
+    retry_after: Option<Duration>,
+) -> ProviderError {
+    let description = description.to_ascii_lowercase();
+    match code {
+        429 => ProviderError::RateLimited {
+            detail,
+            retry_after,
+        },
+        // The token is the only variable part of the path: 404 means Telegram knows no
+        // bot by it.
+        401 | 404 => ProviderError::Unauthorized { detail },
+        403 if description.contains("blocked") => ProviderError::RecipientOptedOut { detail },
+        // The account is gone, or the user never started the bot: SMS may still reach them.
+        403 if description.contains("deactivated") || description.contains("initiate") => {
+            ProviderError::RecipientNotRegistered { detail }
+        }
+        400 if description.contains("chat not found")
+            || description.contains("peer_id_invalid") =>
+        {
+            ProviderError::RecipientNotRegistered { detail }
+        }
+        500.. => ProviderError::Unavailable { detail },
+        _ => ProviderError::Rejected { detail },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_statuses_map_to_delivery_statuses() {
+        assert_eq!(gateway_status("sent"), DeliveryStatus::Sent);
+        assert_eq!(gateway_status("delivered"), DeliveryStatus::Delivered);
+        assert_eq!(gateway_status("read"), DeliveryStatus::Delivered);
+        assert_eq!(gateway_status("expired"), DeliveryStatus::Undelivered);
+        assert_eq!(gateway_status("revoked"), DeliveryStatus::Failed);
+    }
+
+    #[test]
+    fn bot_tokens_must_be_path_safe() {
+        assert!(check_bot_token("123456789:AAH-x_y").is_ok());
+        for bad in [
+            "123456789",
+            ":AAH",
+            "12a:AAH",
+            "123:",
+            "123:AA/../x",
+            "123:AA?x",
+        ] {
+            assert!(check_bot_token(bad).is_err(), "{bad}");
+        }
+    }
+}
