@@ -16,6 +16,7 @@ pub mod message;
 pub mod phone;
 pub mod provider;
 pub mod registry;
+pub mod sendpulse;
 pub mod settings;
 pub mod telegram;
 pub mod twilio;
