@@ -689,6 +689,23 @@ mod tests {
     }
 
     #[test]
+    fn provider_variables_are_validated_at_startup() {
+        let message = error(&[("PROVIDERS", "twilio"), ("AUTH_DISABLED", "true")]);
+        assert!(
+            message.starts_with("TWILIO_ACCOUNT_SID: is required"),
+            "{message}"
+        );
+        let c = config(&[
+            ("PROVIDERS", "telegram, console"),
+            ("AUTH_DISABLED", "true"),
+            ("TELEGRAM_GATEWAY_TOKEN", "gateway-token"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = c.providers.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["telegram", "console"]);
+    }
+
+    #[test]
     fn unknown_or_repeated_providers_are_refused() {
         let message = error(&[("PROVIDERS", "console,carrier-pigeon")]);
         assert!(
@@ -711,13 +728,14 @@ mod tests {
             ("AUTH_ALLOWED_CIDRS", "10.0.0.0/8"),
             ("AUTH_DISABLED", "true"),
         ] {
-            assert!(
-                !matches!(
-                    config(&[("PROVIDERS", "twilio"), setting]),
-                    Err(ConfigError::NoAccessControl { .. })
-                ),
-                "{setting:?}"
-            );
+            let vars = [
+                ("PROVIDERS", "twilio"),
+                ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+                ("TWILIO_AUTH_TOKEN", "token"),
+                ("TWILIO_FROM", "+14155552671"),
+                setting,
+            ];
+            assert!(config(&vars).is_ok(), "{setting:?}");
         }
         // The console provider sends nothing real and needs no access setting.
         assert!(config(&[("PROVIDERS", "console")]).is_ok());

@@ -3,7 +3,11 @@
 use std::sync::Arc;
 
 use crate::settings::{Env, SettingError};
-use crate::{ConsoleProvider, MessageProvider, ProviderContext};
+use crate::{
+    ConsoleProvider, MessageProvider, ProviderContext, SendpulseProvider, SendpulseSettings,
+    TelegramProvider, TelegramSettings, TwilioProvider, TwilioSettings, VonageProvider,
+    VonageSettings,
+};
 
 /// Names accepted in `PROVIDERS`.
 pub const KNOWN_PROVIDERS: &[&str] = &["console", "twilio", "vonage", "sendpulse", "telegram"];
@@ -12,22 +16,33 @@ pub const KNOWN_PROVIDERS: &[&str] = &["console", "twilio", "vonage", "sendpulse
 #[derive(Debug, Clone)]
 pub enum ProviderSettings {
     Console,
+    Twilio(TwilioSettings),
+    Vonage(VonageSettings),
+    Sendpulse(SendpulseSettings),
+    Telegram(TelegramSettings),
 }
 
 impl ProviderSettings {
     /// Reads the settings of the provider called `name` (as written in `PROVIDERS`).
     /// `Ok(None)` means the name is not a provider.
     pub fn from_env(name: &str, env: &Env<'_>) -> Result<Option<ProviderSettings>, SettingError> {
-        let _ = env;
-        Ok(match name {
-            "console" => Some(ProviderSettings::Console),
-            _ => None,
-        })
+        Ok(Some(match name {
+            "console" => ProviderSettings::Console,
+            "twilio" => ProviderSettings::Twilio(TwilioSettings::from_env(env)?),
+            "vonage" => ProviderSettings::Vonage(VonageSettings::from_env(env)?),
+            "sendpulse" => ProviderSettings::Sendpulse(SendpulseSettings::from_env(env)?),
+            "telegram" => ProviderSettings::Telegram(TelegramSettings::from_env(env)?),
+            _ => return Ok(None),
+        }))
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             ProviderSettings::Console => "console",
+            ProviderSettings::Twilio(_) => "twilio",
+            ProviderSettings::Vonage(_) => "vonage",
+            ProviderSettings::Sendpulse(_) => "sendpulse",
+            ProviderSettings::Telegram(_) => "telegram",
         }
     }
 
@@ -40,9 +55,52 @@ impl ProviderSettings {
         &self,
         context: &ProviderContext,
     ) -> Result<Arc<dyn MessageProvider>, SettingError> {
-        let _ = context;
         Ok(match self {
             ProviderSettings::Console => Arc::new(ConsoleProvider::stdout()),
+            ProviderSettings::Twilio(s) => Arc::new(TwilioProvider::new(s.clone(), context)?),
+            ProviderSettings::Vonage(s) => Arc::new(VonageProvider::new(s.clone(), context)?),
+            ProviderSettings::Sendpulse(s) => Arc::new(SendpulseProvider::new(s.clone(), context)?),
+            ProviderSettings::Telegram(s) => Arc::new(TelegramProvider::new(s.clone(), context)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn every_known_name_reads_its_own_variables() {
+        let vars: BTreeMap<String, String> = [
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_FROM", "+14155552671"),
+            ("VONAGE_API_KEY", "key"),
+            ("VONAGE_API_SECRET", "secret"),
+            ("VONAGE_FROM", "Acme"),
+            ("SENDPULSE_CLIENT_ID", "id"),
+            ("SENDPULSE_CLIENT_SECRET", "secret"),
+            ("SENDPULSE_SENDER", "Acme"),
+            ("TELEGRAM_GATEWAY_TOKEN", "gateway-token"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let env = Env::new(&vars);
+        for name in KNOWN_PROVIDERS {
+            let settings = ProviderSettings::from_env(name, &env)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .unwrap_or_else(|| panic!("{name} is known"));
+            assert_eq!(settings.name(), *name);
+            assert_eq!(settings.is_real(), *name != "console");
+        }
+        assert!(ProviderSettings::from_env("pigeon", &env)
+            .unwrap()
+            .is_none());
+        let empty = BTreeMap::new();
+        let error = ProviderSettings::from_env("twilio", &Env::new(&empty)).unwrap_err();
+        assert_eq!(error.var, "TWILIO_ACCOUNT_SID");
     }
 }

@@ -35,7 +35,7 @@ async fn api_keys_are_required_and_checked() {
         "unauthorized",
     )
     .await;
-    assert!(app.provider.received().is_empty());
+    assert!(app.recorder().received().is_empty());
 
     assert_eq!(
         send(&app, &[("Authorization", "Bearer first-key")])
@@ -53,7 +53,7 @@ async fn api_keys_are_required_and_checked() {
         send(&app, &[("X-API-Key", "second-key")]).await.status(),
         200
     );
-    assert_eq!(app.provider.received().len(), 3);
+    assert_eq!(app.recorder().received().len(), 3);
 }
 
 #[tokio::test]
@@ -63,7 +63,7 @@ async fn allowed_networks_admit_callers_without_headers() {
 
     assert_eq!(send(&allowed, &[]).await.status(), 200);
     problem(send(&elsewhere, &[]).await, 403, "forbidden").await;
-    assert!(elsewhere.provider.received().is_empty());
+    assert!(elsewhere.recorder().received().is_empty());
 }
 
 #[tokio::test]

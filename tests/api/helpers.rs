@@ -83,10 +83,17 @@ impl MessageProvider for RecordingProvider {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub provider: Arc<RecordingProvider>,
+    /// The recording provider, for apps started with one.
+    pub provider: Option<Arc<RecordingProvider>>,
 }
 
 impl TestApp {
+    pub fn recorder(&self) -> &RecordingProvider {
+        self.provider
+            .as_deref()
+            .expect("this app has a recording provider")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -142,15 +149,26 @@ pub async fn spawn_app_with_providers(
     providers: Vec<Arc<dyn MessageProvider>>,
     watched: Arc<RecordingProvider>,
 ) -> TestApp {
+    let app = Application::build_with_providers(test_config(vars), providers)
+        .expect("application builds");
+    run(app, Some(watched))
+}
+
+/// Starts the application exactly as the binary does, with the providers `vars`
+/// configure (their base URLs pointing at mock servers).
+pub async fn spawn_configured_app(vars: &[(&str, &str)]) -> TestApp {
+    let app = Application::build(test_config(vars)).expect("application builds");
+    run(app, None)
+}
+
+fn run(app: Application, provider: Option<Arc<RecordingProvider>>) -> TestApp {
     capture_logs();
-    let config = test_config(vars);
-    let app = Application::build_with_providers(config, providers).expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: reqwest::Client::new(),
-        provider: watched,
+        provider,
     }
 }
 

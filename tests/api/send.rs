@@ -15,7 +15,7 @@ async fn the_qiam_english_body_is_sent_once_with_its_text_and_code() {
 
     assert_eq!(response.status().as_u16(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
-    let received = app.provider.received();
+    let received = app.recorder().received();
     assert_eq!(received.len(), 1);
     let message = &received[0];
     assert_eq!(message.to, "+5511966191717");
@@ -50,7 +50,7 @@ async fn a_pt_br_body_in_latin1_bytes_reaches_the_provider_as_unicode() {
     let response = app.post_raw("/api/sms", body).await;
 
     assert_eq!(response.status().as_u16(), 200);
-    let received = app.provider.received();
+    let received = app.recorder().received();
     assert_eq!(received.len(), 1);
     assert_eq!(
         received[0].text,
@@ -68,7 +68,7 @@ async fn gson_unicode_escapes_are_decoded() {
 
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(
-        app.provider.received()[0].text,
+        app.recorder().received()[0].text,
         "code = 778899 <valid> & 'ok'"
     );
 }
@@ -85,7 +85,7 @@ async fn a_bare_code_is_rendered_through_the_template() {
         .await;
 
     assert_eq!(response.status().as_u16(), 200);
-    let received = app.provider.received();
+    let received = app.recorder().received();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].text, "Login code 32232. Do not share it.");
     assert_eq!(received[0].code.as_deref(), Some("32232"));
@@ -104,12 +104,12 @@ async fn every_mobile_form_is_normalized_to_e164() {
         (&national, "11 96619 1717"),
     ];
     for (app, mobile) in cases {
-        let before = app.provider.received().len();
+        let before = app.recorder().received().len();
         let response = app
             .post_json("/api/sms", &json!({"mobile": mobile, "totp": "Code 4321"}))
             .await;
         assert_eq!(response.status().as_u16(), 200, "{mobile}");
-        let received = app.provider.received();
+        let received = app.recorder().received();
         assert_eq!(received.len(), before + 1, "{mobile}");
         assert_eq!(received[before].to, "+5511966191717", "{mobile}");
     }
@@ -136,7 +136,7 @@ async fn the_canonical_path_takes_channel_message_code_and_ttl() {
     assert_eq!(response.status().as_u16(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["channel"], "whatsapp");
-    let received = app.provider.received();
+    let received = app.recorder().received();
     assert_eq!(received[0].to, "+14155552671");
     assert_eq!(received[0].channel, otp_relay_providers::Channel::Whatsapp);
     assert_eq!(received[0].text, "Your Acme code: 5150");
@@ -201,7 +201,7 @@ async fn refused_bodies_get_problem_details_and_send_nothing() {
         let problem = problem(response, status, code).await;
         assert_eq!(problem["retryable"], false, "{body:.80}");
     }
-    assert!(app.provider.received().is_empty());
+    assert!(app.recorder().received().is_empty());
 }
 
 #[tokio::test]
@@ -296,15 +296,23 @@ mod provider_failures {
     }
 
     #[tokio::test]
-    async fn a_transient_failure_is_503_with_the_providers_retry_after() {
-        let response = answer_for(ProviderError::RateLimited {
+    async fn a_wait_longer_than_the_deadline_is_503_with_the_providers_retry_after() {
+        let provider = RecordingProvider::failing_with(ProviderError::RateLimited {
             detail: "slow down".into(),
-            retry_after: Some(Duration::from_secs(7)),
-        })
-        .await;
-        assert_eq!(response.headers()["retry-after"], "7");
+            retry_after: Some(Duration::from_secs(30)),
+        });
+        let app = spawn_app_with(&[], provider.clone()).await;
+
+        let response = app.post_raw("/api/sms", BODY).await;
+
+        assert_eq!(response.headers()["retry-after"], "30");
         let body = problem(response, 503, "no_provider_available").await;
         assert_eq!(body["retryable"], true);
+        assert_eq!(
+            provider.received().len(),
+            1,
+            "no retry that cannot finish in time"
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otp_relay_providers::{http, Channel, MemoryChatDirectory, OutboundMessage, Phone, ProviderContext};
+use otp_relay_providers::{
+    http, Channel, MemoryChatDirectory, OutboundMessage, Phone, ProviderContext,
+};
 use wiremock::Request;
 
 /// The message id every fixture message carries.
@@ -83,7 +85,9 @@ pub fn basic_auth(request: &Request) -> (String, String) {
     use base64::Engine;
     let value = header(request, "authorization");
     let encoded = value.strip_prefix("Basic ").expect("Basic authorization");
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
     let decoded = String::from_utf8(decoded).unwrap();
     let (user, password) = decoded.split_once(':').unwrap();
     (user.to_owned(), password.to_owned())
