@@ -234,3 +234,40 @@ pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> se
     assert!(body["retryable"].is_boolean(), "{body}");
     body
 }
+
+/// A provider that holds every send until released, and says when one arrives.
+pub struct GatedProvider {
+    pub arrived: tokio::sync::Notify,
+    pub release: tokio::sync::Semaphore,
+}
+
+impl GatedProvider {
+    pub fn new() -> Arc<Self> {
+        Arc::new(GatedProvider {
+            arrived: tokio::sync::Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl MessageProvider for GatedProvider {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &Channel::ALL
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
+        self.arrived.notify_one();
+        self.release.acquire().await.expect("gate open").forget();
+        Ok(Receipt {
+            provider: "gated".into(),
+            provider_message_id: Some(message.id.clone()),
+            status: DeliveryStatus::Queued,
+            raw_status: None,
+        })
+    }
+}

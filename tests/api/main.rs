@@ -1,8 +1,14 @@
 //! Integration tests: the real application on a free port, driven over HTTP.
 
 mod auth;
+mod fakes;
+mod guards;
 mod health;
 mod helpers;
 mod logs;
 mod providers;
+mod redis_server;
+mod reliability;
+mod replicas;
 mod send;
+mod store;

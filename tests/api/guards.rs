@@ -1,0 +1,268 @@
+//! Guards before dispatch: idempotency and dedupe, rate limits, number policy, and the
+//! in-flight bound.
+
+use std::sync::Arc;
+
+use otp_relay_providers::{MessageProvider, ProviderError};
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    problem, spawn_app, spawn_app_with, spawn_app_with_providers, GatedProvider, RecordingProvider,
+    TestApp,
+};
+
+fn body(mobile: &str, text: &str) -> String {
+    json!({"mobile": mobile, "totp": text}).to_string()
+}
+
+async fn post_with_key(app: &TestApp, key: &str, body: String) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/messages"))
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", key)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_send_once_and_answer_alike() {
+    let gate = GatedProvider::new();
+    let recorder = RecordingProvider::accepting();
+    let providers: Vec<Arc<dyn MessageProvider>> = vec![gate.clone()];
+    let app = Arc::new(spawn_app_with_providers(&[], providers, recorder).await);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let app = Arc::clone(&app);
+        tasks.spawn(async move {
+            let response =
+                post_with_key(&app, "login-42", body("+5511966191717", "Code 111222")).await;
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        });
+    }
+    // Exactly one send reaches the provider; let it finish only then.
+    gate.arrived.notified().await;
+    gate.release.add_permits(1000);
+
+    let mut answers = Vec::new();
+    while let Some(answer) = tasks.join_next().await {
+        answers.push(answer.unwrap());
+    }
+    assert_eq!(answers.len(), 200);
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "identical answers"
+    );
+    assert_eq!(answers[0].0, 200);
+    assert_eq!(
+        gate.release.available_permits(),
+        999,
+        "exactly one send was released"
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_after_success_is_replayed_and_marked() {
+    let app = spawn_app(&[("DEDUPE_WINDOW", "60s")]).await;
+
+    let first = app
+        .post_raw("/api/sms", body("+5511966191717", "Code 333444"))
+        .await;
+    let second = app
+        .post_raw("/api/sms", body("+55 11 96619-1717", "Code 333444"))
+        .await;
+    let other_text = app
+        .post_raw("/api/sms", body("+5511966191717", "Code 333445"))
+        .await;
+
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    let first: Value = first.json().await.unwrap();
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(other_text.status(), 200);
+    assert_eq!(app.recorder().received().len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_send_is_not_replayed() {
+    let provider = RecordingProvider::failing_with(ProviderError::Unavailable {
+        detail: "down".into(),
+    });
+    let app = spawn_app_with(&[("DEDUPE_WINDOW", "60s")], provider).await;
+
+    for _ in 0..2 {
+        let response = app
+            .post_raw("/api/sms", body("+5511966191717", "Code 555666"))
+            .await;
+        assert!(!response.headers().contains_key("idempotent-replayed"));
+        problem(response, 503, "no_provider_available").await;
+    }
+    assert_eq!(app.recorder().received().len(), 2, "the repeat sent again");
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_request_is_refused() {
+    let app = spawn_app(&[]).await;
+
+    let first = post_with_key(&app, "k-1", body("+5511966191717", "Code 777888")).await;
+    assert_eq!(first.status(), 200);
+    let other = post_with_key(&app, "k-1", body("+5511966191717", "Code 999000")).await;
+
+    problem(other, 422, "idempotency_key_reused").await;
+    let bad = post_with_key(&app, &"x".repeat(256), body("+5511966191717", "Code 1")).await;
+    problem(bad, 400, "invalid_idempotency_key").await;
+    assert_eq!(app.recorder().received().len(), 1);
+}
+
+#[tokio::test]
+async fn the_per_number_limit_refuses_with_retry_after_and_replays_do_not_count() {
+    let app = spawn_app(&[("RATE_LIMIT_PER_NUMBER", "3/1h"), ("DEDUPE_WINDOW", "60s")]).await;
+
+    for i in 0..3 {
+        let response = app
+            .post_raw(
+                "/api/sms",
+                body("+5511966191717", &format!("Code 10000{i}")),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    // A replay of an earlier send is answered without counting.
+    let replay = app
+        .post_raw("/api/sms", body("+5511966191717", "Code 100000"))
+        .await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+
+    let limited = app
+        .post_raw("/api/sms", body("+5511966191717", "Code 100009"))
+        .await;
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1200).contains(&retry_after), "{retry_after}");
+    problem(limited, 429, "rate_limited").await;
+
+    let other_number = app
+        .post_raw("/api/sms", body("+14155552671", "Code 100009"))
+        .await;
+    assert_eq!(other_number.status(), 200);
+    assert_eq!(app.recorder().received().len(), 4);
+}
+
+#[tokio::test]
+async fn per_client_and_global_limits_hold() {
+    let per_client = spawn_app(&[("RATE_LIMIT_PER_CLIENT", "2/1h")]).await;
+    let global = spawn_app(&[("RATE_LIMIT_GLOBAL", "1/1h")]).await;
+
+    for app in [&per_client, &global] {
+        let limit = if std::ptr::eq(app, &per_client) { 2 } else { 1 };
+        for i in 0..limit {
+            let number = format!("+55119661917{i:02}");
+            assert_eq!(
+                app.post_raw("/api/sms", body(&number, "Code 2222"))
+                    .await
+                    .status(),
+                200
+            );
+        }
+        problem(
+            app.post_raw("/api/sms", body("+14155552671", "Code 2222"))
+                .await,
+            429,
+            "rate_limited",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn countries_and_line_types_are_policed() {
+    let allowed_br = spawn_app(&[("ALLOWED_COUNTRIES", "BR")]).await;
+    let blocked_us = spawn_app(&[("BLOCKED_COUNTRIES", "US")]).await;
+    let strict = spawn_app(&[]).await;
+    let lenient = spawn_app(&[("ALLOW_NON_MOBILE", "true")]).await;
+    let us = body("+14155552671", "Code 4321");
+    let premium = body("+44 909 879 0000", "Code 4321");
+    let fixed = body("+55 11 3333-4444", "Code 4321");
+
+    problem(
+        allowed_br.post_raw("/api/sms", us.clone()).await,
+        403,
+        "country_not_allowed",
+    )
+    .await;
+    assert_eq!(
+        allowed_br
+            .post_raw("/api/sms", body("+5511966191717", "Code 4321"))
+            .await
+            .status(),
+        200
+    );
+    problem(
+        blocked_us.post_raw("/api/sms", us.clone()).await,
+        403,
+        "country_not_allowed",
+    )
+    .await;
+    assert_eq!(
+        strict.post_raw("/api/sms", us).await.status(),
+        200,
+        "US numbers may be either"
+    );
+    problem(
+        strict.post_raw("/api/sms", premium.clone()).await,
+        422,
+        "unsupported_number_type",
+    )
+    .await;
+    problem(
+        strict.post_raw("/api/sms", fixed.clone()).await,
+        422,
+        "unsupported_number_type",
+    )
+    .await;
+    assert_eq!(lenient.post_raw("/api/sms", fixed).await.status(), 200);
+    problem(
+        lenient.post_raw("/api/sms", premium).await,
+        422,
+        "unsupported_number_type",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn past_max_in_flight_requests_are_refused_at_once() {
+    let gate = GatedProvider::new();
+    let providers: Vec<Arc<dyn MessageProvider>> = vec![gate.clone()];
+    let app = Arc::new(
+        spawn_app_with_providers(
+            &[("MAX_IN_FLIGHT", "1")],
+            providers,
+            RecordingProvider::accepting(),
+        )
+        .await,
+    );
+    let first = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            app.post_raw("/api/sms", body("+5511966191717", "Code 1111"))
+                .await
+        })
+    };
+    gate.arrived.notified().await;
+
+    let refused = app
+        .post_raw("/api/sms", body("+5511966191718", "Code 2222"))
+        .await;
+
+    assert_eq!(refused.headers()["retry-after"], "1");
+    problem(refused, 503, "overloaded").await;
+    gate.release.add_permits(1);
+    assert_eq!(first.await.unwrap().status(), 200);
+}

@@ -1,0 +1,164 @@
+//! Several otp-relay instances sharing one Redis, as replicas behind a load balancer.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use wiremock::MockServer;
+
+use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted};
+use crate::helpers::{spawn_configured_app, TestApp};
+use crate::redis_server::RedisServer;
+
+async fn replica(twilio: &MockServer, redis_url: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut vars = provider_vars(&twilio.uri(), None);
+    vars.push(("REDIS_URL".into(), redis_url.into()));
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    spawn_configured_app(&pairs).await
+}
+
+async fn send(app: &TestApp, mobile: &str, text: &str, key: Option<&str>) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/api/sms"))
+        .header("Content-Type", "application/json")
+        .body(json!({"mobile": mobile, "totp": text}).to_string());
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.unwrap()
+}
+
+async fn ready_status(app: &TestApp) -> u16 {
+    app.client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn one_idempotency_key_sends_once_across_replicas() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    mount_twilio(
+        &twilio,
+        twilio_accepted().set_delay(std::time::Duration::from_millis(300)),
+    )
+    .await;
+    let a = Arc::new(replica(&twilio, &redis.url(), &[]).await);
+    let b = Arc::new(replica(&twilio, &redis.url(), &[]).await);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let app = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        tasks.spawn(async move {
+            let response = send(&app, "+5511966191717", "Code 424242", Some("shared-key")).await;
+            (response.status().as_u16(), response.text().await.unwrap())
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = tasks.join_next().await {
+        answers.push(answer.unwrap());
+    }
+
+    assert_eq!(hits(&twilio).await, 1, "one provider request in all");
+    assert_eq!(answers[0].0, 200);
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "identical answers"
+    );
+}
+
+#[tokio::test]
+async fn the_per_number_limit_is_shared_across_replicas() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let limit = [("RATE_LIMIT_PER_NUMBER", "5/1h")];
+    let a = replica(&twilio, &redis.url(), &limit).await;
+    let b = replica(&twilio, &redis.url(), &limit).await;
+
+    let mut accepted = 0;
+    for i in 0..12 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let response = send(app, "+5511966191717", &format!("Code 5000{i:02}"), None).await;
+        match response.status().as_u16() {
+            200 => accepted += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    assert_eq!(accepted, 5);
+    assert_eq!(hits(&twilio).await, 5);
+}
+
+#[tokio::test]
+async fn losing_redis_degrades_to_local_limits_and_recovers() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let limit = [("RATE_LIMIT_PER_NUMBER", "2/1h")];
+    let a = replica(&twilio, &redis.url(), &limit).await;
+    let b = replica(&twilio, &redis.url(), &limit).await;
+    assert_eq!(ready_status(&a).await, 200);
+
+    let port = redis.stop().await;
+
+    // Logins go on, each replica counting for itself.
+    assert_eq!(
+        send(&a, "+5511966191717", "Code 600001", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(&a, "+5511966191717", "Code 600002", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(&a, "+5511966191717", "Code 600003", None)
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        send(&b, "+5511966191717", "Code 600004", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(ready_status(&a).await, 503);
+
+    let _redis = RedisServer::start_on(port).await.expect("redis comes back");
+
+    assert_eq!(ready_status(&a).await, 200);
+    // Shared again: two sends in all for a new number, whichever replica takes them.
+    assert_eq!(
+        send(&a, "+14155552671", "Code 700001", None).await.status(),
+        200
+    );
+    assert_eq!(
+        send(&b, "+14155552671", "Code 700002", None).await.status(),
+        200
+    );
+    assert_eq!(
+        send(&a, "+14155552671", "Code 700003", None).await.status(),
+        429
+    );
+    assert_eq!(
+        send(&b, "+14155552671", "Code 700004", None).await.status(),
+        429
+    );
+}

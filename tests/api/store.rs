@@ -1,0 +1,135 @@
+//! The store contract, run alike against the memory store and a real Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otp_relay::config::RateSpec;
+use otp_relay::store::memory::MemoryStore;
+use otp_relay::store::redis::RedisStore;
+use otp_relay::store::{Claim, RateDecision, Store, StoredAnswer};
+use secrecy::SecretString;
+
+use crate::redis_server::RedisServer;
+
+async fn contract(store: Arc<dyn Store>) {
+    store.ping().await.expect("reachable");
+
+    // Rate: a burst of `count`, then a wait.
+    let spec = RateSpec {
+        count: 3,
+        per: Duration::from_secs(3600),
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            store.rate_acquire("rate:t", spec).await.unwrap(),
+            RateDecision::Allowed
+        );
+    }
+    match store.rate_acquire("rate:t", spec).await.unwrap() {
+        RateDecision::Limited { retry_after } => {
+            assert!(
+                retry_after > Duration::from_secs(1100) && retry_after <= Duration::from_secs(1200)
+            )
+        }
+        RateDecision::Allowed => panic!("the fourth must wait"),
+    }
+    assert_eq!(
+        store.rate_acquire("rate:other", spec).await.unwrap(),
+        RateDecision::Allowed
+    );
+
+    // Claims: one holder at a time; others see it in flight, then done.
+    let ttl = Duration::from_secs(30);
+    assert_eq!(
+        store.claim("idem:a", "t1", "fp", ttl).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim("idem:a", "t2", "fp", ttl).await.unwrap(),
+        Claim::InFlight {
+            fingerprint: "fp".into()
+        }
+    );
+    let answer = StoredAnswer {
+        status: 200,
+        body: r#"{"id":"x"}"#.into(),
+    };
+    // Someone else's token neither finishes nor releases the claim.
+    store
+        .finish("idem:a", "t2", "fp", &answer, ttl)
+        .await
+        .unwrap();
+    store.release("idem:a", "t2").await.unwrap();
+    assert_eq!(
+        store.peek("idem:a").await.unwrap(),
+        Some(Claim::InFlight {
+            fingerprint: "fp".into()
+        })
+    );
+    store
+        .finish("idem:a", "t1", "fp", &answer, ttl)
+        .await
+        .unwrap();
+    let done = Claim::Done {
+        fingerprint: "fp".into(),
+        answer: answer.clone(),
+    };
+    assert_eq!(store.peek("idem:a").await.unwrap(), Some(done.clone()));
+    assert_eq!(store.claim("idem:a", "t3", "fp", ttl).await.unwrap(), done);
+
+    // Release frees the key for the next request.
+    assert_eq!(
+        store.claim("idem:b", "t1", "fp", ttl).await.unwrap(),
+        Claim::Claimed
+    );
+    store.release("idem:b", "t1").await.unwrap();
+    assert_eq!(store.peek("idem:b").await.unwrap(), None);
+    assert_eq!(
+        store.claim("idem:b", "t2", "fp", ttl).await.unwrap(),
+        Claim::Claimed
+    );
+
+    // Concurrent claims: exactly one wins.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            store
+                .claim("idem:race", &format!("t{i}"), "fp", ttl)
+                .await
+                .unwrap()
+        });
+    }
+    let mut winners = 0;
+    while let Some(claim) = tasks.join_next().await {
+        if claim.unwrap() == Claim::Claimed {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_contract() {
+    contract(Arc::new(MemoryStore::default())).await;
+}
+
+#[tokio::test]
+async fn the_redis_store_keeps_the_contract() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let store = RedisStore::connect(&SecretString::from(redis.url())).unwrap();
+    contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_reported() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let url = redis.url();
+    redis.stop().await;
+    let store = RedisStore::connect(&SecretString::from(url)).unwrap();
+    assert!(store.ping().await.is_err());
+}
