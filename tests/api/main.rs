@@ -11,4 +11,5 @@ mod redis_server;
 mod reliability;
 mod replicas;
 mod send;
+mod shutdown;
 mod store;
