@@ -27,6 +27,12 @@ pub enum ProviderError {
     /// The provider refused the credentials.
     #[error("the provider refused the credentials: {detail}")]
     Unauthorized { detail: String },
+    /// Our account or its configuration at this provider cannot send: balance exhausted,
+    /// account suspended or inactive, sender (From, sender id, messaging service) invalid
+    /// or not allowed, template missing or not approved. Another provider does not share
+    /// the problem.
+    #[error("the provider account cannot send: {detail}")]
+    AccountUnusable { detail: String },
     /// The provider asked us to slow down; the request was not processed.
     #[error("rate limited by the provider: {detail}")]
     RateLimited {
@@ -63,6 +69,7 @@ impl ProviderError {
             ProviderError::RegionNotEnabled { .. } => "region_not_enabled",
             ProviderError::RecipientOptedOut { .. } => "recipient_opted_out",
             ProviderError::Unauthorized { .. } => "unauthorized",
+            ProviderError::AccountUnusable { .. } => "account_unusable",
             ProviderError::RateLimited { .. } => "rate_limited",
             ProviderError::Unavailable { .. } => "unavailable",
             ProviderError::Connect { .. } => "connect_failed",
@@ -107,6 +114,7 @@ impl ProviderError {
                 ProviderError::RecipientNotRegistered { .. }
                     | ProviderError::RegionNotEnabled { .. }
                     | ProviderError::Unauthorized { .. }
+                    | ProviderError::AccountUnusable { .. }
                     | ProviderError::CodeRequired
                     | ProviderError::Protocol { .. }
             )
@@ -164,5 +172,14 @@ mod tests {
             detail: "21408".into(),
         };
         assert!(region.is_permanent() && region.another_provider_may_succeed());
+
+        let account = ProviderError::AccountUnusable {
+            detail: "BALANCE_NOT_ENOUGH".into(),
+        };
+        assert_eq!(account.code(), "account_unusable");
+        assert!(account.is_permanent() && !account.is_safe_to_retry());
+        assert!(account.another_provider_may_succeed());
+        assert!(!account.is_recipient_problem());
+        assert_eq!(account.retry_after(), None);
     }
 }

@@ -19,7 +19,8 @@
 //!   "text":"<code>"}]}]}}`; success `{"success":true,"data":{"id":..,"status":1,..}}`.
 //! - Errors: `{"error_code":..,"message":..}`, `{"error":..,"error_description":..}`,
 //!   `{"result":false,..}` or `{"success":false,"message"|"errors":..}`. 429 is
-//!   throttling (nothing processed), 5xx an unknown outcome.
+//!   throttling (nothing processed), 5xx an unknown outcome. No per-cause codes are
+//!   documented, so refusals are read from their text (see `refusal`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -580,18 +581,18 @@ impl ErrorBody {
 }
 
 /// SendPulse documents no per-cause error codes for these endpoints, so the refusal is
-/// read from its text: a blacklisted or malformed number is the recipient's problem,
-/// anything else (balance, sender, template) a rejection.
+/// read from its text: a blacklisted or malformed number is the recipient's problem;
+/// balance, sender and template troubles are our account's (another provider may do);
+/// anything else is a rejection.
 fn refusal(detail: String) -> ProviderError {
     let text = detail.to_ascii_lowercase();
-    if text.contains("black") || text.contains("unsubscribed") {
+    let mentions = |words: &[&str]| words.iter().any(|word| text.contains(word));
+    if mentions(&["black", "unsubscribed"]) {
         ProviderError::RecipientOptedOut { detail }
-    } else if text.contains("phone")
-        && ["invalid", "incorrect", "wrong", "not valid"]
-            .iter()
-            .any(|word| text.contains(word))
-    {
+    } else if text.contains("phone") && mentions(&["invalid", "incorrect", "wrong", "not valid"]) {
         ProviderError::InvalidRecipient { detail }
+    } else if mentions(&["balance", "funds", "money", "sender", "template"]) {
+        ProviderError::AccountUnusable { detail }
     } else {
         ProviderError::Rejected { detail }
     }
@@ -753,6 +754,18 @@ mod tests {
             refusal("Phone is in the blacklist".into()).code(),
             "recipient_opted_out"
         );
-        assert_eq!(refusal("Not enough funds".into()).code(), "rejected");
+        for account in [
+            "Not enough funds",
+            "Insufficient balance",
+            "Sender is not active",
+            "Template not found",
+        ] {
+            assert_eq!(
+                refusal(account.into()).code(),
+                "account_unusable",
+                "{account}"
+            );
+        }
+        assert_eq!(refusal("Body is empty".into()).code(), "rejected");
     }
 }

@@ -14,7 +14,8 @@
 //!   when a public URL is set (Telegram accepts at most 256 bytes, over HTTPS).
 //! - Replies: `{"ok":true,"result":{"request_id",…,"delivery_status":{"status"}}}` or
 //!   `{"ok":false,"error":"ACCESS_TOKEN_INVALID"}` (an upper-case name, `FLOOD_WAIT_<s>`
-//!   for flood control).
+//!   for flood control). `BALANCE_NOT_ENOUGH` and `SENDER_*` are our account's problem:
+//!   `account_unusable`, so another provider may still deliver.
 //!
 //! **Bot** (`bot`) sends the full text as a chat message:
 //! `POST {TELEGRAM_BOT_BASE_URL}/bot<token>/sendMessage`, JSON `{chat_id, text}`.
@@ -184,9 +185,9 @@ impl TelegramSettings {
     }
 }
 
-/// The token goes into an `Authorization` header: visible ASCII only.
+/// The token goes into an `Authorization` header: visible ASCII only, and some of it.
 fn check_gateway_token(token: &str) -> Result<(), SettingError> {
-    if token.bytes().all(|b| b.is_ascii_graphic()) {
+    if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(())
     } else {
         Err(SettingError::new(
@@ -573,9 +574,10 @@ fn gateway_error(error: &str, detail: String, reply: &Reply) -> ProviderError {
         "CODE_INVALID" | "CODE_LENGTH_INVALID" | "CODE_LENGTH_REQUIRED" => {
             ProviderError::CodeRequired
         }
-        // An empty balance blocks every send until topped up: let the dispatcher fail
-        // over (a permanent error would stop it) and the circuit breaker trip.
-        "BALANCE_NOT_ENOUGH" => ProviderError::Unavailable { detail },
+        // Our account: an empty balance blocks every send until topped up, and a sender
+        // channel it may not use blocks them too. Permanent, yet another provider may do.
+        "BALANCE_NOT_ENOUGH" => ProviderError::AccountUnusable { detail },
+        e if e.starts_with("SENDER_") => ProviderError::AccountUnusable { detail },
         e if e.contains("TIMEOUT") || e.contains("INTERNAL") => {
             ProviderError::Unavailable { detail }
         }

@@ -12,7 +12,11 @@
 //!   callbacks and its `status` is usually `queued` or `accepted`.
 //! - Errors are JSON `{"code":21211,"message":..,"more_info":..,"status":400}` or the
 //!   RFC 9457 form `{"type","title","status","code","detail"}`. HTTP 429 and code
-//!   20429 mean throttled (not processed); 5xx means the outcome is unknown.
+//!   20429 mean throttled (not processed); 5xx means the outcome is unknown. Codes about
+//!   our account, sender or template (20005, 21606, 63016, ...) are `account_unusable`:
+//!   another provider may still deliver.
+//! - A `201` whose status is already `failed` or `undelivered` carries `error_code` and
+//!   `error_message`; it is reported as that error, not as a receipt.
 //! - Probe: `GET {base}/2010-04-01/Accounts/{AccountSid}.json`. That reply carries the
 //!   account's auth token, so it is never echoed, not even in a protocol error.
 
@@ -330,15 +334,40 @@ impl MessageProvider for TwilioProvider {
         struct Created {
             sid: String,
             status: String,
+            error_code: Option<u32>,
+            error_message: Option<String>,
         }
         let created = serde_json::from_slice::<Created>(&body)
             .ok()
             .filter(|created| !created.sid.is_empty())
             .ok_or_else(|| http::protocol_error(status, &body))?;
+        let delivery = delivery_status(&created.status);
+        if matches!(
+            delivery,
+            DeliveryStatus::Failed | DeliveryStatus::Undelivered
+        ) {
+            // Twilio gave up at once and says why: that is a failed attempt (which the
+            // dispatcher can fail over), not a receipt telling the caller all is well.
+            let Some(code) = created.error_code else {
+                return Err(ProviderError::Rejected {
+                    detail: format!("the message is {}", scrub(&created.status)),
+                });
+            };
+            let detail = TwilioError {
+                code,
+                message: created.error_message,
+                title: None,
+                detail: None,
+            }
+            .describe();
+            return Err(
+                code_error(code, detail.clone()).unwrap_or(ProviderError::Rejected { detail })
+            );
+        }
         tracing::debug!(sid = %created.sid, status = %created.status, "twilio accepted the message");
         Ok(Receipt {
             provider: self.name().to_owned(),
-            status: delivery_status(&created.status),
+            status: delivery,
             provider_message_id: Some(created.sid),
             raw_status: Some(created.status),
         })
@@ -366,7 +395,7 @@ impl MessageProvider for TwilioProvider {
             })?;
         if account.status != "active" {
             // Twilio refuses to send for suspended or closed accounts.
-            return Err(ProviderError::Unauthorized {
+            return Err(ProviderError::AccountUnusable {
                 detail: format!("the Twilio account is {}", scrub(&account.status)),
             });
         }
@@ -433,21 +462,14 @@ fn error_from_reply(
     retry_after: Option<Duration>,
     body: &[u8],
 ) -> ProviderError {
-    let Ok(error) = serde_json::from_slice::<TwilioError>(body) else {
-        // Not Twilio's JSON (a proxy's page, an empty body): the status still says enough.
-        let detail = format!("HTTP {}", status.as_u16());
-        return match status {
-            StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited {
-                detail,
-                retry_after,
-            },
-            StatusCode::UNAUTHORIZED => ProviderError::Unauthorized { detail },
-            _ if status.is_server_error() => ProviderError::Unavailable { detail },
-            _ => http::protocol_error(status, body),
-        };
-    };
-    let detail = error.describe();
-    if status == StatusCode::TOO_MANY_REQUESTS || error.code == 20429 {
+    // Not Twilio's JSON (a proxy's page, an empty body): the status still says enough.
+    let error = serde_json::from_slice::<TwilioError>(body).ok();
+    let detail = error.as_ref().map_or_else(
+        || format!("HTTP {}", status.as_u16()),
+        TwilioError::describe,
+    );
+    let code = error.as_ref().map(|error| error.code);
+    if status == StatusCode::TOO_MANY_REQUESTS || code == Some(20429) {
         return ProviderError::RateLimited {
             detail,
             retry_after,
@@ -456,19 +478,41 @@ fn error_from_reply(
     if status.is_server_error() {
         return ProviderError::Unavailable { detail };
     }
-    match error.code {
-        // 20003: authentication failed; 20005: the account is not active.
-        20003 | 20005 => ProviderError::Unauthorized { detail },
-        _ if status == StatusCode::UNAUTHORIZED => ProviderError::Unauthorized { detail },
+    if let Some(error) = code.and_then(|code| code_error(code, detail.clone())) {
+        return error;
+    }
+    match status {
+        StatusCode::UNAUTHORIZED => ProviderError::Unauthorized { detail },
+        _ if code.is_some() && status.is_client_error() => ProviderError::Rejected { detail },
+        _ => http::protocol_error(status, body),
+    }
+}
+
+/// The error a Twilio error code names, where the code says more than the HTTP status.
+fn code_error(code: u32, detail: String) -> Option<ProviderError> {
+    Some(match code {
+        // Authentication failed.
+        20003 => ProviderError::Unauthorized { detail },
+        // Our account, not the number: 20005 the account is suspended or closed, 21608 a
+        // trial account may only send to verified numbers.
+        20005 | 21608 => ProviderError::AccountUnusable { detail },
+        // The sender: 21212 invalid From, 21606 From cannot send to this destination,
+        // 21659 From is not a Twilio number, 21660 From belongs to another account,
+        // 21701/21705 no such Messaging Service, 63007 no WhatsApp sender for From.
+        21212 | 21606 | 21659 | 21660 | 21701 | 21705 | 63007 => {
+            ProviderError::AccountUnusable { detail }
+        }
+        // The WhatsApp template: 21655 unknown ContentSid, 63016 free-form text outside
+        // the 24 h window (a template is needed), 63027 no template for the language.
+        21655 | 63016 | 63027 => ProviderError::AccountUnusable { detail },
         // 21211: the 'To' number is not valid; 21614: it is not a mobile number.
         21211 | 21614 => ProviderError::InvalidRecipient { detail },
         // 21408: the account may not send to the destination's region.
         21408 => ProviderError::RegionNotEnabled { detail },
         // 21610: the recipient replied STOP to this sender.
         21610 => ProviderError::RecipientOptedOut { detail },
-        _ if status.is_client_error() => ProviderError::Rejected { detail },
-        _ => http::protocol_error(status, body),
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //!   (our id) and `callback` (`{PUBLIC_BASE_URL}/webhooks/vonage`) when a public URL is
 //!   set. The reply is **HTTP 200 even on failure**: one `messages[]` entry per SMS part,
 //!   and the send succeeded only if every part has `status: "0"`; any other status is an
-//!   error whose `error-text` is kept (scrubbed) in the detail.
+//!   error whose `error-text` is kept (scrubbed) in the detail. The secret travels in the
+//!   form, so it is masked in any reply before the reply can become an error.
 //! - **Messages API**: `POST {VONAGE_MESSAGES_BASE_URL}/v1/messages`, JSON
 //!   `{message_type, channel, to, from, text, client_ref}` with `to`/`from` as digits
 //!   without `+` (plus `ttl` in seconds for SMS). WhatsApp sends free text, or
@@ -20,6 +21,8 @@
 //!   reused until shortly before it expires, or `Basic key:secret` when no application is
 //!   configured. Success is `202 {message_uuid}`; errors are RFC 7807 problems whose
 //!   `type` ends in `#<code>` (`...#1170`), with `Retry-After` on 429.
+//! - Failures of our account (no credit, barred, sender or template not allowed) are
+//!   `account_unusable` in both APIs: another provider may still deliver.
 //!   There is no per-message callback here: this adapter does not send the optional
 //!   `webhook_url` override, so status webhooks go where the Vonage application's
 //!   Status URL points (set it to `{PUBLIC_BASE_URL}/webhooks/vonage`).
@@ -419,6 +422,9 @@ impl VonageProvider {
             .post(format!("{}/sms/json", self.settings.sms_base_url))
             .form(&form);
         let (status, headers, body) = exchange(request).await?;
+        // The secret travels in the form: a reply that echoes it (a proxy's error page)
+        // must not carry it into an error detail.
+        let body = redact(body, secret.expose_secret());
         if status != StatusCode::OK {
             return Err(unexpected_status(status, &headers, &body));
         }
@@ -573,6 +579,15 @@ async fn exchange(
     Ok((status, headers, body.to_vec()))
 }
 
+/// `body` with every occurrence of `secret` masked.
+fn redact(body: Vec<u8>, secret: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&body);
+    if secret.is_empty() || !text.contains(secret) {
+        return body;
+    }
+    text.replace(secret, "[redacted]").into_bytes()
+}
+
 fn receipt(id: String, raw_status: &str) -> Receipt {
     Receipt {
         provider: NAME.to_owned(),
@@ -636,10 +651,11 @@ fn sms_error(part: &SmsPart, any_part_accepted: bool) -> ProviderError {
         "1" | "10" | "5" => ProviderError::Unavailable { detail },
         "6" | "33" => ProviderError::InvalidRecipient { detail },
         "7" => ProviderError::RecipientOptedOut { detail },
-        // Bad credentials, barred account, no credit, account not enabled, bad signature.
-        "4" | "8" | "9" | "11" | "14" | "32" => ProviderError::Unauthorized { detail },
-        // Sender id not allowed for the destination; demo account not allowed the number.
-        "15" | "29" => ProviderError::RegionNotEnabled { detail },
+        // Bad credentials, bad signature, signature and secret both sent.
+        "4" | "14" | "32" => ProviderError::Unauthorized { detail },
+        // Our account: barred, out of credit, not provisioned for the SMS API, sender id
+        // not authorised, still in demo mode (whitelisted destinations only).
+        "8" | "9" | "11" | "15" | "29" => ProviderError::AccountUnusable { detail },
         _ => ProviderError::Rejected { detail },
     }
 }
@@ -706,15 +722,20 @@ fn problem_error(
         Some(1050 | 1240) => ProviderError::RecipientOptedOut { detail },
         // Not a user of the channel (WhatsApp).
         Some(1300) => ProviderError::RecipientNotRegistered { detail },
-        Some(1120 | 1160) => ProviderError::RegionNotEnabled { detail },
-        Some(1060 | 1070 | 1080) => ProviderError::Unauthorized { detail },
+        // Our account: invalid template, account barred, quota exceeded, not enabled for
+        // REST, sender not allowed, facility not enabled, demo-mode destination list, no
+        // number pool, invalid sender.
+        Some(1022 | 1060 | 1070 | 1080 | 1120 | 1140 | 1160 | 1242 | 1420) => {
+            ProviderError::AccountUnusable { detail }
+        }
         _ => match status.as_u16() {
             429 => ProviderError::RateLimited {
                 detail,
                 retry_after: http::retry_after(headers),
             },
-            // 402: no credit. Account-bound, like bad credentials: another provider may do.
-            401..=403 => ProviderError::Unauthorized { detail },
+            401 | 403 => ProviderError::Unauthorized { detail },
+            // Low balance: ours, not the message's; another provider may do.
+            402 => ProviderError::AccountUnusable { detail },
             500.. => ProviderError::Unavailable { detail },
             _ => ProviderError::Rejected { detail },
         },

@@ -503,6 +503,22 @@ async fn a_slow_token_endpoint_times_out() {
 
 #[tokio::test]
 async fn sms_refusal_with_error_code_is_rejected() {
+    let error = sms_error(
+        ResponseTemplate::new(400)
+            .set_body_json(body!({"error_code": 422, "message": "Campaign body is empty"})),
+    )
+    .await;
+    assert_eq!(
+        error,
+        ProviderError::Rejected {
+            detail: "error_code 422: Campaign body is empty".into()
+        }
+    );
+    assert!(error.is_permanent());
+}
+
+#[tokio::test]
+async fn sms_refusals_for_balance_or_sender_are_account_unusable() {
     let error =
         sms_error(ResponseTemplate::new(400).set_body_json(
             body!({"error_code": 422, "message": "Not enough funds on the balance"}),
@@ -510,11 +526,23 @@ async fn sms_refusal_with_error_code_is_rejected() {
         .await;
     assert_eq!(
         error,
-        ProviderError::Rejected {
+        ProviderError::AccountUnusable {
             detail: "error_code 422: Not enough funds on the balance".into()
         }
     );
-    assert!(error.is_permanent());
+    assert_eq!(error.code(), "account_unusable");
+    assert!(error.is_permanent() && error.another_provider_may_succeed());
+
+    let error = sms_error(ResponseTemplate::new(200).set_body_json(
+        body!({"result": false, "error_code": 3, "message": "Sender is not active"}),
+    ))
+    .await;
+    assert_eq!(
+        error,
+        ProviderError::AccountUnusable {
+            detail: "error_code 3: Sender is not active".into()
+        }
+    );
 }
 
 #[tokio::test]
@@ -545,13 +573,13 @@ async fn sms_to_a_blacklisted_number_is_opted_out() {
 #[tokio::test]
 async fn sms_oauth_style_error_is_rejected() {
     let error = sms_error(ResponseTemplate::new(400).set_body_json(
-        body!({"error": "invalid_request", "error_description": "The sender field is required"}),
+        body!({"error": "invalid_request", "error_description": "The body field is required"}),
     ))
     .await;
     assert_eq!(
         error,
         ProviderError::Rejected {
-            detail: "invalid_request: The sender field is required".into()
+            detail: "invalid_request: The body field is required".into()
         }
     );
 }
@@ -559,13 +587,13 @@ async fn sms_oauth_style_error_is_rejected() {
 #[tokio::test]
 async fn sms_result_false_is_rejected() {
     let error = sms_error(ResponseTemplate::new(200).set_body_json(
-        body!({"result": false, "error_code": 3, "message": "Sender is not active"}),
+        body!({"result": false, "error_code": 3, "message": "Campaign was not created"}),
     ))
     .await;
     assert_eq!(
         error,
         ProviderError::Rejected {
-            detail: "error_code 3: Sender is not active".into()
+            detail: "error_code 3: Campaign was not created".into()
         }
     );
 }
@@ -688,7 +716,7 @@ async fn whatsapp_invalid_phone_is_an_invalid_recipient() {
 }
 
 #[tokio::test]
-async fn whatsapp_success_false_is_rejected() {
+async fn whatsapp_success_false_for_a_missing_template_is_account_unusable() {
     let error = whatsapp_error(
         ResponseTemplate::new(200)
             .set_body_json(body!({"success": false, "message": "Template not found"})),
@@ -696,7 +724,7 @@ async fn whatsapp_success_false_is_rejected() {
     .await;
     assert_eq!(
         error,
-        ProviderError::Rejected {
+        ProviderError::AccountUnusable {
             detail: "Template not found".into()
         }
     );

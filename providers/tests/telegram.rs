@@ -339,30 +339,41 @@ async fn gateway_timeout_error_is_transient_with_unknown_outcome() {
 }
 
 #[tokio::test]
-async fn gateway_empty_balance_lets_another_provider_try() {
+async fn gateway_empty_balance_or_bad_sender_is_account_unusable() {
     let error = gateway_failure(
         ResponseTemplate::new(400).set_body_json(gateway_error("BALANCE_NOT_ENOUGH")),
     )
     .await;
     assert_eq!(
         error,
-        ProviderError::Unavailable {
+        ProviderError::AccountUnusable {
             detail: "BALANCE_NOT_ENOUGH".into()
         }
     );
-    assert!(error.another_provider_may_succeed());
-}
+    assert_eq!(error.code(), "account_unusable");
+    assert!(error.is_permanent() && error.another_provider_may_succeed());
 
-#[tokio::test]
-async fn gateway_other_errors_are_rejections_and_code_errors_need_a_code() {
     let error = gateway_failure(
         ResponseTemplate::new(400).set_body_json(gateway_error("SENDER_NOT_VERIFIED")),
     )
     .await;
     assert_eq!(
         error,
-        ProviderError::Rejected {
+        ProviderError::AccountUnusable {
             detail: "SENDER_NOT_VERIFIED".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn gateway_other_errors_are_rejections_and_code_errors_need_a_code() {
+    let error =
+        gateway_failure(ResponseTemplate::new(400).set_body_json(gateway_error("PAYLOAD_INVALID")))
+            .await;
+    assert_eq!(
+        error,
+        ProviderError::Rejected {
+            detail: "PAYLOAD_INVALID".into()
         }
     );
     assert_eq!(error.code(), "rejected");
@@ -883,6 +894,12 @@ fn new_checks_settings_built_by_hand() {
     missing.bot_token = None;
     let error = TelegramProvider::new(missing, &common::context(None)).unwrap_err();
     assert_eq!(error.var, "TELEGRAM_BOT_TOKEN");
+
+    // An empty token would send `Bearer ` and make every text "contain" the token.
+    let mut empty = settings(TelegramMode::Gateway, "https://gatewayapi.telegram.org");
+    empty.gateway_token = Some(SecretString::from(""));
+    let error = TelegramProvider::new(empty, &common::context(None)).unwrap_err();
+    assert_eq!(error.var, "TELEGRAM_GATEWAY_TOKEN");
 
     let long_base = format!("https://{}.example.com", "a".repeat(240));
     let error = TelegramProvider::new(

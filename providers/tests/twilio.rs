@@ -329,16 +329,31 @@ async fn a_channel_not_configured_is_refused_without_a_request() {
 }
 
 #[tokio::test]
-async fn a_final_status_in_the_reply_is_mapped() {
-    let server = mock_messages(ResponseTemplate::new(201).set_body_json(created("failed"))).await;
+async fn a_message_that_failed_at_once_is_an_error_not_a_receipt() {
+    let mut failed = created("failed");
+    failed["error_code"] = json!(63016);
+    failed["error_message"] =
+        json!("Failed to send freeform message because you are outside the allowed window.");
+    let error = sms_error(ResponseTemplate::new(201).set_body_json(failed)).await;
+    assert_eq!(
+        error,
+        ProviderError::AccountUnusable {
+            detail:
+                "63016: Failed to send freeform message because you are outside the allowed window."
+                    .into()
+        }
+    );
+    assert_eq!(error.code(), "account_unusable");
+    assert!(error.is_permanent() && error.another_provider_may_succeed());
 
-    let receipt = provider(settings(&server.uri()))
-        .send(&message(PT_BR_TEXT, None, Channel::Sms))
-        .await
-        .unwrap();
-
-    assert_eq!(receipt.status, DeliveryStatus::Failed);
-    assert_eq!(receipt.raw_status.as_deref(), Some("failed"));
+    // Without a code it is still a failure: the caller must not hear "sent".
+    let error = sms_error(ResponseTemplate::new(201).set_body_json(created("undelivered"))).await;
+    assert_eq!(
+        error,
+        ProviderError::Rejected {
+            detail: "the message is undelivered".into()
+        }
+    );
 }
 
 // ---- Twilio's errors ----
@@ -449,17 +464,40 @@ async fn a_bare_401_is_unauthorized() {
 async fn another_4xx_is_a_permanent_rejection_keeping_twilios_code() {
     let error = sms_error(twilio_error(
         400,
-        21606,
-        "The 'From' phone number provided is not a valid message-capable Twilio phone number for this destination.",
+        21617,
+        "The concatenated message body exceeds the 1600 character limit.",
     ))
     .await;
     assert_eq!(
         error,
         ProviderError::Rejected {
-            detail: "21606: The 'From' phone number provided is not a valid message-capable Twilio phone number for this destination.".into()
+            detail: "21617: The concatenated message body exceeds the **** character limit.".into()
         }
     );
-    assert!(error.is_permanent());
+    assert!(error.is_permanent() && !error.another_provider_may_succeed());
+}
+
+#[tokio::test]
+async fn sender_account_and_template_errors_are_account_unusable() {
+    for (code, text) in [
+        (21606, "The 'From' phone number provided is not a valid message-capable Twilio phone number for this destination."),
+        (21659, "Source is not a Twilio number"),
+        (21212, "Invalid From Number"),
+        (20005, "Account not active"),
+        (21655, "The ContentSid is Invalid"),
+    ] {
+        let error = sms_error(twilio_error(400, code, text)).await;
+        assert_eq!(
+            error,
+            ProviderError::AccountUnusable {
+                detail: format!("{code}: {text}")
+            }
+        );
+        assert_eq!(error.code(), "account_unusable");
+        assert!(error.is_permanent() && !error.is_safe_to_retry());
+        assert!(error.another_provider_may_succeed(), "{code}");
+        assert!(!error.is_recipient_problem(), "{code}");
+    }
 }
 
 #[tokio::test]
@@ -671,12 +709,12 @@ async fn probe_fetches_the_account_and_reports_its_status_without_secrets() {
 }
 
 #[tokio::test]
-async fn probe_of_a_suspended_account_fails_as_unauthorized() {
+async fn probe_of_a_suspended_account_fails_as_account_unusable() {
     let (outcome, _server) =
         probe_with(ResponseTemplate::new(200).set_body_json(account("suspended"))).await;
     assert_eq!(
         outcome,
-        Err(ProviderError::Unauthorized {
+        Err(ProviderError::AccountUnusable {
             detail: "the Twilio account is suspended".into()
         })
     );

@@ -252,17 +252,19 @@ async fn sms_api_http_200_error_statuses_map_to_precise_errors() {
         ("4", "Bad Credentials", "unauthorized"),
         ("6", "Unroutable message - rejected", "invalid_recipient"),
         ("7", "Number barred", "recipient_opted_out"),
-        ("8", "Partner Account Barred", "unauthorized"),
-        ("9", "Partner quota exceeded", "unauthorized"),
+        ("8", "Partner Account Barred", "account_unusable"),
+        ("9", "Partner quota exceeded", "account_unusable"),
+        ("11", "Account not enabled for HTTP", "account_unusable"),
+        ("14", "Invalid Signature", "unauthorized"),
         (
             "15",
             "Illegal Sender Address - rejected",
-            "region_not_enabled",
+            "account_unusable",
         ),
         (
             "29",
             "Non White-listed Destination - rejected",
-            "region_not_enabled",
+            "account_unusable",
         ),
         ("33", "Number de-activated", "invalid_recipient"),
         ("99", "Something new", "rejected"),
@@ -425,6 +427,35 @@ async fn sms_api_malformed_replies_are_protocol_errors() {
         );
         assert_eq!(error.code(), "protocol");
     }
+}
+
+#[tokio::test]
+async fn sms_api_reply_echoing_the_form_does_not_pass_the_secret_on() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(format!(
+            "<html>Bad request: api_key={KEY}&api_secret={SECRET}&from=OTPRelay</html>"
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let provider = VonageProvider::new(sms_settings(&server.uri()), &context(None)).unwrap();
+
+    let error = provider
+        .send(&message("Your code is 123456", None, Channel::Sms))
+        .await
+        .unwrap_err();
+
+    assert_eq!(
+        error,
+        ProviderError::Protocol {
+            status: 400,
+            detail:
+                "<html>Bad request: api_key=abcd****&api_secret=[redacted]&from=OTPRelay</html>"
+                    .into(),
+        }
+    );
+    assert!(!format!("{error} {error:?}").contains(SECRET));
 }
 
 #[tokio::test]
@@ -709,7 +740,15 @@ async fn messages_api_problem_replies_map_to_precise_errors() {
     let cases: &[(u16, &str, &str, &str)] = &[
         (422, "1170", "Invalid recipient", "invalid_recipient"),
         (422, "1430", "Invalid recipient", "invalid_recipient"),
-        (422, "1420", "Invalid sender", "rejected"),
+        (422, "1420", "Invalid sender", "account_unusable"),
+        (
+            422,
+            "1120",
+            "Illegal Sender Address - rejected",
+            "account_unusable",
+        ),
+        (422, "1022", "Invalid template", "account_unusable"),
+        (403, "1070", "Provider quota exceeded", "account_unusable"),
         (422, "1340", "Outside of the allowed window", "rejected"),
         (
             422,
@@ -724,7 +763,8 @@ async fn messages_api_problem_replies_map_to_precise_errors() {
             "Invalid credentials supplied",
             "unauthorized",
         ),
-        (402, "low-balance", "Low balance", "unauthorized"),
+        (402, "low-balance", "Low balance", "account_unusable"),
+        (403, "forbidden", "Forbidden", "unauthorized"),
         (500, "1030", "Internal error", "unavailable"),
         (
             422,
