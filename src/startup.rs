@@ -75,17 +75,7 @@ impl Application {
                 source,
             })?
             .port();
-        let limits = &config.limits;
-        let dispatcher = Dispatcher::new(
-            providers,
-            DispatchPolicy {
-                provider_timeout: limits.provider_timeout,
-                request_deadline: limits.request_deadline,
-                retry_max: limits.retry_max,
-                circuit_failures: limits.circuit_failures,
-                circuit_cooldown: limits.circuit_cooldown,
-            },
-        );
+        let dispatcher = Dispatcher::new(providers, dispatch_policy(&config));
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);
         let access = web::Data::new(config.access.clone());
@@ -130,6 +120,18 @@ impl Application {
     /// requests finish within the grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// The dispatcher's time bounds and retry policy, from the configuration.
+pub fn dispatch_policy(config: &Config) -> DispatchPolicy {
+    let limits = &config.limits;
+    DispatchPolicy {
+        provider_timeout: limits.provider_timeout,
+        request_deadline: limits.request_deadline,
+        retry_max: limits.retry_max,
+        circuit_failures: limits.circuit_failures,
+        circuit_cooldown: limits.circuit_cooldown,
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::api::body::{decode_text, parse_json, read_limited};
 use crate::api::error::ApiError;
+use crate::config::Config;
 use crate::dispatch::Attempt;
 use crate::guards::access::Caller;
 use crate::guards::idempotency::{self, Begin, IdempotencyError, KeySource};
@@ -22,7 +23,7 @@ use crate::store::StoredAnswer;
 /// A string, or a number some callers send where a string is meant.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum Scalar {
+pub enum Scalar {
     Text(String),
     Number(serde_json::Number),
 }
@@ -37,15 +38,15 @@ impl Scalar {
 }
 
 /// The send request; unknown fields (QIAM's `used`) are ignored.
-#[derive(Debug, Deserialize)]
-struct SendRequest {
-    mobile: Option<Scalar>,
-    totp: Option<Scalar>,
-    message: Option<String>,
-    code: Option<Scalar>,
-    channel: Option<String>,
-    locale: Option<String>,
-    ttl: Option<u64>,
+#[derive(Debug, Default, Deserialize)]
+pub struct SendRequest {
+    pub mobile: Option<Scalar>,
+    pub totp: Option<Scalar>,
+    pub message: Option<String>,
+    pub code: Option<Scalar>,
+    pub channel: Option<String>,
+    pub locale: Option<String>,
+    pub ttl: Option<u64>,
 }
 
 /// The answer to a successful send.
@@ -77,7 +78,7 @@ pub async fn send(
     let deadline = Instant::now() + limits.request_deadline;
     let body = read_limited(&req, payload).await?;
     let request: SendRequest = parse_json(&decode_text(&body))?;
-    let message = state.validate(request)?;
+    let message = build_message(&state.config, request)?;
     number_policy::check(&message.to, message.channel, limits).map_err(ApiError::NumberRefused)?;
 
     let header = req
@@ -182,43 +183,40 @@ async fn deliver(
     }
 }
 
-impl AppState {
-    /// Turns a request into a message ready to dispatch, or says what is wrong with it.
-    fn validate(&self, request: SendRequest) -> Result<OutboundMessage, ApiError> {
-        let config = &self.config;
-        let mobile = request
-            .mobile
-            .map(Scalar::into_string)
-            .ok_or(ApiError::MissingMobile)?;
-        let to = Phone::parse(&mobile, config.default_region).map_err(ApiError::InvalidMobile)?;
-        let channel = match request.channel.as_deref().map(str::trim) {
-            None | Some("") => config.default_channel,
-            Some(name) => name.parse().map_err(|_| ApiError::InvalidChannel)?,
-        };
-        let ttl = match request.ttl {
-            None => config.message_ttl,
-            Some(seconds @ 1..=MAX_TTL_SECONDS) => Duration::from_secs(seconds),
-            Some(_) => return Err(ApiError::InvalidTtl),
-        };
-        let totp = request.totp.map(Scalar::into_string);
-        let code = request.code.map(Scalar::into_string);
-        let composed = compose(
-            TextFields {
-                totp: totp.as_deref(),
-                message: request.message.as_deref(),
-                code: code.as_deref(),
-                locale: request.locale.as_deref(),
-            },
-            &config.templates,
-        )
-        .map_err(ApiError::InvalidText)?;
-        Ok(OutboundMessage {
-            id: ulid::Ulid::new().to_string(),
-            to,
-            channel,
-            text: composed.text,
-            code: composed.code,
-            ttl,
-        })
-    }
+/// Turns a request into a message ready to dispatch, or says what is wrong with it.
+pub fn build_message(config: &Config, request: SendRequest) -> Result<OutboundMessage, ApiError> {
+    let mobile = request
+        .mobile
+        .map(Scalar::into_string)
+        .ok_or(ApiError::MissingMobile)?;
+    let to = Phone::parse(&mobile, config.default_region).map_err(ApiError::InvalidMobile)?;
+    let channel = match request.channel.as_deref().map(str::trim) {
+        None | Some("") => config.default_channel,
+        Some(name) => name.parse().map_err(|_| ApiError::InvalidChannel)?,
+    };
+    let ttl = match request.ttl {
+        None => config.message_ttl,
+        Some(seconds @ 1..=MAX_TTL_SECONDS) => Duration::from_secs(seconds),
+        Some(_) => return Err(ApiError::InvalidTtl),
+    };
+    let totp = request.totp.map(Scalar::into_string);
+    let code = request.code.map(Scalar::into_string);
+    let composed = compose(
+        TextFields {
+            totp: totp.as_deref(),
+            message: request.message.as_deref(),
+            code: code.as_deref(),
+            locale: request.locale.as_deref(),
+        },
+        &config.templates,
+    )
+    .map_err(ApiError::InvalidText)?;
+    Ok(OutboundMessage {
+        id: ulid::Ulid::new().to_string(),
+        to,
+        channel,
+        text: composed.text,
+        code: composed.code,
+        ttl,
+    })
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real application on a free port, driven over HTTP.
 
 mod auth;
+mod cli;
 mod fakes;
 mod guards;
 mod health;

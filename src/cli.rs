@@ -1,0 +1,205 @@
+//! The command line: run the server, or the operator's tools around it.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use otp_relay_providers::ProbeOutcome;
+
+use crate::api::send::{build_message, Scalar, SendRequest};
+use crate::config::Config;
+use crate::startup::{build_providers, dispatch_policy, Application};
+use crate::telemetry;
+
+/// Delivers one-time passcodes for identity servers. Configured by environment
+/// variables (see .env.example).
+#[derive(Debug, Parser)]
+#[command(name = "otp-relay", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Load the configuration, print the effective settings with secrets masked, and
+    /// check each provider's credentials with a call that sends nothing.
+    Check,
+    /// Send one message through the configured providers, to test credentials.
+    Send {
+        /// Destination number, e.g. +5511966191717.
+        #[arg(long)]
+        to: String,
+        /// The message text.
+        #[arg(long)]
+        text: String,
+        /// sms, whatsapp or telegram; DEFAULT_CHANNEL when absent.
+        #[arg(long)]
+        channel: Option<String>,
+        /// The bare code, for providers that send codes (Telegram Gateway, templates).
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Exit 0 when the server on BIND_ADDR answers /health/live (for container health
+    /// checks; needs no curl).
+    Healthcheck,
+}
+
+/// Runs the command line, returning the process's exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("otp-relay: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Check => check(config).await,
+        Command::Send {
+            to,
+            text,
+            channel,
+            code,
+        } => send(config, to, text, channel, code).await,
+        Command::Healthcheck => healthcheck(&config).await,
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    telemetry::init(config.log_format, &config.log_filter);
+    let application = match Application::build(config) {
+        Ok(application) => application,
+        Err(error) => {
+            tracing::error!("cannot start: {error}");
+            eprintln!("otp-relay: cannot start: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match application.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("server failed: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn check(config: Config) -> ExitCode {
+    println!("effective configuration (secrets masked):\n{config:#?}\n");
+    let providers = match build_providers(&config) {
+        Ok(providers) => providers,
+        Err(error) => {
+            println!("FAIL cannot build providers: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut failed = false;
+    for provider in &providers {
+        match provider.probe().await {
+            Ok(ProbeOutcome::Verified(what)) => println!("ok   {}: {what}", provider.name()),
+            Ok(ProbeOutcome::NotSupported) => println!(
+                "--   {}: no call checks credentials without sending",
+                provider.name()
+            ),
+            Err(error) => {
+                failed = true;
+                println!("FAIL {}: {} ({error})", provider.name(), error.code());
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn send(
+    config: Config,
+    to: String,
+    text: String,
+    channel: Option<String>,
+    code: Option<String>,
+) -> ExitCode {
+    let request = SendRequest {
+        mobile: Some(Scalar::Text(to)),
+        message: Some(text),
+        channel,
+        code: code.map(Scalar::Text),
+        ..SendRequest::default()
+    };
+    let message = match build_message(&config, request) {
+        Ok(message) => message,
+        Err(error) => {
+            eprintln!("otp-relay: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let providers = match build_providers(&config) {
+        Ok(providers) => providers,
+        Err(error) => {
+            eprintln!("otp-relay: cannot build providers: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let dispatcher = crate::dispatch::Dispatcher::new(providers, dispatch_policy(&config));
+    let deadline = tokio::time::Instant::now() + config.limits.request_deadline;
+    let result = dispatcher.send(&message, deadline).await;
+    let attempts = match &result {
+        Ok(delivery) => &delivery.attempts[..],
+        Err(error) => error.attempts(),
+    };
+    for attempt in attempts {
+        println!(
+            "{:<10} {:<8} {}",
+            attempt.provider,
+            attempt.outcome,
+            attempt.code.unwrap_or("")
+        );
+    }
+    match result {
+        Ok(delivery) => {
+            println!(
+                "sent {} to {} via {} ({}, provider id {})",
+                message.id,
+                message.to.masked(),
+                delivery.receipt.provider,
+                delivery.receipt.status,
+                delivery
+                    .receipt
+                    .provider_message_id
+                    .as_deref()
+                    .unwrap_or("-")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("otp-relay: not sent: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn healthcheck(config: &Config) -> ExitCode {
+    let mut address = config.bind_addr;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{address}/health/live");
+    let client = otp_relay_providers::http::client(Duration::from_secs(2));
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("otp-relay: {url} answered {}", response.status());
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("otp-relay: {url} did not answer: {}", error.without_url());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The operator's commands, run as the real binary against mock providers.
+
+use std::process::Output;
+
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted, TWILIO_SID};
+use crate::helpers::spawn_app;
+
+async fn run(args: &[&str], vars: &[(String, String)]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-relay"))
+        .args(args)
+        .env_clear()
+        .envs(vars.iter().map(|(k, v)| (k, v)))
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn check_probes_credentials_and_fails_on_a_refused_token() {
+    let good = MockServer::start().await;
+    let bad = MockServer::start().await;
+    let account_path = format!("/2010-04-01/Accounts/{TWILIO_SID}.json");
+    Mock::given(method("GET"))
+        .and(path(account_path.clone()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "sid": TWILIO_SID, "status": "active", "type": "Full", "friendly_name": "ops@example.com",
+            "auth_token": "fake-token"
+        })))
+        .mount(&good)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(account_path))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "code": 20003, "message": "Authenticate", "status": 401
+        })))
+        .mount(&bad)
+        .await;
+
+    let ok = run(&["check"], &provider_vars(&good.uri(), None)).await;
+    let refused = run(&["check"], &provider_vars(&bad.uri(), None)).await;
+
+    assert!(ok.status.success(), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("ok   twilio"), "{}", stdout(&ok));
+    assert!(!stdout(&ok).contains("fake-token"), "the token is masked");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stdout(&refused).contains("FAIL twilio: unauthorized"),
+        "{}",
+        stdout(&refused)
+    );
+}
+
+#[tokio::test]
+async fn send_reaches_the_configured_provider() {
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+
+    let output = run(
+        &[
+            "send",
+            "--to",
+            "+55 11 96619-1717",
+            "--text",
+            "Test from the CLI 8642",
+        ],
+        &provider_vars(&twilio.uri(), None),
+    )
+    .await;
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout(&output).contains("via twilio"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(hits(&twilio).await, 1);
+    let request = &twilio.received_requests().await.unwrap()[0];
+    let form = String::from_utf8_lossy(&request.body);
+    assert!(form.contains("To=%2B5511966191717"), "{form}");
+    assert!(form.contains("Body=Test+from+the+CLI+8642"), "{form}");
+}
+
+#[tokio::test]
+async fn healthcheck_follows_the_server() {
+    let app = spawn_app(&[]).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let up = vec![("BIND_ADDR".to_owned(), format!("0.0.0.0:{port}"))];
+    let nobody = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        vec![(
+            "BIND_ADDR".to_owned(),
+            listener.local_addr().unwrap().to_string(),
+        )]
+    };
+
+    assert!(run(&["healthcheck"], &up).await.status.success());
+    assert_eq!(run(&["healthcheck"], &nobody).await.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn a_bad_configuration_exits_2_naming_the_variable() {
+    let output = run(&["check"], &[("MESSAGE_TTL".into(), "soon".into())]).await;
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("MESSAGE_TTL: not a duration"), "{stderr}");
+}
