@@ -9,6 +9,7 @@ pub mod config;
 pub mod dispatch;
 pub mod guards;
 pub mod message;
+pub mod prometheus;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

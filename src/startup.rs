@@ -16,9 +16,11 @@ use otp_relay_providers::{
 use tokio::sync::Semaphore;
 use tracing_actix_web::{RequestId, TracingLogger};
 
-use crate::api::{self, error::ApiError};
+use crate::api::error::{ApiError, ProblemCode};
+use crate::api::{self};
 use crate::config::Config;
 use crate::dispatch::{DispatchPolicy, Dispatcher};
+use crate::prometheus;
 use crate::store::{self, Store, StoreError};
 
 /// Why the application could not start.
@@ -86,8 +88,10 @@ impl Application {
             store,
             config: Arc::new(config),
         });
+        prometheus::handle();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(count_request))
                 .wrap(from_fn(echo_request_id))
                 .wrap(TracingLogger::default())
                 .app_data(access.clone())
@@ -96,6 +100,7 @@ impl Application {
                 .service(web::resource("/v1/messages").route(web::post().to(api::send::send)))
                 .service(web::resource("/health/live").route(web::get().to(api::health::live)))
                 .service(web::resource("/health/ready").route(web::get().to(api::health::ready)))
+                .service(web::resource("/metrics").route(web::get().to(api::health::metrics)))
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
                 }))
@@ -157,6 +162,31 @@ pub fn build_providers(config: &Config) -> Result<Vec<Arc<dyn MessageProvider>>,
         );
     }
     Ok(providers)
+}
+
+/// Counts each request by route, status and outcome code.
+async fn count_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.call(req).await?;
+    let status = response.status();
+    let code = match response.response().extensions().get::<ProblemCode>() {
+        Some(ProblemCode(code)) => *code,
+        None if status.is_success() => "ok",
+        None => "other",
+    };
+    metrics::counter!(
+        prometheus::HTTP_REQUESTS,
+        "route" => route,
+        "status" => status.as_u16().to_string(),
+        "code" => code
+    )
+    .increment(1);
+    Ok(response)
 }
 
 /// Echoes the request id of the tracing span in `X-Request-Id`, so a caller's report can

@@ -65,6 +65,10 @@ struct Problem<'a> {
     attempts: Option<&'a [Attempt]>,
 }
 
+/// The `code` of a problem answer, left on the response for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ProblemCode(pub &'static str);
+
 /// How an error is answered.
 struct Classified {
     code: &'static str,
@@ -108,6 +112,11 @@ impl ApiError {
             },
         };
         Classified { code, status, title, retryable }
+    }
+
+    /// The stable machine code of the answer.
+    pub fn code(&self) -> &'static str {
+        self.classify().code
     }
 
     /// Seconds to wait before trying again, for answers that carry `Retry-After`.
@@ -166,6 +175,9 @@ impl ResponseError for ApiError {
         ) {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        response.body(serde_json::to_string(&problem).unwrap_or_default())
+        let mut response = response.body(serde_json::to_string(&problem).unwrap_or_default());
+        // For the request metrics, which only see the response.
+        response.extensions_mut().insert(ProblemCode(code));
+        response
     }
 }

@@ -4,11 +4,29 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use crate::dispatch::circuit::CircuitState;
+use crate::prometheus;
 use crate::startup::AppState;
 
 /// The process is up and serving HTTP.
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "live" }))
+}
+
+/// Prometheus text format. Gauges that describe current state are read now.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    for (provider, circuit) in state.dispatcher.provider_states() {
+        let value = match circuit {
+            CircuitState::Closed => 0.0,
+            CircuitState::HalfOpen => 1.0,
+            CircuitState::Open => 2.0,
+        };
+        metrics::gauge!(prometheus::CIRCUIT_STATE, "provider" => provider).set(value);
+    }
+    let in_flight = state.config.limits.max_in_flight - state.in_flight.available_permits();
+    metrics::gauge!(prometheus::IN_FLIGHT).set(in_flight as f64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(prometheus::handle().render())
 }
 
 /// Ready while the state store answers and at least one provider is usable (its circuit

@@ -17,6 +17,7 @@ use crate::guards::access::Caller;
 use crate::guards::idempotency::{self, Begin, IdempotencyError, KeySource};
 use crate::guards::{number_policy, rate};
 use crate::message::{compose, TextFields};
+use crate::prometheus;
 use crate::startup::AppState;
 use crate::store::StoredAnswer;
 
@@ -68,6 +69,33 @@ pub async fn send(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let result = handle_send(req, caller, payload, state).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => {
+            let reason = match error {
+                ApiError::RateLimited(limited) => Some(limited.scope.refusal_reason()),
+                ApiError::NumberRefused(_) => Some(error.code()),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                metrics::counter!(prometheus::REFUSALS, "reason" => reason).increment(1);
+            }
+            error.code()
+        }
+    };
+    metrics::histogram!(prometheus::SEND_DURATION, "outcome" => outcome)
+        .record(prometheus::seconds(started.elapsed()));
+    result
+}
+
+async fn handle_send(
+    req: HttpRequest,
+    caller: Caller,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     // Refuse at once rather than queue: the caller is a login waiting on us.
     let _permit = state
         .in_flight
@@ -103,6 +131,7 @@ pub async fn send(
     .await?;
     let ticket = match begin {
         Some(Begin::Replay(answer)) => {
+            metrics::counter!(prometheus::IDEMPOTENT_REPLAYS).increment(1);
             tracing::info!(to = %message.to.masked(), "repeated request: answering as the first time");
             return Ok(HttpResponse::build(
                 StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),

@@ -23,6 +23,8 @@ use tokio::time::Instant;
 
 use circuit::{Admission, Circuit, CircuitState};
 
+use crate::prometheus;
+
 /// One provider's try at a message, as reported to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attempt {
@@ -177,6 +179,13 @@ impl Dispatcher {
             served = true;
             let name = route.provider.name();
             if let Admission::Rejected { retry_after } = route.circuit.admit(Instant::now()) {
+                metrics::counter!(
+                    prometheus::PROVIDER_ATTEMPTS,
+                    "provider" => name,
+                    "channel" => message.channel.as_str(),
+                    "outcome" => "skipped"
+                )
+                .increment(1);
                 push(&attempts, Attempt::skipped(name));
                 worth_retrying_later = true;
                 reopen_after = Some(reopen_after.map_or(retry_after, |r| r.min(retry_after)));
@@ -253,10 +262,21 @@ impl Dispatcher {
             }
             let capped_by_deadline = remaining < self.policy.provider_timeout;
             let budget = remaining.min(self.policy.provider_timeout);
+            let started = Instant::now();
             let result = tokio::time::timeout(budget, route.provider.send(message))
                 .await
                 .unwrap_or(Err(ProviderError::Timeout));
             let now = Instant::now();
+            let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "sent");
+            metrics::counter!(
+                prometheus::PROVIDER_ATTEMPTS,
+                "provider" => name,
+                "channel" => message.channel.as_str(),
+                "outcome" => outcome
+            )
+            .increment(1);
+            metrics::histogram!(prometheus::PROVIDER_DURATION, "provider" => name)
+                .record(prometheus::seconds(now - started));
             match result {
                 Ok(receipt) => {
                     route.circuit.record(false, now);

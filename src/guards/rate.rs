@@ -25,6 +25,15 @@ impl Scope {
             Scope::Global => "global",
         }
     }
+
+    /// The reason reported in the refusal metrics.
+    pub fn refusal_reason(self) -> &'static str {
+        match self {
+            Scope::Number => "rate_limit_number",
+            Scope::Client => "rate_limit_client",
+            Scope::Global => "rate_limit_global",
+        }
+    }
 }
 
 /// A limit was reached.

@@ -166,6 +166,8 @@ impl FallbackStore {
             }
             Err(error) => {
                 self.mark(true);
+                metrics::counter!(crate::prometheus::STORE_ERRORS, "backend" => self.primary.backend())
+                    .increment(1);
                 tracing::debug!(%error, "state store operation failed; using local memory");
                 fallback().await
             }

@@ -7,6 +7,7 @@ mod guards;
 mod health;
 mod helpers;
 mod logs;
+mod metrics;
 mod providers;
 mod redis_server;
 mod reliability;
