@@ -98,6 +98,14 @@ impl Application {
                 .app_data(state.clone())
                 .service(web::resource("/api/sms").route(web::post().to(api::send::send)))
                 .service(web::resource("/v1/messages").route(web::post().to(api::send::send)))
+                .service(
+                    web::resource("/v1/compat/authentik")
+                        .route(web::post().to(api::compat::authentik)),
+                )
+                .service(
+                    web::resource("/v1/compat/keycloak-mfa-plugins")
+                        .route(web::post().to(api::compat::keycloak_mfa_plugins)),
+                )
                 .service(web::resource("/health/live").route(web::get().to(api::health::live)))
                 .service(web::resource("/health/ready").route(web::get().to(api::health::ready)))
                 .service(web::resource("/metrics").route(web::get().to(api::health::metrics)))

@@ -30,7 +30,7 @@ pub enum Scalar {
 }
 
 impl Scalar {
-    fn into_string(self) -> String {
+    pub fn into_string(self) -> String {
         match self {
             Scalar::Text(text) => text,
             Scalar::Number(n) => n.to_string(),
@@ -63,14 +63,29 @@ struct SendResponse<'a> {
 
 const MAX_TTL_SECONDS: u64 = 86_400;
 
+/// Reads a send request out of a body's text, in one caller's dialect.
+pub type Dialect = fn(&HttpRequest, &str) -> Result<SendRequest, ApiError>;
+
+/// `POST /api/sms` and `POST /v1/messages`.
 pub async fn send(
     req: HttpRequest,
     caller: Caller,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    serve_send(req, caller, payload, state, |_, text| parse_json(text)).await
+}
+
+/// The whole send, for any dialect: measured, guarded, dispatched.
+pub async fn serve_send(
+    req: HttpRequest,
+    caller: Caller,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    dialect: Dialect,
+) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = handle_send(req, caller, payload, state).await;
+    let result = handle_send(req, caller, payload, state, dialect).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(error) => {
@@ -95,6 +110,7 @@ async fn handle_send(
     caller: Caller,
     payload: web::Payload,
     state: web::Data<AppState>,
+    dialect: Dialect,
 ) -> Result<HttpResponse, ApiError> {
     // Refuse at once rather than queue: the caller is a login waiting on us.
     let _permit = state
@@ -105,7 +121,7 @@ async fn handle_send(
     let limits = &state.config.limits;
     let deadline = Instant::now() + limits.request_deadline;
     let body = read_limited(&req, payload).await?;
-    let request: SendRequest = parse_json(&decode_text(&body))?;
+    let request = dialect(&req, &decode_text(&body))?;
     let message = build_message(&state.config, request)?;
     number_policy::check(&message.to, message.channel, limits).map_err(ApiError::NumberRefused)?;
 

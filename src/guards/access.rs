@@ -128,21 +128,38 @@ impl AccessPolicy {
     }
 }
 
-/// The key a request presents, from `Authorization: Bearer` or `X-API-Key`.
-fn presented_key(req: &HttpRequest) -> Option<&str> {
-    let bearer = req
+/// The key a request presents: `Authorization: Bearer <key>`, Basic auth whose password
+/// is the key (authentik), a bare `Authorization: <key>` (keycloak-mfa-plugins), or
+/// `X-API-Key: <key>`.
+fn presented_key(req: &HttpRequest) -> Option<String> {
+    let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    bearer.or_else(|| {
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let from_authorization = authorization.and_then(|value| match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Some(token.trim().to_owned())
+        }
+        Some((scheme, credentials)) if scheme.eq_ignore_ascii_case("basic") => {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(credentials.trim())
+                .ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            decoded
+                .split_once(':')
+                .map(|(_, password)| password.to_owned())
+        }
+        Some(_) => None,
+        None => Some(value.to_owned()),
+    });
+    from_authorization.or_else(|| {
         req.headers()
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
-            .map(str::trim)
+            .map(|v| v.trim().to_owned())
     })
 }
 
@@ -170,6 +187,7 @@ impl FromRequest for Caller {
             .and_then(|v| v.to_str().ok());
         let ip = policy.client_ip(req.peer_addr().map(|a| a.ip()), forwarded_for);
         let key = presented_key(req).filter(|_| !policy.key_digests.is_empty());
+        let key = key.as_deref();
         ready(
             policy
                 .check(ip, key)

@@ -2,6 +2,7 @@
 
 mod auth;
 mod cli;
+mod compat;
 mod fakes;
 mod guards;
 mod health;
