@@ -109,6 +109,7 @@ impl Application {
                 .service(web::resource("/health/live").route(web::get().to(api::health::live)))
                 .service(web::resource("/health/ready").route(web::get().to(api::health::ready)))
                 .service(web::resource("/metrics").route(web::get().to(api::health::metrics)))
+                .service(web::resource("/openapi.json").route(web::get().to(api::openapi::openapi)))
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
                 }))

@@ -50,15 +50,19 @@ pub enum ApiError {
 }
 
 /// The problem document (RFC 9457) with otp-relay's extension members.
-#[derive(Debug, Serialize)]
-struct Problem<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// `urn:otp-relay:problem:<code>`.
     #[serde(rename = "type")]
     kind: String,
     title: &'static str,
     status: u16,
     detail: String,
+    /// Stable machine-readable code.
     code: &'static str,
+    /// Whether the same request may succeed later.
     retryable: bool,
+    /// The message id, when a provider was tried.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,4 +4,5 @@ pub mod body;
 pub mod compat;
 pub mod error;
 pub mod health;
+pub mod openapi;
 pub mod send;

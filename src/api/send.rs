@@ -39,22 +39,35 @@ impl Scalar {
 }
 
 /// The send request; unknown fields (QIAM's `used`) are ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct SendRequest {
+    /// Destination, normalized to E.164 (`DEFAULT_REGION` for national formats).
+    #[schema(value_type = Option<String>, example = "+5511966191717")]
     pub mobile: Option<Scalar>,
+    /// The message text; 4-10 digits alone are a bare code rendered by the template.
+    #[schema(value_type = Option<String>, example = "Your SMS code is 123456 and is valid for 5 minutes.")]
     pub totp: Option<Scalar>,
+    /// Explicit text (wins over `totp`).
     pub message: Option<String>,
+    /// Explicit code (4-10 digits); otherwise the first 4-8 digit run of the text.
+    #[schema(value_type = Option<String>)]
     pub code: Option<Scalar>,
+    /// `sms`, `whatsapp` or `telegram`; default `DEFAULT_CHANNEL`.
     pub channel: Option<String>,
+    /// Picks `MESSAGE_TEMPLATE_<LOCALE>` for bare codes.
     pub locale: Option<String>,
+    /// Seconds the code stays valid (1-86400); default `MESSAGE_TTL`.
     pub ttl: Option<u64>,
 }
 
 /// The answer to a successful send.
-#[derive(Debug, Serialize)]
-struct SendResponse<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SendResponse<'a> {
+    /// otp-relay's id for the message (a ULID).
     id: &'a str,
+    /// `queued`, `sent`, `delivered`, `failed` or `undelivered`.
     status: &'a str,
+    #[schema(value_type = String, example = "sms")]
     channel: Channel,
     provider: &'a str,
     provider_message_id: Option<&'a str>,

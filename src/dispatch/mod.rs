@@ -26,7 +26,7 @@ use circuit::{Admission, Circuit, CircuitState};
 use crate::prometheus;
 
 /// One provider's try at a message, as reported to the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub provider: &'static str,
     /// `sent`, `failed`, or `skipped` (circuit open).

@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod logs;
 mod metrics;
+mod openapi;
 mod providers;
 mod redis_server;
 mod reliability;

@@ -1,0 +1,151 @@
+//! `GET /openapi.json`: the API described in OpenAPI 3, generated from the request and
+//! response types. The functions below only carry each route's description.
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use utoipa::OpenApi;
+
+use crate::api::error::Problem;
+use crate::api::send::{SendRequest, SendResponse};
+use crate::dispatch::Attempt;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "otp-relay",
+        description = "Delivers one-time passcodes for identity servers through Twilio, Vonage, SendPulse and Telegram."
+    ),
+    paths(
+        api_sms, v1_messages, compat_authentik, compat_keycloak_mfa_plugins,
+        health_live, health_ready, metrics, openapi_json
+    ),
+    components(schemas(SendRequest, SendResponse, Attempt, Problem)),
+    modifiers(&SecuritySchemes),
+    security((), ("bearer" = []), ("api_key" = []))
+)]
+pub struct ApiDoc;
+
+/// Callers authenticate with a key (or by address, which OpenAPI cannot express).
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// The document, built once.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the document serializes")
+    })
+}
+
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
+}
+
+/// Send a one-time passcode (QIAM/Keycloak "API Sms MFA" compatible).
+///
+/// Takes what the QIAM extension sends as it is: pretty-printed JSON, ISO-8859-1 bytes,
+/// Gson escapes. An optional `Idempotency-Key` header makes repeats one send.
+#[utoipa::path(
+    post, path = "/api/sms", tag = "send",
+    request_body(content = SendRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key from the same caller: one send")),
+    responses(
+        (status = 200, description = "A provider accepted the message; `Idempotent-Replayed: true` on repeats", body = SendResponse),
+        (status = 400, description = "Malformed body, missing mobile, bad Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Address or country not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 16 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid number, text, channel, ttl or number type; recipient refused", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider rejected the message", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No provider available, overloaded, or store unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "REQUEST_DEADLINE passed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn api_sms() {}
+
+/// Send a one-time passcode (canonical path; same handler and answers as `/api/sms`).
+#[utoipa::path(
+    post, path = "/v1/messages", tag = "send",
+    request_body(content = SendRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key from the same caller: one send")),
+    responses(
+        (status = 200, description = "A provider accepted the message", body = SendResponse),
+        (status = "4XX", description = "Refused; see /api/sms for each status", body = Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "Not sent; see /api/sms for each status", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn v1_messages() {}
+
+/// authentik's generic SMS provider body: `{"From","To","Body","Message"}`.
+#[utoipa::path(
+    post, path = "/v1/compat/authentik", tag = "compat",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Sent", body = SendResponse),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "Not sent", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn compat_authentik() {}
+
+/// keycloak-mfa-plugins' body: `{"text","to","from"}`, as JSON or form.
+#[utoipa::path(
+    post, path = "/v1/compat/keycloak-mfa-plugins", tag = "compat",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Sent", body = SendResponse),
+        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "Not sent", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn compat_keycloak_mfa_plugins() {}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/health/live", tag = "operations", security(()),
+    responses((status = 200, description = "Live")))]
+#[allow(dead_code)]
+fn health_live() {}
+
+/// Readiness: the state store answers and a provider's circuit is not open.
+#[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+#[allow(dead_code)]
+fn health_ready() {}
+
+/// Prometheus metrics, text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Metrics", content_type = "text/plain")))]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
+#[allow(dead_code)]
+fn openapi_json() {}
