@@ -6,8 +6,10 @@
 //! [`ProviderError`] that says whether trying again (or elsewhere) could help.
 //!
 //! One module per provider; the shared vocabulary lives in [`message`], [`phone`] and
-//! [`error`].
+//! [`error`]. [`callbacks`] verifies and reads what providers send back: delivery
+//! reports and Telegram bot updates.
 
+pub mod callbacks;
 pub mod console;
 pub mod context;
 pub mod error;

@@ -27,6 +27,12 @@
 //! - The token sits in the URL path. URLs never reach an error (see
 //!   [`http::transport_error`]) or a log, and reply text is cleaned of the token before it
 //!   becomes an error detail.
+//! - The bot also answers users who link their chat (replies built in
+//!   [`crate::callbacks::telegram`], sent with [`TelegramProvider::bot_send_json`]), and
+//!   [`TelegramProvider::set_webhook`] registers its webhook with the secret Telegram
+//!   must send back.
+//!
+//! Delivery reports and bot updates are verified in [`crate::callbacks::telegram`].
 //!
 //! Probe: `getMe` in bot mode. The Gateway has no free authenticated call
 //! (`checkSendAbility` is billed), so it reports [`ProbeOutcome::NotSupported`].
@@ -39,7 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{Env, SettingError};
@@ -412,6 +418,52 @@ impl TelegramProvider {
         )
     }
 
+    /// Sends a bot reply built by [`crate::callbacks::telegram`] (`ask_for_contact` and
+    /// the like) with the Bot API's `sendMessage`. Errors are read as for a code's send.
+    /// Bot mode only: in gateway mode no bot is in use, and this fails without a request.
+    pub async fn bot_send_json(&self, body: &serde_json::Value) -> Result<(), ProviderError> {
+        self.require_bot()?;
+        let request = self.client.post(self.bot_url("sendMessage"));
+        let reply = self.post(request, body).await?;
+        let _: IgnoredAny = self.bot_result(&reply)?;
+        Ok(())
+    }
+
+    /// Points the bot's webhook at `url` with `setWebhook`: Telegram will send
+    /// `secret` in `X-Telegram-Bot-Api-Secret-Token`, and only `message` updates (the
+    /// ones the bot acts on). Returns Telegram's description (`"Webhook was set"`).
+    /// Bot mode only.
+    pub async fn set_webhook(
+        &self,
+        url: &str,
+        secret: &SecretString,
+    ) -> Result<String, ProviderError> {
+        self.require_bot()?;
+        let body = serde_json::json!({
+            "url": url,
+            "secret_token": secret.expose_secret(),
+            "allowed_updates": ["message"],
+        });
+        let request = self.client.post(self.bot_url("setWebhook"));
+        let reply = self.post(request, &body).await?;
+        match self.bot_reply::<bool>(&reply)? {
+            (true, description) => Ok(description.map_or_else(
+                || "webhook set".to_owned(),
+                |description| self.clean(&description),
+            )),
+            (false, _) => Err(self.unexpected(&reply)),
+        }
+    }
+
+    fn require_bot(&self) -> Result<(), ProviderError> {
+        match self.settings.mode {
+            TelegramMode::Bot => Ok(()),
+            TelegramMode::Gateway => Err(ProviderError::AccountUnusable {
+                detail: "no Telegram bot is in use: TELEGRAM_MODE is gateway".to_owned(),
+            }),
+        }
+    }
+
     async fn send_chat_message(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
         let Some(chat_id) = self.chats.chat_for(&message.to).await? else {
             return Err(ProviderError::RecipientNotRegistered {
@@ -444,12 +496,21 @@ impl TelegramProvider {
 
     /// The `result` of a Bot API reply, or the error it describes.
     fn bot_result<T: DeserializeOwned>(&self, reply: &Reply) -> Result<T, ProviderError> {
+        self.bot_reply(reply).map(|(result, _)| result)
+    }
+
+    /// The `result` and `description` of a Bot API reply, or the error it describes.
+    fn bot_reply<T: DeserializeOwned>(
+        &self,
+        reply: &Reply,
+    ) -> Result<(T, Option<String>), ProviderError> {
         match serde_json::from_slice::<BotReply<T>>(&reply.body) {
             Ok(BotReply {
                 ok: true,
                 result: Some(result),
+                description,
                 ..
-            }) if reply.status.is_success() => Ok(result),
+            }) if reply.status.is_success() => Ok((result, description)),
             Ok(BotReply {
                 ok: false,
                 error_code: Some(code),
@@ -528,19 +589,21 @@ struct GatewayReply {
     error: Option<String>,
 }
 
+/// A Gateway `RequestStatus`: the `result` of a send, and the body of a delivery report
+/// (see [`crate::callbacks::telegram`]).
 #[derive(Deserialize)]
-struct RequestStatus {
-    request_id: String,
-    delivery_status: Option<GatewayDelivery>,
+pub(crate) struct RequestStatus {
+    pub(crate) request_id: String,
+    pub(crate) delivery_status: Option<GatewayDelivery>,
 }
 
 #[derive(Deserialize)]
-struct GatewayDelivery {
-    status: String,
+pub(crate) struct GatewayDelivery {
+    pub(crate) status: String,
 }
 
-/// A Gateway `DeliveryStatus.status` in our vocabulary.
-fn gateway_status(status: &str) -> DeliveryStatus {
+/// A Gateway `DeliveryStatus.status` in our vocabulary (for receipts and reports alike).
+pub(crate) fn gateway_status(status: &str) -> DeliveryStatus {
     match status {
         "delivered" | "read" => DeliveryStatus::Delivered,
         // Not delivered within the ttl (and refunded).
