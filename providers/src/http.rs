@@ -42,6 +42,24 @@ pub fn transport_error(error: reqwest::Error) -> ProviderError {
     }
 }
 
+/// Most bytes of a provider reply read; replies are small, and a runaway one must not
+/// cost memory.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// Reads a reply body, keeping at most [`MAX_REPLY_BYTES`] (a longer one is cut and
+/// will fail to parse as the provider's shape).
+pub async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        let room = MAX_REPLY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_REPLY_BYTES {
+            break;
+        }
+    }
+    Ok(body)
+}
+
 /// A reply that is not of the shape the provider documents.
 pub fn protocol_error(status: StatusCode, body: &[u8]) -> ProviderError {
     let cut = &body[..body.len().min(MAX_REPLY_DETAIL)];

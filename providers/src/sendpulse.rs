@@ -488,11 +488,11 @@ impl Reply {
         let response = request.send().await.map_err(http::transport_error)?;
         let status = response.status();
         let retry_after = http::retry_after(response.headers());
-        let body = response.bytes().await.map_err(http::transport_error)?;
+        let body = http::read_body(response).await?;
         Ok(Reply {
             status,
             retry_after,
-            body: body.to_vec(),
+            body,
         })
     }
 

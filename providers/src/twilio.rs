@@ -45,10 +45,6 @@ const CHANNEL_EXAMPLE: &str = "sms,whatsapp";
 /// Twilio's bounds for `ValidityPeriod`, in seconds.
 const VALIDITY_SECONDS: std::ops::RangeInclusive<u64> = 1..=36_000;
 
-/// Most bytes of a reply read: Twilio's replies are a few KiB, and a misdirected base
-/// URL must not make us buffer an arbitrary body.
-const MAX_REPLY_BYTES: usize = 64 * 1024;
-
 /// Who the message comes from: exactly one of the two ways Twilio accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TwilioSender {
@@ -410,19 +406,12 @@ impl MessageProvider for TwilioProvider {
     }
 }
 
-/// Reads a reply of at most [`MAX_REPLY_BYTES`]; non-2xx replies become the matching
+/// Reads a reply of at most [`http::MAX_REPLY_BYTES`]; non-2xx replies become the matching
 /// [`ProviderError`].
-async fn read_reply(mut response: Response) -> Result<(StatusCode, Vec<u8>), ProviderError> {
+async fn read_reply(response: Response) -> Result<(StatusCode, Vec<u8>), ProviderError> {
     let status = response.status();
     let retry_after = http::retry_after(response.headers());
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(http::transport_error)? {
-        let room = MAX_REPLY_BYTES - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() == MAX_REPLY_BYTES {
-            break;
-        }
-    }
+    let body = http::read_body(response).await?;
     if status.is_success() {
         Ok((status, body))
     } else {

@@ -575,8 +575,8 @@ async fn exchange(
     let response = request.send().await.map_err(http::transport_error)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(http::transport_error)?;
-    Ok((status, headers, body.to_vec()))
+    let body = http::read_body(response).await?;
+    Ok((status, headers, body))
 }
 
 /// `body` with every occurrence of `secret` masked.
