@@ -8,7 +8,10 @@ use otp_relay_providers::ProbeOutcome;
 
 use crate::api::send::{build_message, Scalar, SendRequest};
 use crate::config::Config;
-use crate::startup::{build_providers, dispatch_policy, Application};
+use crate::records::Records;
+use crate::startup::{
+    build_providers, dispatch_policy, provider_context, Application, StartupError,
+};
 use crate::telemetry;
 
 /// Delivers one-time passcodes for identity servers. Configured by environment
@@ -45,6 +48,16 @@ pub enum Command {
     /// Exit 0 when the server on BIND_ADDR answers /health/live (for container health
     /// checks; needs no curl).
     Healthcheck,
+    /// Telegram bot administration.
+    #[command(subcommand)]
+    Telegram(TelegramCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TelegramCommand {
+    /// Point the bot's webhook at PUBLIC_BASE_URL/webhooks/telegram-bot with
+    /// TELEGRAM_WEBHOOK_SECRET.
+    SetWebhook,
 }
 
 /// Runs the command line, returning the process's exit code.
@@ -66,6 +79,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             code,
         } => send(config, to, text, channel, code).await,
         Command::Healthcheck => healthcheck(&config).await,
+        Command::Telegram(TelegramCommand::SetWebhook) => set_webhook(&config).await,
     }
 }
 
@@ -90,7 +104,7 @@ async fn serve(config: Config) -> ExitCode {
 
 async fn check(config: Config) -> ExitCode {
     println!("effective configuration (secrets masked):\n{config:#?}\n");
-    let providers = match build_providers(&config) {
+    let providers = match cli_providers(&config) {
         Ok(providers) => providers,
         Err(error) => {
             println!("FAIL cannot build providers: {error}");
@@ -139,7 +153,7 @@ async fn send(
             return ExitCode::from(2);
         }
     };
-    let providers = match build_providers(&config) {
+    let providers = match cli_providers(&config) {
         Ok(providers) => providers,
         Err(error) => {
             eprintln!("otp-relay: cannot build providers: {error}");
@@ -179,6 +193,55 @@ async fn send(
         }
         Err(error) => {
             eprintln!("otp-relay: not sent: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The providers, with the Telegram links read from the configured store.
+fn cli_providers(
+    config: &Config,
+) -> Result<Vec<std::sync::Arc<dyn otp_relay_providers::MessageProvider>>, StartupError> {
+    let store = crate::store::open(config.redis_url.as_ref()).map_err(StartupError::Store)?;
+    let records = Records::new(store, config.message_retention);
+    build_providers(
+        config,
+        &provider_context(config, std::sync::Arc::new(records)),
+    )
+}
+
+async fn set_webhook(config: &Config) -> ExitCode {
+    use otp_relay_providers::{ProviderSettings, TelegramMode, TelegramProvider};
+    let Some(settings) = config.providers.iter().find_map(|p| match p {
+        ProviderSettings::Telegram(s) if s.mode == TelegramMode::Bot => Some(s),
+        _ => None,
+    }) else {
+        eprintln!("otp-relay: set PROVIDERS to include telegram and TELEGRAM_MODE=bot");
+        return ExitCode::from(2);
+    };
+    let (Some(base), Some(secret)) = (&config.public_base_url, &settings.webhook_secret) else {
+        eprintln!("otp-relay: PUBLIC_BASE_URL and TELEGRAM_WEBHOOK_SECRET are both required");
+        return ExitCode::from(2);
+    };
+    let context = provider_context(
+        config,
+        std::sync::Arc::new(otp_relay_providers::MemoryChatDirectory::new(1)),
+    );
+    let bot = match TelegramProvider::new(settings.clone(), &context) {
+        Ok(bot) => bot,
+        Err(error) => {
+            eprintln!("otp-relay: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = format!("{base}/webhooks/telegram-bot");
+    match bot.set_webhook(&url, secret).await {
+        Ok(description) => {
+            println!("webhook set to {url}: {description}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("otp-relay: setWebhook failed: {error}");
             ExitCode::from(1)
         }
     }

@@ -706,6 +706,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_vonage_signature_method_is_refused() {
+        let message = error(&[
+            ("PROVIDERS", "vonage"),
+            ("AUTH_DISABLED", "true"),
+            ("VONAGE_API_KEY", "key"),
+            ("VONAGE_API_SECRET", "secret"),
+            ("VONAGE_FROM", "Acme"),
+            ("VONAGE_SIGNATURE_METHOD", "rot13"),
+        ]);
+        assert!(
+            message.starts_with("VONAGE_SIGNATURE_METHOD: expected md5hash"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn unknown_or_repeated_providers_are_refused() {
         let message = error(&[("PROVIDERS", "console,carrier-pigeon")]);
         assert!(

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod guards;
 pub mod message;
 pub mod prometheus;
+pub mod records;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

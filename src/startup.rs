@@ -11,7 +11,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use otp_relay_providers::{
-    http, MemoryChatDirectory, MessageProvider, ProviderContext, SettingError,
+    http, ChatDirectory, MessageProvider, ProviderContext, ProviderSettings, SettingError,
+    TelegramMode, TelegramProvider,
 };
 use tokio::sync::Semaphore;
 use tracing_actix_web::{RequestId, TracingLogger};
@@ -21,6 +22,7 @@ use crate::api::{self};
 use crate::config::Config;
 use crate::dispatch::{DispatchPolicy, Dispatcher};
 use crate::prometheus;
+use crate::records::Records;
 use crate::store::{self, Store, StoreError};
 
 /// Why the application could not start.
@@ -42,6 +44,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Dispatcher,
     pub store: Arc<dyn Store>,
+    pub records: Records,
+    /// The Telegram bot, for answering its webhook (bot mode only).
+    pub telegram_bot: Option<Arc<TelegramProvider>>,
     /// One permit per send in progress (`MAX_IN_FLIGHT`).
     pub in_flight: Arc<Semaphore>,
 }
@@ -55,8 +60,12 @@ pub struct Application {
 impl Application {
     /// Builds the providers named in the configuration and binds the server.
     pub fn build(config: Config) -> Result<Self, StartupError> {
-        let providers = build_providers(&config)?;
-        Self::build_with_providers(config, providers)
+        let store = store::open(config.redis_url.as_ref()).map_err(StartupError::Store)?;
+        let records = Records::new(Arc::clone(&store), config.message_retention);
+        let context = provider_context(&config, Arc::new(records.clone()));
+        let providers = build_providers(&config, &context)?;
+        let telegram_bot = telegram_bot(&config, &context)?;
+        Self::assemble(config, store, records, providers, telegram_bot)
     }
 
     /// Binds the server with the given providers, in priority order, in place of the
@@ -64,6 +73,18 @@ impl Application {
     pub fn build_with_providers(
         config: Config,
         providers: Vec<Arc<dyn MessageProvider>>,
+    ) -> Result<Self, StartupError> {
+        let store = store::open(config.redis_url.as_ref()).map_err(StartupError::Store)?;
+        let records = Records::new(Arc::clone(&store), config.message_retention);
+        Self::assemble(config, store, records, providers, None)
+    }
+
+    fn assemble(
+        config: Config,
+        store: Arc<dyn Store>,
+        records: Records,
+        providers: Vec<Arc<dyn MessageProvider>>,
+        telegram_bot: Option<Arc<TelegramProvider>>,
     ) -> Result<Self, StartupError> {
         let listener =
             TcpListener::bind(config.bind_addr).map_err(|source| StartupError::Bind {
@@ -81,11 +102,12 @@ impl Application {
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);
         let access = web::Data::new(config.access.clone());
-        let store = store::open(config.redis_url.as_ref()).map_err(StartupError::Store)?;
         let state = web::Data::new(AppState {
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
             dispatcher,
             store,
+            records,
+            telegram_bot,
             config: Arc::new(config),
         });
         prometheus::handle();
@@ -98,6 +120,24 @@ impl Application {
                 .app_data(state.clone())
                 .service(web::resource("/api/sms").route(web::post().to(api::send::send)))
                 .service(web::resource("/v1/messages").route(web::post().to(api::send::send)))
+                .service(
+                    web::resource("/v1/messages/{id}")
+                        .route(web::get().to(api::messages::get_message)),
+                )
+                .service(
+                    web::resource("/webhooks/twilio").route(web::post().to(api::webhooks::twilio)),
+                )
+                .service(
+                    web::resource("/webhooks/vonage").route(web::post().to(api::webhooks::vonage)),
+                )
+                .service(
+                    web::resource("/webhooks/telegram-gateway")
+                        .route(web::post().to(api::webhooks::telegram_gateway)),
+                )
+                .service(
+                    web::resource("/webhooks/telegram-bot")
+                        .route(web::post().to(api::webhooks::telegram_bot)),
+                )
                 .service(
                     web::resource("/v1/compat/authentik")
                         .route(web::post().to(api::compat::authentik)),
@@ -149,20 +189,41 @@ pub fn dispatch_policy(config: &Config) -> DispatchPolicy {
     }
 }
 
-/// Most Telegram chat links kept in memory.
-const MAX_CHAT_LINKS: usize = 100_000;
-
-/// The configured providers, in priority order, sharing one HTTP client.
-pub fn build_providers(config: &Config) -> Result<Vec<Arc<dyn MessageProvider>>, StartupError> {
-    let context = ProviderContext {
+/// What the adapters share: one HTTP client, the public URL, the Telegram chat links.
+pub fn provider_context(config: &Config, chats: Arc<dyn ChatDirectory>) -> ProviderContext {
+    ProviderContext {
         client: http::client(config.limits.provider_timeout),
         public_base_url: config.public_base_url.clone(),
-        chats: Arc::new(MemoryChatDirectory::new(MAX_CHAT_LINKS)),
-    };
+        chats,
+    }
+}
+
+/// The Telegram bot, when `telegram` runs in bot mode: the webhook answers through it.
+fn telegram_bot(
+    config: &Config,
+    context: &ProviderContext,
+) -> Result<Option<Arc<TelegramProvider>>, StartupError> {
+    let bot = config.providers.iter().find_map(|p| match p {
+        ProviderSettings::Telegram(settings) if settings.mode == TelegramMode::Bot => {
+            Some(settings)
+        }
+        _ => None,
+    });
+    Ok(match bot {
+        Some(settings) => Some(Arc::new(TelegramProvider::new(settings.clone(), context)?)),
+        None => None,
+    })
+}
+
+/// The configured providers, in priority order.
+pub fn build_providers(
+    config: &Config,
+    context: &ProviderContext,
+) -> Result<Vec<Arc<dyn MessageProvider>>, StartupError> {
     let providers = config
         .providers
         .iter()
-        .map(|settings| settings.build(&context))
+        .map(|settings| settings.build(context))
         .collect::<Result<Vec<_>, _>>()?;
     if config.providers.iter().all(|settings| !settings.is_real()) {
         tracing::warn!(

@@ -87,6 +87,8 @@ pub struct VonageSettings {
     pub private_key: Option<SecretString>,
     /// For verifying Vonage's signed webhooks (used by the webhook handler, not here).
     pub signature_secret: Option<SecretString>,
+    /// `VONAGE_SIGNATURE_METHOD`: how SMS API receipts are signed (default `md5hash`).
+    pub signature_method: crate::callbacks::vonage::SignatureMethod,
     pub whatsapp_template: Option<WhatsappTemplate>,
     pub sms_base_url: String,
     pub messages_base_url: String,
@@ -208,6 +210,16 @@ impl VonageSettings {
             application_id,
             private_key,
             signature_secret: env.optional_secret("VONAGE_SIGNATURE_SECRET"),
+            signature_method: match env.get("VONAGE_SIGNATURE_METHOD") {
+                None => Default::default(),
+                Some(method) => method.parse().map_err(|_| {
+                    SettingError::new(
+                        "VONAGE_SIGNATURE_METHOD",
+                        "expected md5hash, md5, sha1, sha256 or sha512",
+                        "sha256",
+                    )
+                })?,
+            },
             whatsapp_template,
             sms_base_url: env.base_url("VONAGE_SMS_BASE_URL", DEFAULT_SMS_BASE_URL)?,
             messages_base_url: env

@@ -41,6 +41,7 @@ fn sms_settings(base_url: &str) -> VonageSettings {
         application_id: None,
         private_key: None,
         signature_secret: None,
+        signature_method: Default::default(),
         whatsapp_template: None,
         sms_base_url: base_url.into(),
         messages_base_url: "http://unused.invalid".into(),
@@ -58,6 +59,7 @@ fn messages_settings(base_url: &str, jwt: bool) -> VonageSettings {
         application_id: jwt.then(|| APP_ID.into()),
         private_key: jwt.then(|| SecretString::from(PRIVATE_PEM)),
         signature_secret: None,
+        signature_method: Default::default(),
         whatsapp_template: None,
         sms_base_url: "http://unused.invalid".into(),
         messages_base_url: base_url.into(),
@@ -1011,6 +1013,7 @@ fn from_env_reads_the_sms_api_with_defaults() {
     assert_eq!(settings.messages_base_url, "https://api.nexmo.com");
     assert!(settings.application_id.is_none() && settings.private_key.is_none());
     assert!(settings.whatsapp_template.is_none() && settings.signature_secret.is_none());
+    assert_eq!(settings.signature_method.as_str(), "md5hash");
     VonageProvider::new(settings, &context(None)).unwrap();
 }
 
@@ -1024,6 +1027,7 @@ fn from_env_reads_the_messages_api_with_an_application_key_file() {
         ("VONAGE_APPLICATION_ID", APP_ID),
         ("VONAGE_PRIVATE_KEY", &path),
         ("VONAGE_SIGNATURE_SECRET", "sigsecret"),
+        ("VONAGE_SIGNATURE_METHOD", "sha256"),
         ("VONAGE_WHATSAPP_TEMPLATE", "otp_code:pt_BR"),
         ("VONAGE_MESSAGES_BASE_URL", "http://127.0.0.1:9/"),
     ])
@@ -1034,6 +1038,7 @@ fn from_env_reads_the_messages_api_with_an_application_key_file() {
     assert_eq!(settings.channels, vec![Channel::Sms, Channel::Whatsapp]);
     assert_eq!(settings.application_id.as_deref(), Some(APP_ID));
     assert!(settings.private_key.is_some() && settings.signature_secret.is_some());
+    assert_eq!(settings.signature_method.as_str(), "sha256");
     assert!(settings.api_key.is_none());
     assert_eq!(
         settings.whatsapp_template,

@@ -13,6 +13,7 @@ use crate::guards::number_policy::NumberRefused;
 use crate::guards::rate::Limited;
 use crate::message::TextError;
 use crate::store::StoreError;
+use otp_relay_providers::callbacks::CallbackError;
 
 /// Everything the API can answer other than success.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,12 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("too many sends in progress; retry shortly")]
     Overloaded,
+    #[error("no message with this id (records are kept for MESSAGE_RETENTION)")]
+    MessageNotFound,
+    #[error("this webhook's provider or secret is not configured")]
+    WebhookNotConfigured,
+    #[error("{0}")]
+    Callback(#[from] CallbackError),
 }
 
 /// The problem document (RFC 9457) with otp-relay's extension members.
@@ -105,6 +112,10 @@ impl ApiError {
             ApiError::Idempotency(IdempotencyError::StillInFlight) => ("deadline_exceeded", S::GATEWAY_TIMEOUT, "Deadline exceeded", true),
             ApiError::Idempotency(IdempotencyError::Store(_)) | ApiError::Store(_) => ("store_unavailable", S::SERVICE_UNAVAILABLE, "State store unavailable", true),
             ApiError::Overloaded => ("overloaded", S::SERVICE_UNAVAILABLE, "Overloaded", true),
+            ApiError::MessageNotFound => ("message_not_found", S::NOT_FOUND, "Message not found", false),
+            ApiError::WebhookNotConfigured => ("webhook_not_configured", S::NOT_FOUND, "Webhook not configured", false),
+            ApiError::Callback(error) if error.is_auth_failure() => ("invalid_signature", S::UNAUTHORIZED, "Invalid signature", false),
+            ApiError::Callback(_) => ("malformed_callback", S::BAD_REQUEST, "Malformed callback", false),
             ApiError::Dispatch { error, .. } => match error {
                 DispatchError::NoProviderForChannel(_) => ("channel_not_configured", S::UNPROCESSABLE_ENTITY, "Channel not configured", false),
                 // The caller can fix these (another number, a registered user): 422 with

@@ -9,6 +9,7 @@ use utoipa::OpenApi;
 use crate::api::error::Problem;
 use crate::api::send::{SendRequest, SendResponse};
 use crate::dispatch::Attempt;
+use crate::records::MessageRecord;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,10 +18,11 @@ use crate::dispatch::Attempt;
         description = "Delivers one-time passcodes for identity servers through Twilio, Vonage, SendPulse and Telegram."
     ),
     paths(
-        api_sms, v1_messages, compat_authentik, compat_keycloak_mfa_plugins,
+        api_sms, v1_messages, get_message, compat_authentik, compat_keycloak_mfa_plugins,
+        webhook_twilio, webhook_vonage, webhook_telegram_gateway, webhook_telegram_bot,
         health_live, health_ready, metrics, openapi_json
     ),
-    components(schemas(SendRequest, SendResponse, Attempt, Problem)),
+    components(schemas(SendRequest, SendResponse, Attempt, Problem, MessageRecord)),
     modifiers(&SecuritySchemes),
     security((), ("bearer" = []), ("api_key" = []))
 )]
@@ -99,6 +101,43 @@ fn api_sms() {}
 )]
 #[allow(dead_code)]
 fn v1_messages() {}
+
+/// The latest known status of a sent message.
+#[utoipa::path(
+    get, path = "/v1/messages/{id}", tag = "send",
+    params(("id" = String, Path, description = "The id a send answered with")),
+    responses(
+        (status = 200, description = "The record", body = MessageRecord),
+        (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message (or older than MESSAGE_RETENTION)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn get_message() {}
+
+/// Twilio status callback (form), `X-Twilio-Signature` over `PUBLIC_BASE_URL/webhooks/twilio`.
+#[utoipa::path(post, path = "/webhooks/twilio", tag = "webhooks", security(()),
+    responses((status = 204, description = "Recorded"), (status = 401, description = "Bad or missing signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Twilio or PUBLIC_BASE_URL not configured", body = Problem, content_type = "application/problem+json")))]
+#[allow(dead_code)]
+fn webhook_twilio() {}
+
+/// Vonage SMS API receipt (signed parameters) or Messages API status (signed JWT).
+#[utoipa::path(post, path = "/webhooks/vonage", tag = "webhooks", security(()),
+    responses((status = 204, description = "Recorded"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Vonage or VONAGE_SIGNATURE_SECRET not configured", body = Problem, content_type = "application/problem+json")))]
+#[allow(dead_code)]
+fn webhook_vonage() {}
+
+/// Telegram Gateway delivery report, `X-Request-Timestamp` + `X-Request-Signature`.
+#[utoipa::path(post, path = "/webhooks/telegram-gateway", tag = "webhooks", security(()),
+    responses((status = 204, description = "Recorded"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Telegram gateway not configured", body = Problem, content_type = "application/problem+json")))]
+#[allow(dead_code)]
+fn webhook_telegram_gateway() {}
+
+/// Telegram Bot API update, `X-Telegram-Bot-Api-Secret-Token`: /start, contact, /stop.
+#[utoipa::path(post, path = "/webhooks/telegram-bot", tag = "webhooks", security(()),
+    responses((status = 200, description = "Handled"), (status = 401, description = "Bad or missing secret", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Bot mode or TELEGRAM_WEBHOOK_SECRET not configured", body = Problem, content_type = "application/problem+json")))]
+#[allow(dead_code)]
+fn webhook_telegram_bot() {}
 
 /// authentik's generic SMS provider body: `{"From","To","Body","Message"}`.
 #[utoipa::path(

@@ -7,6 +7,9 @@ use actix_web::http::{header::ContentType, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use otp_relay_providers::{Channel, OutboundMessage, Phone};
 use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+use otp_relay_providers::DeliveryStatus;
 use tokio::time::Instant;
 
 use crate::api::body::{decode_text, parse_json, read_limited};
@@ -18,6 +21,7 @@ use crate::guards::idempotency::{self, Begin, IdempotencyError, KeySource};
 use crate::guards::{number_policy, rate};
 use crate::message::{compose, TextFields};
 use crate::prometheus;
+use crate::records::{timestamp, MessageRecord};
 use crate::startup::AppState;
 use crate::store::StoredAnswer;
 
@@ -136,7 +140,7 @@ async fn handle_send(
     let body = read_limited(&req, payload).await?;
     let request = dialect(&req, &decode_text(&body))?;
     let message = build_message(&state.config, request)?;
-    number_policy::check(&message.to, message.channel, limits).map_err(ApiError::NumberRefused)?;
+    number_policy::check(&message.to, limits).map_err(ApiError::NumberRefused)?;
 
     let header = req
         .headers()
@@ -204,7 +208,9 @@ async fn deliver(
         );
         return Err(ApiError::RateLimited(limited));
     }
-    match state.dispatcher.send(message, deadline).await {
+    let result = state.dispatcher.send(message, deadline).await;
+    keep_record(state, message, &result).await;
+    match result {
         Ok(delivery) => {
             let receipt = &delivery.receipt;
             tracing::info!(
@@ -218,7 +224,7 @@ async fn deliver(
             let body = serde_json::to_string(&SendResponse {
                 id: &message.id,
                 status: receipt.status.as_str(),
-                channel: message.channel,
+                channel: delivery.channel,
                 provider: &receipt.provider,
                 provider_message_id: receipt.provider_message_id.as_deref(),
                 attempts: &delivery.attempts,
@@ -238,6 +244,53 @@ async fn deliver(
                 error,
             })
         }
+    }
+}
+
+/// Records the send's outcome for `GET /v1/messages/{id}` and delivery reports. A
+/// record that cannot be kept is logged; the send itself stands.
+async fn keep_record(
+    state: &AppState,
+    message: &OutboundMessage,
+    result: &Result<crate::dispatch::Delivery, crate::dispatch::DispatchError>,
+) {
+    let now = timestamp(SystemTime::now());
+    let record = match result {
+        Ok(delivery) => MessageRecord {
+            channel: delivery.channel.as_str().to_owned(),
+            provider: Some(delivery.receipt.provider.clone()),
+            provider_message_id: delivery.receipt.provider_message_id.clone(),
+            status: delivery.receipt.status,
+            provider_status: delivery.receipt.raw_status.clone(),
+            error_code: None,
+            ..new_record(message, &now)
+        },
+        Err(error) => {
+            let last = error.attempts().last();
+            MessageRecord {
+                provider: last.map(|a| a.provider.to_owned()),
+                error_code: Some(last.and_then(|a| a.code).unwrap_or("not_sent").to_owned()),
+                ..new_record(message, &now)
+            }
+        }
+    };
+    if let Err(error) = state.records.save(&record).await {
+        tracing::warn!(message_id = %message.id, %error, "could not keep the message record");
+    }
+}
+
+fn new_record(message: &OutboundMessage, now: &str) -> MessageRecord {
+    MessageRecord {
+        id: message.id.clone(),
+        channel: message.channel.as_str().to_owned(),
+        provider: None,
+        provider_message_id: None,
+        status: DeliveryStatus::Failed,
+        provider_status: None,
+        error_code: None,
+        to: message.to.masked(),
+        created_at: now.to_owned(),
+        updated_at: now.to_owned(),
     }
 }
 

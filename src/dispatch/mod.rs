@@ -64,6 +64,8 @@ impl Attempt {
 /// A message a provider accepted.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The channel it went on (SMS when the requested one fell back).
+    pub channel: Channel,
     pub receipt: Receipt,
     pub attempts: Vec<Attempt>,
 }
@@ -158,12 +160,45 @@ impl Dispatcher {
     }
 
     /// Sends `message`, giving up at `deadline`.
+    /// Sends `message`, giving up at `deadline`. A recipient who is not on the requested
+    /// channel (never started the Telegram bot, has no WhatsApp) gets the code by SMS
+    /// when an SMS provider is configured: the user logging in needs the code, not the
+    /// channel.
     pub async fn send(
         &self,
         message: &OutboundMessage,
         deadline: Instant,
     ) -> Result<Delivery, DispatchError> {
-        let attempts = Mutex::new(Vec::new());
+        let first = self.send_on_channel(message, deadline, Vec::new()).await;
+        match first {
+            Err(DispatchError::Rejected {
+                error: ProviderError::RecipientNotRegistered { .. },
+                attempts,
+            }) if message.channel != Channel::Sms
+                && self.routes.iter().any(|r| r.provider.serves(Channel::Sms)) =>
+            {
+                tracing::info!(
+                    message_id = %message.id,
+                    channel = %message.channel,
+                    "recipient not on this channel: falling back to sms"
+                );
+                let by_sms = OutboundMessage {
+                    channel: Channel::Sms,
+                    ..message.clone()
+                };
+                self.send_on_channel(&by_sms, deadline, attempts).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_on_channel(
+        &self,
+        message: &OutboundMessage,
+        deadline: Instant,
+        attempts: Vec<Attempt>,
+    ) -> Result<Delivery, DispatchError> {
+        let attempts = Mutex::new(attempts);
         let mut served = false;
         // Whether some provider may take the message later (a transient failure or an
         // open circuit), and the last refusal that another provider could have overcome.
@@ -194,6 +229,7 @@ impl Dispatcher {
             match self.try_provider(route, message, deadline, &attempts).await {
                 ProviderOutcome::Sent(receipt) => {
                     return Ok(Delivery {
+                        channel: message.channel,
                         receipt,
                         attempts: attempts.into_inner().unwrap_or_default(),
                     })

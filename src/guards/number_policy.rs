@@ -6,7 +6,7 @@
 //! costs nothing and stops it before a provider bills anything.
 
 use otp_relay_providers::phone::LineKind;
-use otp_relay_providers::{Channel, Phone};
+use otp_relay_providers::Phone;
 
 use crate::config::Limits;
 
@@ -20,7 +20,7 @@ pub enum NumberRefused {
 }
 
 /// Checks the number's country and line type against the policy.
-pub fn check(phone: &Phone, channel: Channel, limits: &Limits) -> Result<(), NumberRefused> {
+pub fn check(phone: &Phone, limits: &Limits) -> Result<(), NumberRefused> {
     let region = phone.region();
     if !limits.allowed_countries.is_empty()
         && !region.is_some_and(|r| limits.allowed_countries.contains(&r))
@@ -30,10 +30,7 @@ pub fn check(phone: &Phone, channel: Channel, limits: &Limits) -> Result<(), Num
     if region.is_some_and(|r| limits.blocked_countries.contains(&r)) {
         return Err(NumberRefused::CountryNotAllowed);
     }
-    // Telegram delivers to an account, not to the line.
-    if channel == Channel::Telegram {
-        return Ok(());
-    }
+    // Checked for every channel: a Telegram or WhatsApp send may fall back to SMS.
     match phone.line_kind() {
         LineKind::Mobile | LineKind::FixedOrMobile => Ok(()),
         // Never worth a code: these lines pay whoever owns them.

@@ -52,14 +52,19 @@ pub struct MemoryStore {
     /// GCRA theoretical arrival times, in milliseconds since `epoch`.
     rates: Cache<String, Timed<u64>>,
     records: Cache<String, Timed<Record>>,
+    values: Cache<String, Timed<String>>,
     epoch: Instant,
 }
+
+/// How long a value stored "until deleted" is kept: long past any process's life.
+const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
             rates: timed_cache(),
             records: timed_cache(),
+            values: timed_cache(),
             epoch: Instant::now(),
         }
     }
@@ -173,6 +178,48 @@ impl Store for MemoryStore {
                 Some(Record::InFlight { token: holder, .. }) if holder == token => Op::Remove,
                 _ => Op::Nop,
             });
+        Ok(())
+    }
+
+    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StoreError> {
+        self.values.insert(
+            key.to_owned(),
+            Timed {
+                value: value.to_owned(),
+                expires_at: Instant::now() + ttl.unwrap_or(FOREVER),
+            },
+        );
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .values
+            .get(key)
+            .filter(|t| t.expires_at > Instant::now())
+            .map(|t| t.value))
+    }
+
+    async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut replaced = false;
+        self.values
+            .entry(key.to_owned())
+            .and_compute_with(|current| match current.map(|e| e.into_value()) {
+                Some(held) if held.expires_at > now && held.value == expected => {
+                    replaced = true;
+                    Op::Put(Timed {
+                        value: new.to_owned(),
+                        expires_at: held.expires_at,
+                    })
+                }
+                _ => Op::Nop,
+            });
+        Ok(replaced)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.values.invalidate(key);
         Ok(())
     }
 }

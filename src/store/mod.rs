@@ -1,5 +1,6 @@
-//! Shared state: rate-limit counters and idempotency records, behind one trait with an
-//! in-process memory implementation and a Redis one for several replicas.
+//! Shared state: rate-limit counters, idempotency records and plain records (message
+//! status, Telegram links), behind one trait with an in-process memory implementation
+//! and a Redis one for several replicas.
 //!
 //! Keys are built by the callers from digests, never from raw numbers or text, so no
 //! store holds a phone number or a message.
@@ -123,6 +124,18 @@ pub trait Store: Send + Sync {
 
     /// Gives up the holder's claim so that a repeat may try again.
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError>;
+
+    /// Stores `value` under `key`, for `ttl` or (with `None`) until deleted.
+    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StoreError>;
+
+    /// The value under `key`, if any.
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Replaces the value under `key` with `new` only if it is still `expected`, keeping
+    /// its expiry. Returns whether it did.
+    async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError>;
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// The store the application uses: memory, or Redis with a per-replica memory fallback.
@@ -247,6 +260,30 @@ impl Store for FallbackStore {
         // Release both: the claim may have been taken in either place.
         let local = self.fallback.release(key, token).await;
         self.either(self.primary.release(key, token), || async { local })
+            .await
+    }
+
+    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StoreError> {
+        self.either(self.primary.put(key, value, ttl), || {
+            self.fallback.put(key, value, ttl)
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.either(self.primary.get(key), || self.fallback.get(key))
+            .await
+    }
+
+    async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError> {
+        self.either(self.primary.replace(key, expected, new), || {
+            self.fallback.replace(key, expected, new)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.either(self.primary.delete(key), || self.fallback.delete(key))
             .await
     }
 }

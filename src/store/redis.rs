@@ -55,6 +55,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Swaps a value only if it is still the expected one, keeping its expiry.
+/// ARGV: expected, new. Returns 1 when swapped.
+const REPLACE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+";
+
 /// State in a Redis server.
 pub struct RedisStore {
     connection: ConnectionManager,
@@ -62,6 +70,7 @@ pub struct RedisStore {
     claim: Script,
     finish: Script,
     release: Script,
+    replace: Script,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -92,6 +101,7 @@ impl RedisStore {
             claim: Script::new(CLAIM_SCRIPT),
             finish: Script::new(FINISH_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
+            replace: Script::new(REPLACE_SCRIPT),
         })
     }
 
@@ -229,5 +239,45 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let mut command = redis::cmd("SET");
+        command.arg(Self::key(key)).arg(value);
+        if let Some(ttl) = ttl {
+            command.arg("PX").arg(millis(ttl));
+        }
+        command
+            .query_async::<()>(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        redis::cmd("GET")
+            .arg(Self::key(key))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError> {
+        let swapped: i64 = self
+            .replace
+            .key(Self::key(key))
+            .arg(expected)
+            .arg(new)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(swapped == 1)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        redis::cmd("DEL")
+            .arg(Self::key(key))
+            .query_async::<()>(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)
     }
 }

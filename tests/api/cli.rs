@@ -117,3 +117,56 @@ async fn a_bad_configuration_exits_2_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("MESSAGE_TTL: not a duration"), "{stderr}");
 }
+
+#[tokio::test]
+async fn telegram_set_webhook_registers_the_public_url_and_secret() {
+    let bot = MockServer::start().await;
+    let token = "123456789:AAH-cli_bot_token";
+    Mock::given(method("POST"))
+        .and(path(format!("/bot{token}/setWebhook")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true, "result": true, "description": "Webhook was set"
+        })))
+        .mount(&bot)
+        .await;
+    let vars: Vec<(String, String)> = [
+        ("PROVIDERS", "telegram"),
+        ("AUTH_DISABLED", "true"),
+        ("TELEGRAM_MODE", "bot"),
+        ("TELEGRAM_BOT_TOKEN", token),
+        ("TELEGRAM_BOT_BASE_URL", &bot.uri()),
+        ("TELEGRAM_WEBHOOK_SECRET", "cli-secret"),
+        ("PUBLIC_BASE_URL", "https://otp.example.com"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+
+    let output = run(&["telegram", "set-webhook"], &vars).await;
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout(&output).contains("Webhook was set"),
+        "{}",
+        stdout(&output)
+    );
+    let request = &bot.received_requests().await.unwrap()[0];
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["url"], "https://otp.example.com/webhooks/telegram-bot");
+    assert_eq!(body["secret_token"], "cli-secret");
+    let without_url: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| k != "PUBLIC_BASE_URL")
+        .collect();
+    assert_eq!(
+        run(&["telegram", "set-webhook"], &without_url)
+            .await
+            .status
+            .code(),
+        Some(2)
+    );
+}

@@ -10,6 +10,11 @@ use crate::helpers::spawn_app;
 const ROUTES: &[&str] = &[
     "POST /api/sms",
     "POST /v1/messages",
+    "GET /v1/messages/{id}",
+    "POST /webhooks/twilio",
+    "POST /webhooks/vonage",
+    "POST /webhooks/telegram-gateway",
+    "POST /webhooks/telegram-bot",
     "POST /v1/compat/authentik",
     "POST /v1/compat/keycloak-mfa-plugins",
     "GET /health/live",
@@ -48,12 +53,25 @@ async fn the_document_lists_every_route_and_each_exists() {
 
     for route in ROUTES {
         let (method, path) = route.split_once(' ').unwrap();
+        let path = path.replace("{id}", "01JD5X3QK8V7N2M4R6T8W0Y2Z4");
+        let path = path.as_str();
         let request = match method {
             "GET" => app.client.get(app.url(path)),
             _ => app.client.post(app.url(path)).body("{}"),
         };
-        let status = request.send().await.unwrap().status().as_u16();
-        assert!(status != 404 && status != 405, "{route} answered {status}");
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        // A 404 problem other than "no route" (an unknown message, an unconfigured
+        // webhook) still proves the route exists.
+        let code = response
+            .json::<Value>()
+            .await
+            .ok()
+            .map(|b| b["code"].clone());
+        assert!(
+            status != 405 && !(status == 404 && code == Some(Value::from("not_found"))),
+            "{route} answered {status}"
+        );
     }
 
     let schemas = &document["components"]["schemas"];

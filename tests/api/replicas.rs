@@ -162,3 +162,35 @@ async fn losing_redis_degrades_to_local_limits_and_recovers() {
         429
     );
 }
+
+#[tokio::test]
+async fn a_report_received_by_one_replica_is_seen_by_another() {
+    use crate::receipts::{status_of, twilio_callback, twilio_signature};
+
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let public = [("PUBLIC_BASE_URL", "https://otp.example.com")];
+    let a = replica(&twilio, &redis.url(), &public).await;
+    let b = replica(&twilio, &redis.url(), &public).await;
+    let response = send(&a, "+5511966191717", "Code 818181", None).await;
+    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let report = [
+        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("MessageStatus", "delivered"),
+    ];
+    let signature = twilio_signature("https://otp.example.com/webhooks/twilio", &report);
+    assert_eq!(
+        twilio_callback(&b, &report, Some(signature)).await.status(),
+        204
+    );
+
+    assert_eq!(status_of(&a, &id).await["status"], "delivered");
+    assert_eq!(status_of(&b, &id).await["status"], "delivered");
+}

@@ -89,6 +89,21 @@ async fn contract(store: Arc<dyn Store>) {
         Claim::Claimed
     );
 
+    // Plain values: stored, compared-and-swapped, deleted.
+    store.put("v:a", "one", Some(ttl)).await.unwrap();
+    store.put("v:forever", "kept", None).await.unwrap();
+    assert_eq!(store.get("v:a").await.unwrap().as_deref(), Some("one"));
+    assert!(!store.replace("v:a", "stale", "two").await.unwrap());
+    assert!(store.replace("v:a", "one", "two").await.unwrap());
+    assert_eq!(store.get("v:a").await.unwrap().as_deref(), Some("two"));
+    assert!(!store.replace("v:missing", "", "x").await.unwrap());
+    store.delete("v:a").await.unwrap();
+    assert_eq!(store.get("v:a").await.unwrap(), None);
+    assert_eq!(
+        store.get("v:forever").await.unwrap().as_deref(),
+        Some("kept")
+    );
+
     // Concurrent claims: exactly one wins.
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {

@@ -1,0 +1,23 @@
+//! `GET /v1/messages/{id}`: what is known of a sent message.
+
+use actix_web::{web, HttpResponse};
+
+use crate::api::error::ApiError;
+use crate::guards::access::Caller;
+use crate::startup::AppState;
+
+pub async fn get_message(
+    _caller: Caller,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    // Ids are ULIDs; anything else cannot name a record.
+    if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::MessageNotFound);
+    }
+    match state.records.get(&id).await? {
+        Some(record) => Ok(HttpResponse::Ok().json(record)),
+        None => Err(ApiError::MessageNotFound),
+    }
+}

@@ -1,0 +1,231 @@
+//! Message records and Telegram chat links, kept in the state store.
+//!
+//! A record holds what an operator needs to answer "did it arrive?": ids, channel,
+//! provider, status, error code, the masked number and times. Never the text or the
+//! code. Records live `MESSAGE_RETENTION`; chat links live until the user unlinks.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use otp_relay_providers::callbacks::StatusUpdate;
+use otp_relay_providers::{ChatDirectory, DeliveryStatus, Phone, ProviderError};
+use serde::{Deserialize, Serialize};
+
+use crate::guards::digest;
+use crate::store::{Store, StoreError};
+
+/// What is known of one sent (or refused) message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MessageRecord {
+    pub id: String,
+    pub channel: String,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    /// `queued`, `sent`, `delivered`, `failed` or `undelivered`.
+    #[schema(value_type = String)]
+    pub status: DeliveryStatus,
+    /// The provider's word for the status, when it said one.
+    pub provider_status: Option<String>,
+    pub error_code: Option<String>,
+    /// The destination, masked.
+    pub to: String,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// RFC 3339 time, to the second.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Where a status stands: a later report may move it forward, never back.
+fn progress(status: DeliveryStatus) -> u8 {
+    match status {
+        DeliveryStatus::Queued => 0,
+        DeliveryStatus::Sent => 1,
+        DeliveryStatus::Delivered | DeliveryStatus::Failed | DeliveryStatus::Undelivered => 2,
+    }
+}
+
+impl MessageRecord {
+    /// Applies a provider's report, unless it would move a final status back.
+    fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
+        if progress(update.status) < progress(self.status) {
+            return false;
+        }
+        self.status = update.status;
+        self.provider_status = Some(update.raw_status.clone());
+        if update.error_code.is_some() {
+            self.error_code.clone_from(&update.error_code);
+        }
+        self.updated_at = timestamp(now);
+        true
+    }
+}
+
+/// Records and links over the state store.
+#[derive(Clone)]
+pub struct Records {
+    store: Arc<dyn Store>,
+    retention: Duration,
+}
+
+fn message_key(id: &str) -> String {
+    format!("msg:{id}")
+}
+
+fn provider_key(provider: &str, provider_message_id: &str) -> String {
+    format!(
+        "msg-by-provider:{provider}:{}",
+        digest(&[provider_message_id])
+    )
+}
+
+fn chat_key(phone: &Phone) -> String {
+    format!("chat:{}", digest(&[phone.e164()]))
+}
+
+fn chat_owner_key(chat_id: i64) -> String {
+    format!("chat-owner:{chat_id}")
+}
+
+/// Bounds the retries of a record update that raced with another.
+const UPDATE_ATTEMPTS: usize = 5;
+
+impl Records {
+    pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
+        Records { store, retention }
+    }
+
+    /// Stores a new record, indexed by our id and by the provider's.
+    pub async fn save(&self, record: &MessageRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).expect("a record serializes");
+        self.store
+            .put(&message_key(&record.id), &json, Some(self.retention))
+            .await?;
+        if let (Some(provider), Some(provider_id)) = (&record.provider, &record.provider_message_id)
+        {
+            self.store
+                .put(
+                    &provider_key(provider, provider_id),
+                    &record.id,
+                    Some(self.retention),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(json) = self.store.get(&message_key(id)).await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|_| StoreError("unreadable message record".into()))
+    }
+
+    /// Applies a provider's status report to the record it is about. Returns the record
+    /// as it stands afterwards, or `None` when no record matches.
+    pub async fn apply(&self, update: &StatusUpdate) -> Result<Option<MessageRecord>, StoreError> {
+        let index = provider_key(update.provider, &update.provider_message_id);
+        let Some(id) = self.store.get(&index).await? else {
+            return Ok(None);
+        };
+        let key = message_key(&id);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(current) = self.store.get(&key).await? else {
+                return Ok(None);
+            };
+            let mut record: MessageRecord = serde_json::from_str(&current)
+                .map_err(|_| StoreError("unreadable message record".into()))?;
+            if !record.apply(update, SystemTime::now()) {
+                return Ok(Some(record));
+            }
+            let updated = serde_json::to_string(&record).expect("a record serializes");
+            if self.store.replace(&key, &current, &updated).await? {
+                return Ok(Some(record));
+            }
+        }
+        Err(StoreError("the record kept changing; try again".into()))
+    }
+
+    /// Links `phone` to a Telegram chat (replacing an earlier link of either).
+    pub async fn link_chat(&self, phone: &Phone, chat_id: i64) -> Result<(), StoreError> {
+        self.unlink_chat(chat_id).await?;
+        let key = chat_key(phone);
+        self.store.put(&key, &chat_id.to_string(), None).await?;
+        self.store.put(&chat_owner_key(chat_id), &key, None).await
+    }
+
+    /// Removes the link of a Telegram chat, if any.
+    pub async fn unlink_chat(&self, chat_id: i64) -> Result<bool, StoreError> {
+        let owner = chat_owner_key(chat_id);
+        let Some(key) = self.store.get(&owner).await? else {
+            return Ok(false);
+        };
+        // Only drop the number's link if it still points at this chat.
+        self.store.replace(&key, &chat_id.to_string(), "").await?;
+        self.store.delete(&owner).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ChatDirectory for Records {
+    async fn chat_for(&self, phone: &Phone) -> Result<Option<i64>, ProviderError> {
+        let linked =
+            self.store
+                .get(&chat_key(phone))
+                .await
+                .map_err(|e| ProviderError::Unavailable {
+                    detail: e.to_string(),
+                })?;
+        Ok(linked.and_then(|chat| chat.parse().ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: DeliveryStatus) -> MessageRecord {
+        MessageRecord {
+            id: "01J".into(),
+            channel: "sms".into(),
+            provider: Some("twilio".into()),
+            provider_message_id: Some("SM1".into()),
+            status,
+            provider_status: None,
+            error_code: None,
+            to: "+55119*****17".into(),
+            created_at: "2026-11-28T00:00:00Z".into(),
+            updated_at: "2026-11-28T00:00:00Z".into(),
+        }
+    }
+
+    fn update(status: DeliveryStatus) -> StatusUpdate {
+        StatusUpdate {
+            provider: "twilio",
+            provider_message_id: "SM1".into(),
+            status,
+            raw_status: status.as_str().into(),
+            error_code: None,
+        }
+    }
+
+    #[test]
+    fn a_final_status_is_never_moved_back() {
+        let mut delivered = record(DeliveryStatus::Delivered);
+        assert!(!delivered.apply(&update(DeliveryStatus::Sent), SystemTime::now()));
+        assert_eq!(delivered.status, DeliveryStatus::Delivered);
+
+        let mut queued = record(DeliveryStatus::Queued);
+        assert!(queued.apply(&update(DeliveryStatus::Sent), SystemTime::now()));
+        assert!(queued.apply(&update(DeliveryStatus::Undelivered), SystemTime::now()));
+        assert_eq!(queued.status, DeliveryStatus::Undelivered);
+        assert_eq!(queued.provider_status.as_deref(), Some("undelivered"));
+    }
+}

@@ -1,0 +1,346 @@
+//! Delivery receipts: records, the status endpoint, and each provider's signed
+//! callback, with signatures computed here from each provider's documented scheme.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::fakes::{mount_twilio, mount_vonage, provider_vars, twilio_accepted, vonage_accepted};
+use crate::helpers::{problem, spawn_configured_app, TestApp};
+
+const PUBLIC: &str = "https://otp.example.com";
+const QIAM: &str = "{\n  \"mobile\": \"+5511966191717\",\n  \"totp\": \"Your SMS code is 123456\",\n  \"used\": false\n}";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn app_with(vars: Vec<(String, String)>, extra: &[(&str, &str)]) -> TestApp {
+    let mut vars = vars;
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    spawn_configured_app(&pairs).await
+}
+
+async fn send(app: &TestApp) -> Value {
+    let response = app.post_raw("/api/sms", QIAM).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+pub async fn status_of(app: &TestApp, id: &str) -> Value {
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/messages/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Twilio: base64 HMAC-SHA1, keyed by the auth token, over the URL followed by each
+/// parameter name and value, sorted by name.
+pub fn twilio_signature(url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut text = url.to_owned();
+    for (name, value) in sorted {
+        text.push_str(name);
+        text.push_str(value);
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"fake-token").unwrap();
+    mac.update(text.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+pub async fn twilio_callback(
+    app: &TestApp,
+    params: &[(&str, &str)],
+    signature: Option<String>,
+) -> reqwest::Response {
+    let body = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace(' ', "+")))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut request = app
+        .client
+        .post(app.url("/webhooks/twilio"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(signature) = signature {
+        request = request.header("X-Twilio-Signature", signature);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn twilio_reports_update_the_record_and_never_move_it_back() {
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let app = app_with(
+        provider_vars(&twilio.uri(), None),
+        &[("PUBLIC_BASE_URL", PUBLIC)],
+    )
+    .await;
+    let sent = send(&app).await;
+    let id = sent["id"].as_str().unwrap();
+    let sid = "SM0123456789abcdef0123456789abcdef";
+    let record = status_of(&app, id).await;
+    assert_eq!(record["status"], "queued");
+    assert_eq!(record["provider_message_id"], sid);
+    assert_eq!(record["to"], "+55119*****17");
+    let url = format!("{PUBLIC}/webhooks/twilio");
+
+    let delivered = [
+        ("MessageSid", sid),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", crate::fakes::TWILIO_SID),
+    ];
+    let forged = twilio_callback(
+        &app,
+        &[("MessageSid", sid), ("MessageStatus", "failed")],
+        Some(twilio_signature(&url, &delivered)),
+    )
+    .await;
+    problem(forged, 401, "invalid_signature").await;
+    problem(
+        twilio_callback(&app, &delivered, None).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+    assert_eq!(
+        status_of(&app, id).await["status"],
+        "queued",
+        "refused callbacks change nothing"
+    );
+
+    let ok = twilio_callback(&app, &delivered, Some(twilio_signature(&url, &delivered))).await;
+    assert_eq!(ok.status(), 204);
+    assert_eq!(status_of(&app, id).await["status"], "delivered");
+
+    let late = [("MessageSid", sid), ("MessageStatus", "sent")];
+    let late = twilio_callback(&app, &late, Some(twilio_signature(&url, &late))).await;
+    assert_eq!(late.status(), 204);
+    let record = status_of(&app, id).await;
+    assert_eq!(
+        record["status"], "delivered",
+        "a late sent does not undo delivered"
+    );
+    assert_eq!(record["provider_status"], "delivered");
+}
+
+/// Vonage SMS API: each parameter as `&name=value` (with `&` and `=` in values
+/// replaced by `_`), sorted by name, HMAC-SHA256 keyed by the signature secret, hex.
+fn vonage_signed(params: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut sorted: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    sorted.sort();
+    let text: String = sorted
+        .iter()
+        .map(|(k, v)| format!("&{k}={}", v.replace(['&', '='], "_")))
+        .collect();
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"vonage-signature-secret").unwrap();
+    mac.update(text.as_bytes());
+    sorted.push(("sig".into(), hex(&mac.finalize().into_bytes())));
+    sorted
+}
+
+#[tokio::test]
+async fn vonage_receipts_and_status_webhooks_are_verified() {
+    let vonage = MockServer::start().await;
+    mount_vonage(&vonage, vonage_accepted()).await;
+    let twilio = MockServer::start().await;
+    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
+    vars.retain(|(k, _)| !k.starts_with("TWILIO") && k != "PROVIDERS");
+    let app = app_with(
+        vars,
+        &[
+            ("PROVIDERS", "vonage"),
+            ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
+            ("VONAGE_SIGNATURE_METHOD", "sha256"),
+        ],
+    )
+    .await;
+    let id = send(&app).await["id"].as_str().unwrap().to_owned();
+    let receipt = |status: &str, timestamp: u64| {
+        vonage_signed(&[
+            ("messageId", "0A0000001234".into()),
+            ("msisdn", "5511966191717".into()),
+            ("status", status.into()),
+            ("err-code", "0".into()),
+            ("nonce", "6e1a1b3c-aaaa".into()),
+            ("timestamp", timestamp.to_string()),
+        ])
+    };
+    let post_form = |params: Vec<(String, String)>| {
+        let body = serde_urlencoded_like(&params);
+        app.client
+            .post(app.url("/webhooks/vonage"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+
+    let stale = post_form(receipt("delivered", unix_now() - 3600))
+        .await
+        .unwrap();
+    problem(stale, 401, "invalid_signature").await;
+    let mut tampered = receipt("delivered", unix_now());
+    tampered[0].1 = "0B9999999999".into();
+    problem(post_form(tampered).await.unwrap(), 401, "invalid_signature").await;
+    assert_eq!(status_of(&app, &id).await["status"], "queued");
+
+    assert_eq!(
+        post_form(receipt("delivered", unix_now()))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(status_of(&app, &id).await["status"], "delivered");
+
+    // Messages API: a JWT (HS256, signature secret) whose payload_hash is the body's SHA-256.
+    let body = json!({"message_uuid": "0A0000001234", "status": "read", "to": "5511966191717",
+                      "timestamp": "2026-11-28T00:00:00Z", "channel": "sms"})
+    .to_string();
+    let claims = json!({"iat": unix_now(), "jti": "e2e-jti", "iss": "Vonage",
+                        "payload_hash": hex(&Sha256::digest(body.as_bytes()))});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"vonage-signature-secret"),
+    )
+    .unwrap();
+    let altered = body.replace("read", "rejected");
+    let post_json = |body: String| {
+        app.client
+            .post(app.url("/webhooks/vonage"))
+            .header("Content-Type", "application/json")
+            .header("Authorization", format!("Bearer {token}"))
+            .body(body)
+            .send()
+    };
+    problem(post_json(altered).await.unwrap(), 401, "invalid_signature").await;
+    assert_eq!(post_json(body).await.unwrap().status(), 204);
+    assert_eq!(status_of(&app, &id).await["provider_status"], "read");
+}
+
+fn serde_urlencoded_like(params: &[(String, String)]) -> String {
+    reqwest::Url::parse_with_params("http://x/", params)
+        .unwrap()
+        .query()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn telegram_gateway_reports_are_verified() {
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sendVerificationMessage"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true, "result": {"request_id": "7d3c1f2a9b", "phone_number": "+5511966191717", "request_cost": 0.01}
+        })))
+        .mount(&gateway)
+        .await;
+    let app = app_with(
+        vec![],
+        &[
+            ("PROVIDERS", "telegram"),
+            ("DEFAULT_CHANNEL", "telegram"),
+            ("AUTH_DISABLED", "true"),
+            ("TELEGRAM_GATEWAY_TOKEN", "gateway-token-e2e"),
+            ("TELEGRAM_GATEWAY_BASE_URL", &gateway.uri()),
+        ],
+    )
+    .await;
+    let id = send(&app).await["id"].as_str().unwrap().to_owned();
+    let body =
+        json!({"request_id": "7d3c1f2a9b", "phone_number": "+5511966191717", "request_cost": 0.01,
+                      "delivery_status": {"status": "delivered", "updated_at": unix_now()}})
+        .to_string();
+    // hex HMAC-SHA256, keyed by SHA-256 of the token, over timestamp + "\n" + body.
+    let sign = |timestamp: u64, body: &str| {
+        let key = Sha256::digest(b"gateway-token-e2e");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{timestamp}\n{body}").as_bytes());
+        hex(&mac.finalize().into_bytes())
+    };
+    let post = |timestamp: u64, signature: String, body: String| {
+        app.client
+            .post(app.url("/webhooks/telegram-gateway"))
+            .header("Content-Type", "application/json")
+            .header("X-Request-Timestamp", timestamp.to_string())
+            .header("X-Request-Signature", signature)
+            .body(body)
+            .send()
+    };
+
+    let old = unix_now() - 3600;
+    problem(
+        post(old, sign(old, &body), body.clone()).await.unwrap(),
+        401,
+        "invalid_signature",
+    )
+    .await;
+    let now = unix_now();
+    problem(
+        post(now, sign(now, "{}"), body.clone()).await.unwrap(),
+        401,
+        "invalid_signature",
+    )
+    .await;
+    assert_eq!(status_of(&app, &id).await["status"], "queued");
+
+    assert_eq!(
+        post(now, sign(now, &body), body).await.unwrap().status(),
+        204
+    );
+    assert_eq!(status_of(&app, &id).await["status"], "delivered");
+}
+
+#[tokio::test]
+async fn unknown_ids_and_unconfigured_webhooks_are_404_and_reading_needs_access() {
+    let app = app_with(vec![], &[("AUTH_API_KEYS", "reader-key")]).await;
+
+    let unknown = app
+        .client
+        .get(app.url("/v1/messages/01JD5X3QK8V7N2M4R6T8W0Y2Z4"))
+        .header("X-API-Key", "reader-key")
+        .send()
+        .await
+        .unwrap();
+    problem(unknown, 404, "message_not_found").await;
+    let anonymous = app
+        .client
+        .get(app.url("/v1/messages/01JD5X3QK8V7N2M4R6T8W0Y2Z4"))
+        .send()
+        .await
+        .unwrap();
+    problem(anonymous, 401, "unauthorized").await;
+    let webhook = app
+        .client
+        .post(app.url("/webhooks/twilio"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    problem(webhook, 404, "webhook_not_configured").await;
+}

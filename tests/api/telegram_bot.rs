@@ -1,0 +1,198 @@
+//! Telegram bot registration: /start, sharing one's own contact, sending to the linked
+//! chat, refusing someone else's contact, /stop.
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::fakes::{mount_twilio, twilio_accepted, TWILIO_SID};
+use crate::helpers::{problem, spawn_configured_app, TestApp};
+
+const TOKEN: &str = "123456789:AAH-e2e_bot_token";
+const SECRET: &str = "webhook-secret_e2e";
+const CHAT: i64 = 424242;
+
+fn update(message: Value) -> String {
+    let mut message = message;
+    let base = json!({
+        "message_id": 7, "date": 1732752000,
+        "chat": {"id": CHAT, "type": "private", "first_name": "Ana"},
+        "from": {"id": CHAT, "is_bot": false, "first_name": "Ana"}
+    });
+    for (k, v) in base.as_object().unwrap() {
+        message
+            .as_object_mut()
+            .unwrap()
+            .entry(k.clone())
+            .or_insert(v.clone());
+    }
+    json!({"update_id": 1, "message": message}).to_string()
+}
+
+async fn webhook(app: &TestApp, secret: Option<&str>, body: String) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/webhooks/telegram-bot"))
+        .header("Content-Type", "application/json")
+        .body(body);
+    if let Some(secret) = secret {
+        request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
+    }
+    request.send().await.unwrap()
+}
+
+/// The bodies of the bot's sendMessage calls so far.
+async fn sent(bot: &MockServer) -> Vec<Value> {
+    bot.received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+async fn send_telegram(app: &TestApp, mobile: &str) -> reqwest::Response {
+    app.post_json(
+        "/v1/messages",
+        &json!({"mobile": mobile, "message": "Your code is 555123", "channel": "telegram"}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn users_link_their_own_number_and_unlink_it() {
+    let bot = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/bot{TOKEN}/sendMessage")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true, "result": {"message_id": 99, "date": 1732752000, "chat": {"id": CHAT, "type": "private"}}
+        })))
+        .mount(&bot)
+        .await;
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let twilio_url = twilio.uri();
+    let app = spawn_configured_app(&[
+        ("PROVIDERS", "telegram,twilio"),
+        ("AUTH_DISABLED", "true"),
+        ("TWILIO_ACCOUNT_SID", TWILIO_SID),
+        ("TWILIO_AUTH_TOKEN", "fake-token"),
+        ("TWILIO_FROM", "+14155550100"),
+        ("TWILIO_BASE_URL", &twilio_url),
+        ("TELEGRAM_MODE", "bot"),
+        ("TELEGRAM_BOT_TOKEN", TOKEN),
+        ("TELEGRAM_BOT_BASE_URL", &bot.uri()),
+        ("TELEGRAM_WEBHOOK_SECRET", SECRET),
+    ])
+    .await;
+
+    // Without or with a wrong secret nothing happens.
+    problem(
+        webhook(&app, None, update(json!({"text": "/start"}))).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+    problem(
+        webhook(&app, Some("wrong"), update(json!({"text": "/start"}))).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+    assert!(sent(&bot).await.is_empty());
+
+    // /start asks for the contact with a request_contact keyboard.
+    assert_eq!(
+        webhook(&app, Some(SECRET), update(json!({"text": "/start"})))
+            .await
+            .status(),
+        200
+    );
+    let asked = &sent(&bot).await[0];
+    assert_eq!(asked["chat_id"], CHAT);
+    assert_eq!(
+        asked["reply_markup"]["keyboard"][0][0]["request_contact"],
+        true
+    );
+
+    // Someone else's contact is refused and links nothing: a send to that number
+    // falls back to SMS.
+    let foreign = update(
+        json!({"contact": {"phone_number": "+14155552671", "first_name": "Bob", "user_id": 777}}),
+    );
+    assert_eq!(webhook(&app, Some(SECRET), foreign).await.status(), 200);
+    assert_eq!(
+        sent(&bot).await.last().unwrap()["chat_id"],
+        CHAT,
+        "the refusal went to the sender"
+    );
+    let before = sent(&bot).await.len();
+    let fallback: Value = send_telegram(&app, "+14155552671")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fallback["channel"], "sms");
+    assert_eq!(sent(&bot).await.len(), before);
+
+    // One's own contact links the number; a send reaches that chat.
+    let own = update(
+        json!({"contact": {"phone_number": "5511966191717", "first_name": "Ana", "user_id": CHAT}}),
+    );
+    assert_eq!(webhook(&app, Some(SECRET), own).await.status(), 200);
+    let response = send_telegram(&app, "+5511966191717").await;
+    assert_eq!(response.status(), 200);
+    let delivered = sent(&bot).await;
+    let message = delivered.last().unwrap();
+    assert_eq!(message["chat_id"], CHAT);
+    assert_eq!(message["text"], "Your code is 555123");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["channel"], "telegram");
+    assert_eq!(body["provider"], "telegram");
+
+    // /stop unlinks: the next send fails over to SMS, nothing reaches the bot.
+    assert_eq!(
+        webhook(&app, Some(SECRET), update(json!({"text": "/stop"})))
+            .await
+            .status(),
+        200
+    );
+    let before = sent(&bot).await.len();
+    let after_stop: Value = send_telegram(&app, "+5511966191717")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after_stop["channel"], "sms");
+    assert_eq!(after_stop["provider"], "twilio");
+    assert_eq!(
+        after_stop["attempts"],
+        json!([
+            {"provider": "telegram", "outcome": "failed", "code": "recipient_not_registered"},
+            {"provider": "twilio", "outcome": "sent", "code": null}
+        ])
+    );
+    assert_eq!(sent(&bot).await.len(), before);
+    assert_eq!(crate::fakes::hits(&twilio).await, 2);
+}
+
+#[tokio::test]
+async fn without_an_sms_provider_an_unlinked_number_is_refused() {
+    let bot = MockServer::start().await;
+    let app = spawn_configured_app(&[
+        ("PROVIDERS", "telegram"),
+        ("AUTH_DISABLED", "true"),
+        ("TELEGRAM_MODE", "bot"),
+        ("TELEGRAM_BOT_TOKEN", TOKEN),
+        ("TELEGRAM_BOT_BASE_URL", &bot.uri()),
+    ])
+    .await;
+
+    problem(
+        send_telegram(&app, "+5511966191717").await,
+        422,
+        "recipient_not_registered",
+    )
+    .await;
+    assert!(sent(&bot).await.is_empty());
+}
