@@ -202,6 +202,9 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
         .await
         .unwrap();
     problem(stale, 401, "invalid_signature").await;
+    let mut unsigned = receipt("delivered", unix_now());
+    unsigned.retain(|(k, _)| k != "sig");
+    problem(post_form(unsigned).await.unwrap(), 401, "invalid_signature").await;
     let mut tampered = receipt("delivered", unix_now());
     tampered[0].1 = "0B9999999999".into();
     problem(post_form(tampered).await.unwrap(), 401, "invalid_signature").await;
@@ -293,6 +296,15 @@ async fn telegram_gateway_reports_are_verified() {
             .send()
     };
 
+    let unsigned = app
+        .client
+        .post(app.url("/webhooks/telegram-gateway"))
+        .header("Content-Type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    problem(unsigned, 401, "invalid_signature").await;
     let old = unix_now() - 3600;
     problem(
         post(old, sign(old, &body), body.clone()).await.unwrap(),
