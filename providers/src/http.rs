@@ -60,6 +60,28 @@ pub async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, Provi
     Ok(body)
 }
 
+/// A provider's answer: its status, `Retry-After` and (bounded) body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: reqwest::StatusCode,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+/// Sends a request and reads the answer within [`MAX_REPLY_BYTES`]; failing to get one
+/// is a [`transport_error`].
+pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> {
+    let response = request.send().await.map_err(transport_error)?;
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let body = read_body(response).await?;
+    Ok(Reply {
+        status,
+        retry_after,
+        body,
+    })
+}
+
 /// A reply that is not of the shape the provider documents.
 pub fn protocol_error(status: StatusCode, body: &[u8]) -> ProviderError {
     let cut = &body[..body.len().min(MAX_REPLY_DETAIL)];

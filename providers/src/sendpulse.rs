@@ -32,7 +32,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::http::{self, protocol_error, scrub};
+use crate::http::{self, protocol_error, scrub, Reply};
 use crate::settings::{Env, SettingError};
 use crate::{
     Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome, ProviderContext,
@@ -371,7 +371,7 @@ impl SendpulseProvider {
             .post(&self.token_url)
             .header(ACCEPT, "application/json")
             .json(&body);
-        let mut reply = Reply::read(request).await?;
+        let mut reply = http::exchange(request).await?;
         if reply.status != StatusCode::OK {
             // An error reply that echoes the request must not carry the secret further.
             reply.redact(self.client_secret.expose_secret());
@@ -415,7 +415,7 @@ impl SendpulseProvider {
             .bearer_auth(token.expose_secret())
             .header(ACCEPT, "application/json")
             .json(body);
-        Reply::read(request).await
+        http::exchange(request).await
     }
 }
 
@@ -476,26 +476,8 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
-/// A provider's answer, read whole.
-struct Reply {
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: Vec<u8>,
-}
-
+/// How SendPulse's answers are read.
 impl Reply {
-    async fn read(request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> {
-        let response = request.send().await.map_err(http::transport_error)?;
-        let status = response.status();
-        let retry_after = http::retry_after(response.headers());
-        let body = http::read_body(response).await?;
-        Ok(Reply {
-            status,
-            retry_after,
-            body,
-        })
-    }
-
     fn redact(&mut self, secret: &str) {
         let text = String::from_utf8_lossy(&self.body);
         if !secret.is_empty() && text.contains(secret) {

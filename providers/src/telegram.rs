@@ -48,6 +48,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
+use crate::http::Reply;
 use crate::settings::{Env, SettingError};
 use crate::{
     http, Channel, ChatDirectory, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome,
@@ -341,19 +342,7 @@ impl TelegramProvider {
         request: reqwest::RequestBuilder,
         body: &T,
     ) -> Result<Reply, ProviderError> {
-        let response = request
-            .json(body)
-            .send()
-            .await
-            .map_err(http::transport_error)?;
-        let status = response.status();
-        let retry_after = http::retry_after(response.headers());
-        let body = http::read_body(response).await?;
-        Ok(Reply {
-            status,
-            retry_after,
-            body,
-        })
+        http::exchange(request.json(body)).await
     }
 
     async fn send_verification(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
@@ -558,13 +547,6 @@ impl MessageProvider for TelegramProvider {
         let name = bot.username.map_or(bot.first_name, |u| format!("@{u}"));
         Ok(ProbeOutcome::Verified(format!("getMe: bot {name}")))
     }
-}
-
-/// A reply read in full.
-struct Reply {
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: Vec<u8>,
 }
 
 /// What the Gateway takes as `code`: 4 to 8 ASCII digits.

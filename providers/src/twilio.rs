@@ -23,11 +23,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::http::{self, scrub};
+use crate::http::{self, scrub, Reply};
 use crate::settings::{Env, SettingError};
 use crate::{
     Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome, ProviderContext,
@@ -318,13 +318,10 @@ impl MessageProvider for TwilioProvider {
         }
         let form = self.form(message)?;
         tracing::debug!(to = %message.to.masked(), channel = %message.channel, "sending through twilio");
-        let response = self
+        let request = self
             .authorize(self.client.post(&self.messages_url))
-            .form(&form)
-            .send()
-            .await
-            .map_err(http::transport_error)?;
-        let (status, body) = read_reply(response).await?;
+            .form(&form);
+        let (status, body) = read_reply(http::exchange(request).await?)?;
 
         #[derive(Deserialize)]
         struct Created {
@@ -370,12 +367,8 @@ impl MessageProvider for TwilioProvider {
     }
 
     async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
-        let response = self
-            .authorize(self.client.get(&self.account_url))
-            .send()
-            .await
-            .map_err(http::transport_error)?;
-        let (status, body) = read_reply(response).await?;
+        let request = self.authorize(self.client.get(&self.account_url));
+        let (status, body) = read_reply(http::exchange(request).await?)?;
 
         #[derive(Deserialize)]
         struct Account {
@@ -406,16 +399,16 @@ impl MessageProvider for TwilioProvider {
     }
 }
 
-/// Reads a reply of at most [`http::MAX_REPLY_BYTES`]; non-2xx replies become the matching
-/// [`ProviderError`].
-async fn read_reply(response: Response) -> Result<(StatusCode, Vec<u8>), ProviderError> {
-    let status = response.status();
-    let retry_after = http::retry_after(response.headers());
-    let body = http::read_body(response).await?;
-    if status.is_success() {
-        Ok((status, body))
+/// A success's status and body; non-2xx replies become the matching [`ProviderError`].
+fn read_reply(reply: Reply) -> Result<(StatusCode, Vec<u8>), ProviderError> {
+    if reply.status.is_success() {
+        Ok((reply.status, reply.body))
     } else {
-        Err(error_from_reply(status, retry_after, &body))
+        Err(error_from_reply(
+            reply.status,
+            reply.retry_after,
+            &reply.body,
+        ))
     }
 }
 

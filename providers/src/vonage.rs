@@ -34,12 +34,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::{RequestBuilder, StatusCode};
+use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::http::{self, scrub};
+use crate::http::{self, scrub, Reply};
 use crate::settings::{Env, SettingError};
 use crate::{
     Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome, ProviderContext,
@@ -433,12 +433,16 @@ impl VonageProvider {
             .client
             .post(format!("{}/sms/json", self.settings.sms_base_url))
             .form(&form);
-        let (status, headers, body) = exchange(request).await?;
+        let Reply {
+            status,
+            retry_after,
+            body,
+        } = http::exchange(request).await?;
         // The secret travels in the form: a reply that echoes it (a proxy's error page)
         // must not carry it into an error detail.
         let body = redact(body, secret.expose_secret());
         if status != StatusCode::OK {
-            return Err(unexpected_status(status, &headers, &body));
+            return Err(unexpected_status(status, retry_after, &body));
         }
         let reply: SmsReply =
             serde_json::from_slice(&body).map_err(|_| http::protocol_error(status, &body))?;
@@ -504,7 +508,11 @@ impl VonageProvider {
                 request.basic_auth(key, Some(secret.expose_secret()))
             }
         };
-        let (status, headers, body) = exchange(request).await?;
+        let Reply {
+            status,
+            retry_after,
+            body,
+        } = http::exchange(request).await?;
         if status.is_success() {
             return match serde_json::from_slice::<Accepted>(&body) {
                 Ok(accepted) => Ok(receipt(accepted.message_uuid, "accepted")),
@@ -512,8 +520,8 @@ impl VonageProvider {
             };
         }
         match serde_json::from_slice::<Problem>(&body) {
-            Ok(problem) => Err(problem_error(status, &headers, &problem)),
-            Err(_) => Err(unexpected_status(status, &headers, &body)),
+            Ok(problem) => Err(problem_error(status, retry_after, &problem)),
+            Err(_) => Err(unexpected_status(status, retry_after, &body)),
         }
     }
 }
@@ -562,13 +570,17 @@ impl MessageProvider for VonageProvider {
                 self.settings.sms_base_url
             ))
             .basic_auth(key, Some(secret.expose_secret()));
-        let (status, headers, body) = exchange(request).await?;
+        let Reply {
+            status,
+            retry_after,
+            body,
+        } = http::exchange(request).await?;
         if status != StatusCode::OK {
             return Err(match status.as_u16() {
                 401 | 403 => ProviderError::Unauthorized {
                     detail: format!("HTTP {}", status.as_u16()),
                 },
-                _ => unexpected_status(status, &headers, &body),
+                _ => unexpected_status(status, retry_after, &body),
             });
         }
         let balance: Balance =
@@ -578,17 +590,6 @@ impl MessageProvider for VonageProvider {
             balance.value
         )))
     }
-}
-
-/// Sends and reads the whole reply.
-async fn exchange(
-    request: RequestBuilder,
-) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), ProviderError> {
-    let response = request.send().await.map_err(http::transport_error)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = http::read_body(response).await?;
-    Ok((status, headers, body))
 }
 
 /// `body` with every occurrence of `secret` masked.
@@ -613,14 +614,14 @@ fn receipt(id: String, raw_status: &str) -> Receipt {
 /// A non-success reply that is not in the provider's documented error shape.
 fn unexpected_status(
     status: StatusCode,
-    headers: &reqwest::header::HeaderMap,
+    retry_after: Option<Duration>,
     body: &[u8],
 ) -> ProviderError {
     match http::protocol_error(status, body) {
         ProviderError::Protocol { detail, .. } if status == StatusCode::TOO_MANY_REQUESTS => {
             ProviderError::RateLimited {
                 detail: format!("HTTP 429 {detail}"),
-                retry_after: http::retry_after(headers),
+                retry_after,
             }
         }
         ProviderError::Protocol { detail, .. } if status.is_server_error() => {
@@ -698,7 +699,7 @@ struct InvalidParameter {
 /// more than the HTTP status, otherwise by the status.
 fn problem_error(
     status: StatusCode,
-    headers: &reqwest::header::HeaderMap,
+    retry_after: Option<Duration>,
     problem: &Problem,
 ) -> ProviderError {
     let fragment = problem.kind.rsplit_once('#').map_or("", |(_, f)| f);
@@ -726,7 +727,7 @@ fn problem_error(
     match code {
         Some(1000) => ProviderError::RateLimited {
             detail,
-            retry_after: http::retry_after(headers),
+            retry_after,
         },
         // Platform or destination trouble that may clear: the outcome is unknown.
         Some(1030 | 1100 | 1180 | 1220 | 1230 | 1331) => ProviderError::Unavailable { detail },
@@ -743,7 +744,7 @@ fn problem_error(
         _ => match status.as_u16() {
             429 => ProviderError::RateLimited {
                 detail,
-                retry_after: http::retry_after(headers),
+                retry_after,
             },
             401 | 403 => ProviderError::Unauthorized { detail },
             // Low balance: ours, not the message's; another provider may do.
@@ -822,7 +823,7 @@ mod tests {
         };
         let error = problem_error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &Default::default(),
+            None,
             &problem,
         );
         assert_eq!(
