@@ -17,8 +17,8 @@ use otp_relay_providers::{
 use tokio::sync::Semaphore;
 use tracing_actix_web::{RequestId, TracingLogger};
 
+use crate::api;
 use crate::api::error::{ApiError, ProblemCode};
-use crate::api::{self};
 use crate::config::Config;
 use crate::dispatch::{DispatchPolicy, Dispatcher};
 use crate::prometheus;
