@@ -94,6 +94,17 @@ pub struct VonageSettings {
     pub messages_base_url: String,
 }
 
+/// The variable of the key pair that is missing, if one is.
+fn missing_key_half(key: &Option<String>, secret: &Option<SecretString>) -> Option<&'static str> {
+    if key.is_none() {
+        Some("VONAGE_API_KEY")
+    } else if secret.is_none() {
+        Some("VONAGE_API_SECRET")
+    } else {
+        None
+    }
+}
+
 impl VonageSettings {
     /// Reads and validates the `VONAGE_*` variables. With the Messages API and an
     /// application, the private key is loaded (PEM text or file) and test-signed here, so
@@ -173,12 +184,7 @@ impl VonageSettings {
                     )?;
                     signing_key(&pem)?;
                     private_key = Some(pem);
-                } else if api_key.is_none() || api_secret.is_none() {
-                    let var = if api_key.is_none() {
-                        "VONAGE_API_KEY"
-                    } else {
-                        "VONAGE_API_SECRET"
-                    };
+                } else if let Some(var) = missing_key_half(&api_key, &api_secret) {
                     return Err(SettingError::new(
                         var,
                         "is required by the Messages API unless VONAGE_APPLICATION_ID and \
@@ -189,11 +195,7 @@ impl VonageSettings {
             }
         }
         if api_key.is_some() != api_secret.is_some() {
-            let var = if api_key.is_none() {
-                "VONAGE_API_KEY"
-            } else {
-                "VONAGE_API_SECRET"
-            };
+            let var = missing_key_half(&api_key, &api_secret).unwrap_or("VONAGE_API_KEY");
             return Err(SettingError::new(
                 var,
                 "is required when the other half of the key pair is set",

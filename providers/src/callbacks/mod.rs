@@ -256,3 +256,12 @@ mod tests {
         assert!(!CallbackError::Malformed("x".into()).is_auth_failure());
     }
 }
+
+/// Owned parameter pairs, for the tests of each scheme.
+#[cfg(test)]
+pub(crate) fn test_params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

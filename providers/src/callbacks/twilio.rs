@@ -114,13 +114,7 @@ fn status_update(params: &[(String, String)]) -> Result<StatusUpdate, CallbackEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::callbacks::test_params as params;
 
     fn base64_signature(token: &str, url: &str, pairs: &[(&str, &str)]) -> String {
         BASE64.encode(sign(token.as_bytes(), url, &params(pairs)))
