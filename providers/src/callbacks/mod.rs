@@ -213,6 +213,15 @@ pub(crate) fn json_error(expected: &str, error: &serde_json::Error) -> CallbackE
     ))
 }
 
+/// Owned parameter pairs, for the tests of each scheme.
+#[cfg(test)]
+pub(crate) fn test_params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,13 +264,4 @@ mod tests {
         assert!(CallbackError::Stale.is_auth_failure());
         assert!(!CallbackError::Malformed("x".into()).is_auth_failure());
     }
-}
-
-/// Owned parameter pairs, for the tests of each scheme.
-#[cfg(test)]
-pub(crate) fn test_params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
 }
