@@ -540,7 +540,7 @@ impl ChatDirectory for BrokenDirectory {
 async fn bot_directory_outage_is_passed_on_and_sends_nothing() {
     let server = MockServer::start().await;
     let context = ProviderContext {
-        client: http::client(Duration::from_millis(500)),
+        client: http::client(common::CLIENT_TIMEOUT),
         public_base_url: None,
         chats: Arc::new(BrokenDirectory),
     };

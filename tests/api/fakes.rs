@@ -131,4 +131,4 @@ impl Respond for Coin {
 }
 
 /// A delay longer than the tests' provider timeout.
-pub const SLOW: Duration = Duration::from_secs(3);
+pub const SLOW: Duration = Duration::from_secs(6);

@@ -28,7 +28,9 @@ async fn app_for(
     extra: &[(&str, &str)],
 ) -> TestApp {
     let mut vars = provider_vars(&primary.uri(), secondary.map(|s| s.uri()).as_deref());
-    vars.push(("PROVIDER_TIMEOUT".into(), "500ms".into()));
+    // Short enough for the timeout tests, long enough that a loaded machine never
+    // turns a mock's prompt answer into a timeout.
+    vars.push(("PROVIDER_TIMEOUT".into(), "2s".into()));
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     spawn_configured_app(&pairs).await

@@ -30,6 +30,10 @@ pub fn message(text: &str, code: Option<&str>, channel: Channel) -> OutboundMess
     }
 }
 
+/// The fixture client's timeout: short enough for the timeout tests, long enough that
+/// a loaded CI machine never turns a mock's prompt answer into a timeout.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A context with a short-timeout client and, optionally, a public URL for callbacks.
 pub fn context(public_base_url: Option<&str>) -> ProviderContext {
     context_with_chats(public_base_url, Arc::new(MemoryChatDirectory::new(100)))
@@ -40,14 +44,14 @@ pub fn context_with_chats(
     chats: Arc<MemoryChatDirectory>,
 ) -> ProviderContext {
     ProviderContext {
-        client: http::client(Duration::from_millis(500)),
+        client: http::client(CLIENT_TIMEOUT),
         public_base_url: public_base_url.map(str::to_owned),
         chats,
     }
 }
 
 /// A delay longer than [`context`]'s client timeout, for mocks that must time out.
-pub const SLOWER_THAN_TIMEOUT: Duration = Duration::from_secs(3);
+pub const SLOWER_THAN_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A base URL on which nothing listens: connecting is refused.
 pub fn refused_url() -> String {
