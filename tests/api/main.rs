@@ -7,6 +7,7 @@ mod fakes;
 mod guards;
 mod health;
 mod helpers;
+mod hygiene;
 mod limits;
 mod logs;
 mod metrics;
