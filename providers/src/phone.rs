@@ -161,9 +161,10 @@ impl Phone {
     }
 }
 
-/// Masks a string of digits for display: at most five leading and two trailing digits
-/// stay visible, never more than half of them, and the hidden part is always five
-/// stars so the length is not revealed either.
+/// Masks a string of digits for display: at most five leading digits stay visible, and
+/// never more than half of the digits before the last two; the last two stay visible
+/// when there are six or more. The hidden part is always five stars, so the length is
+/// not revealed either.
 pub fn mask_digits(digits: &str) -> String {
     let count = digits.chars().count();
     let lead = (count.saturating_sub(2) / 2).min(5);

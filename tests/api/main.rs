@@ -12,6 +12,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod openapi;
+mod properties;
 mod providers;
 mod receipts;
 mod redis_server;
