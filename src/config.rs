@@ -116,6 +116,40 @@ pub struct Limits {
     pub max_in_flight: usize,
 }
 
+/// How the HTTP server treats connections. Not read from the environment: the defaults
+/// suit a relay on the login path (see README, "HTTP limits"); tests shorten them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time for a client to send a request's line and headers: after it, 408 and the
+    /// connection is closed.
+    pub header_timeout: Duration,
+    /// Time for a client to send a whole body once its headers are in: after it, 408
+    /// and the connection is closed.
+    pub body_timeout: Duration,
+    /// How long an idle connection is kept open for the client's next request.
+    pub keep_alive: Duration,
+    /// Time to finish closing a connection before it is dropped.
+    pub disconnect_timeout: Duration,
+    /// Connections served at once by each worker (one worker per CPU); further ones
+    /// wait in the listen backlog.
+    pub max_connections_per_worker: usize,
+    /// Most bytes of request line and headers (431 beyond).
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(15),
+            disconnect_timeout: Duration::from_secs(1),
+            max_connections_per_worker: 2048,
+            max_header_bytes: 8 * 1024,
+        }
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -133,6 +167,7 @@ pub struct Config {
     pub limits: Limits,
     pub redis_url: Option<SecretString>,
     pub message_retention: Duration,
+    pub http: HttpLimits,
 }
 
 /// The variables as text, straight from the environment.
@@ -434,6 +469,7 @@ impl Config {
             limits,
             redis_url,
             message_retention,
+            http: HttpLimits::default(),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
@@ -102,6 +102,7 @@ impl Application {
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);
         let access = web::Data::new(config.access.clone());
+        let http = config.http.clone();
         let state = web::Data::new(AppState {
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
             dispatcher,
@@ -113,6 +114,7 @@ impl Application {
         prometheus::handle();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(limit_headers))
                 .wrap(from_fn(count_request))
                 .wrap(from_fn(echo_request_id))
                 .wrap(TracingLogger::default())
@@ -155,6 +157,13 @@ impl Application {
                 }))
         })
         .shutdown_timeout(shutdown_grace.as_secs())
+        // A client that never finishes its headers, idles, or trickles a body is dropped
+        // within a bounded time (the body's bound is in `read_limited`): connections are
+        // cheap for actix, but each one still costs a descriptor and a slot below.
+        .client_request_timeout(http.header_timeout)
+        .keep_alive(http.keep_alive)
+        .client_disconnect_timeout(http.disconnect_timeout)
+        .max_connections(http.max_connections_per_worker)
         .listen(listener)
         .map_err(|source| StartupError::Bind {
             addr: std::net::SocketAddr::from(([0, 0, 0, 0], port)),
@@ -232,6 +241,35 @@ pub fn build_providers(
         );
     }
     Ok(providers)
+}
+
+/// Refuses a request whose line and headers exceed `HttpLimits::max_header_bytes` with
+/// 431. (actix itself reads at most 96 headers and 128 KiB of head per request.)
+async fn limit_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(usize::MAX, |state| state.config.http.max_header_bytes);
+    if head_size(&req) > limit {
+        let response = req.error_response(ApiError::HeadersTooLarge { limit });
+        return Ok(response.map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// The bytes of a request's line and headers, as HTTP/1.1 writes them.
+fn head_size(req: &ServiceRequest) -> usize {
+    let uri = req.uri();
+    let target = uri.path().len() + uri.query().map_or(0, |query| query.len() + 1);
+    let line = req.method().as_str().len() + target + " HTTP/1.1\r\n ".len();
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + ": \r\n".len() + value.len())
+        .sum();
+    line + headers
 }
 
 /// Counts each request by route, status and outcome code.

@@ -61,6 +61,37 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The same error with every occurrence of each of `hidden` (four characters or
+    /// more) in its detail replaced by `[redacted]`: the dispatcher's safety net against
+    /// a provider that echoes the message text or the number into its error.
+    pub fn redacted(mut self, hidden: &[&str]) -> ProviderError {
+        if let Some(detail) = self.detail_mut() {
+            for text in hidden.iter().filter(|text| text.chars().count() >= 4) {
+                if detail.contains(text) {
+                    *detail = detail.replace(text, "[redacted]");
+                }
+            }
+        }
+        self
+    }
+
+    fn detail_mut(&mut self) -> Option<&mut String> {
+        match self {
+            ProviderError::InvalidRecipient { detail }
+            | ProviderError::RecipientNotRegistered { detail }
+            | ProviderError::RegionNotEnabled { detail }
+            | ProviderError::RecipientOptedOut { detail }
+            | ProviderError::Unauthorized { detail }
+            | ProviderError::AccountUnusable { detail }
+            | ProviderError::RateLimited { detail, .. }
+            | ProviderError::Unavailable { detail }
+            | ProviderError::Connect { detail }
+            | ProviderError::Rejected { detail }
+            | ProviderError::Protocol { detail, .. } => Some(detail),
+            ProviderError::Timeout | ProviderError::CodeRequired => None,
+        }
+    }
+
     /// Stable machine-readable code, reported to callers and used in metrics.
     pub fn code(&self) -> &'static str {
         match self {
@@ -144,6 +175,23 @@ impl ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_hides_the_given_texts_only() {
+        let error = ProviderError::Rejected {
+            detail: "body 'Your code is ****' refused for Acme".into(),
+        };
+        assert_eq!(
+            error.redacted(&["Your code is ****", "", "Ac"]),
+            ProviderError::Rejected {
+                detail: "body '[redacted]' refused for Acme".into()
+            }
+        );
+        assert_eq!(
+            ProviderError::Timeout.redacted(&["x"]),
+            ProviderError::Timeout
+        );
+    }
 
     #[test]
     fn transient_and_retry_safety_follow_what_the_provider_processed() {

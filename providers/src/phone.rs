@@ -64,6 +64,9 @@ pub enum LineKind {
     Other,
 }
 
+/// The most digits an E.164 number has, country code included (ITU-T E.164 §6.2.1).
+pub const MAX_E164_DIGITS: usize = 15;
+
 /// A valid phone number in E.164 form (`+5511966191717`).
 ///
 /// It has no `Display`: the full number is only reachable through [`Phone::e164`], so
@@ -110,8 +113,11 @@ impl Phone {
         };
         for (region, text) in candidates {
             if let Ok(number) = phonenumber::parse(region, &text) {
-                if phonenumber::is_valid(&number) {
-                    let e164 = number.format().mode(Mode::E164).to_string();
+                let e164 = number.format().mode(Mode::E164).to_string();
+                // The numbering plan accepts some overlong national numbers (German
+                // fixed lines, found by fuzzing); E.164 allows 15 digits at most, and so
+                // do the providers.
+                if phonenumber::is_valid(&number) && e164.len() <= MAX_E164_DIGITS + 1 {
                     return Ok(Phone { e164, number });
                 }
             }
@@ -161,9 +167,10 @@ impl Phone {
     }
 }
 
-/// Masks a string of digits for display: at most five leading and two trailing digits
-/// stay visible, never more than half of them, and the hidden part is always five
-/// stars so the length is not revealed either.
+/// Masks a string of digits for display: at most five leading digits stay visible, and
+/// never more than half of the digits before the last two; the last two stay visible
+/// when there are six or more. The hidden part is always five stars, so the length is
+/// not revealed either.
 pub fn mask_digits(digits: &str) -> String {
     let count = digits.chars().count();
     let lead = (count.saturating_sub(2) / 2).min(5);
@@ -236,6 +243,21 @@ mod tests {
         assert_eq!(
             Phone::parse("(11) 96619-1717", None).err(),
             Some(PhoneError::NoCountryCode)
+        );
+    }
+
+    #[test]
+    fn refuses_numbers_longer_than_e164_allows() {
+        // Found by the `phone` fuzz target: the numbering plan took this as a valid
+        // German number of 17 digits.
+        let de = Some("DE".parse().unwrap());
+        assert_eq!(
+            Phone::parse("76271113-2871116", de).err(),
+            Some(PhoneError::Invalid)
+        );
+        assert_eq!(
+            Phone::parse("+49762711132871116", None).err(),
+            Some(PhoneError::Invalid)
         );
     }
 

@@ -371,36 +371,10 @@ impl SendpulseProvider {
             .post(&self.token_url)
             .header(ACCEPT, "application/json")
             .json(&body);
-        let mut reply = http::exchange(request).await?;
-        if reply.status != StatusCode::OK {
-            // An error reply that echoes the request must not carry the secret further.
-            reply.redact(self.client_secret.expose_secret());
-        }
-        match reply.status.as_u16() {
-            200 => {
-                #[derive(Deserialize)]
-                struct TokenReply {
-                    access_token: String,
-                    expires_in: u64,
-                }
-                match serde_json::from_slice::<TokenReply>(&reply.body) {
-                    Ok(token) if !token.access_token.is_empty() => Ok((
-                        SecretString::from(token.access_token),
-                        Duration::from_secs(token.expires_in),
-                    )),
-                    // The body may hold a token: it never goes into the detail.
-                    _ => Err(ProviderError::Protocol {
-                        status: 200,
-                        detail: "token reply lacks access_token or expires_in".to_owned(),
-                    }),
-                }
-            }
-            400 | 401 | 403 => Err(ProviderError::Unauthorized {
-                detail: format!("access token refused: {}", reply.detail()),
-            }),
-            429 | 500..=599 => Err(reply.error()),
-            _ => Err(protocol_error(reply.status, &reply.body)),
-        }
+        read_token_reply(
+            http::exchange(request).await?,
+            self.client_secret.expose_secret(),
+        )
     }
 
     async fn post(
@@ -453,6 +427,45 @@ impl MessageProvider for SendpulseProvider {
         Ok(ProbeOutcome::Verified(
             "SendPulse issued an OAuth access token".to_owned(),
         ))
+    }
+}
+
+/// Reads the answer to an access-token request: the token and its lifetime, or why
+/// there is none. `client_secret` is masked in any error reply. Public for the fuzz
+/// targets.
+#[doc(hidden)]
+pub fn read_token_reply(
+    mut reply: Reply,
+    client_secret: &str,
+) -> Result<(SecretString, Duration), ProviderError> {
+    if reply.status != StatusCode::OK {
+        // An error reply that echoes the request must not carry the secret further.
+        reply.redact(client_secret);
+    }
+    match reply.status.as_u16() {
+        200 => {
+            #[derive(Deserialize)]
+            struct TokenReply {
+                access_token: String,
+                expires_in: u64,
+            }
+            match serde_json::from_slice::<TokenReply>(&reply.body) {
+                Ok(token) if !token.access_token.is_empty() => Ok((
+                    SecretString::from(token.access_token),
+                    Duration::from_secs(token.expires_in),
+                )),
+                // The body may hold a token: it never goes into the detail.
+                _ => Err(ProviderError::Protocol {
+                    status: 200,
+                    detail: "token reply lacks access_token or expires_in".to_owned(),
+                }),
+            }
+        }
+        400 | 401 | 403 => Err(ProviderError::Unauthorized {
+            detail: format!("access token refused: {}", reply.detail()),
+        }),
+        429 | 500..=599 => Err(reply.error()),
+        _ => Err(protocol_error(reply.status, &reply.body)),
     }
 }
 
@@ -580,7 +593,9 @@ fn refusal(detail: String) -> ProviderError {
     }
 }
 
-fn read_sms(reply: &Reply) -> Result<Receipt, ProviderError> {
+/// Reads the answer to an SMS send. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_sms(reply: &Reply) -> Result<Receipt, ProviderError> {
     if !reply.status.is_success() {
         return Err(reply.error());
     }
@@ -627,7 +642,9 @@ fn read_sms(reply: &Reply) -> Result<Receipt, ProviderError> {
     })
 }
 
-fn read_whatsapp(reply: &Reply) -> Result<Receipt, ProviderError> {
+/// Reads the answer to a WhatsApp template send. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_whatsapp(reply: &Reply) -> Result<Receipt, ProviderError> {
     if !reply.status.is_success() {
         return Err(reply.error());
     }

@@ -312,29 +312,11 @@ impl TelegramProvider {
 
     /// Provider text made safe for an error detail: no token, no digit runs.
     fn clean(&self, text: &str) -> String {
-        let token = self.token().expose_secret();
-        // A bot token's secret is what follows the bot id; removing it alone also catches
-        // a path echoed with the colon percent-encoded.
-        let secret = token.split_once(':').map_or(token, |(_, secret)| secret);
-        http::scrub(&text.replace(secret, "<token>"))
+        clean(self.token().expose_secret(), text)
     }
 
-    /// A reply of no documented shape: 429 and 5xx keep their meaning, anything else is
-    /// a protocol error (with the token removed, in case a proxy echoed the URL).
     fn unexpected(&self, reply: &Reply) -> ProviderError {
-        if reply.status == StatusCode::TOO_MANY_REQUESTS {
-            ProviderError::RateLimited {
-                detail: reply.status.to_string(),
-                retry_after: reply.retry_after,
-            }
-        } else if reply.status.is_server_error() {
-            ProviderError::Unavailable {
-                detail: reply.status.to_string(),
-            }
-        } else {
-            let body = String::from_utf8_lossy(&reply.body);
-            http::protocol_error(reply.status, self.clean(&body).as_bytes())
-        }
+        unexpected(self.token().expose_secret(), reply)
     }
 
     async fn post<T: Serialize>(
@@ -367,36 +349,14 @@ impl TelegramProvider {
             .post(url)
             .bearer_auth(self.token().expose_secret());
         let reply = self.post(request, &body).await?;
-
-        match serde_json::from_slice::<GatewayReply>(&reply.body) {
-            Ok(GatewayReply {
-                ok: true,
-                result: Some(result),
-                ..
-            }) if reply.status.is_success() => {
-                let raw_status = result.delivery_status.map(|d| d.status);
-                tracing::debug!(
-                    message_id = %message.id,
-                    to = %message.to.masked(),
-                    request_id = %result.request_id,
-                    "Telegram Gateway accepted the code"
-                );
-                Ok(Receipt {
-                    provider: self.name().to_owned(),
-                    provider_message_id: Some(result.request_id),
-                    status: raw_status
-                        .as_deref()
-                        .map_or(DeliveryStatus::Queued, gateway_status),
-                    raw_status,
-                })
-            }
-            Ok(GatewayReply {
-                ok: false,
-                error: Some(error),
-                ..
-            }) => Err(gateway_error(&error, self.clean(&error), &reply)),
-            _ => Err(self.unexpected(&reply)),
-        }
+        let receipt = read_gateway_reply(&reply, self.token().expose_secret())?;
+        tracing::debug!(
+            message_id = %message.id,
+            to = %message.to.masked(),
+            request_id = receipt.provider_message_id.as_deref().unwrap_or_default(),
+            "Telegram Gateway accepted the code"
+        );
+        Ok(receipt)
     }
 
     fn bot_url(&self, method: &str) -> String {
@@ -493,30 +453,95 @@ impl TelegramProvider {
         &self,
         reply: &Reply,
     ) -> Result<(T, Option<String>), ProviderError> {
-        match serde_json::from_slice::<BotReply<T>>(&reply.body) {
-            Ok(BotReply {
-                ok: true,
-                result: Some(result),
-                description,
-                ..
-            }) if reply.status.is_success() => Ok((result, description)),
-            Ok(BotReply {
-                ok: false,
-                error_code: Some(code),
-                description: Some(description),
-                parameters,
-                ..
-            }) => Err(bot_error(
-                code,
-                &description,
-                self.clean(&format!("{code}: {description}")),
-                parameters
-                    .and_then(|p| p.retry_after)
-                    .map(Duration::from_secs)
-                    .or(reply.retry_after),
-            )),
-            _ => Err(self.unexpected(reply)),
+        read_bot_reply(reply, self.token().expose_secret())
+    }
+}
+
+/// Provider text made safe for an error detail: no token, no digit runs.
+fn clean(token: &str, text: &str) -> String {
+    // A bot token's secret is what follows the bot id; removing it alone also catches
+    // a path echoed with the colon percent-encoded.
+    let secret = token.split_once(':').map_or(token, |(_, secret)| secret);
+    http::scrub(&text.replace(secret, "<token>"))
+}
+
+/// A reply of no documented shape: 429 and 5xx keep their meaning, anything else is
+/// a protocol error (with the token removed, in case a proxy echoed the URL).
+fn unexpected(token: &str, reply: &Reply) -> ProviderError {
+    if reply.status == StatusCode::TOO_MANY_REQUESTS {
+        ProviderError::RateLimited {
+            detail: reply.status.to_string(),
+            retry_after: reply.retry_after,
         }
+    } else if reply.status.is_server_error() {
+        ProviderError::Unavailable {
+            detail: reply.status.to_string(),
+        }
+    } else {
+        let body = String::from_utf8_lossy(&reply.body);
+        http::protocol_error(reply.status, clean(token, &body).as_bytes())
+    }
+}
+
+/// Reads the Gateway's answer to `sendVerificationMessage`. `token` is the Gateway
+/// token, removed from any detail. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_gateway_reply(reply: &Reply, token: &str) -> Result<Receipt, ProviderError> {
+    match serde_json::from_slice::<GatewayReply>(&reply.body) {
+        Ok(GatewayReply {
+            ok: true,
+            result: Some(result),
+            ..
+        }) if reply.status.is_success() => {
+            let raw_status = result.delivery_status.map(|d| d.status);
+            Ok(Receipt {
+                provider: "telegram".to_owned(),
+                provider_message_id: Some(result.request_id),
+                status: raw_status
+                    .as_deref()
+                    .map_or(DeliveryStatus::Queued, gateway_status),
+                raw_status,
+            })
+        }
+        Ok(GatewayReply {
+            ok: false,
+            error: Some(error),
+            ..
+        }) => Err(gateway_error(&error, clean(token, &error), reply)),
+        _ => Err(unexpected(token, reply)),
+    }
+}
+
+/// The `result` and `description` of a Bot API reply, or the error it describes.
+/// `token` is the bot token, removed from any detail. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_bot_reply<T: DeserializeOwned>(
+    reply: &Reply,
+    token: &str,
+) -> Result<(T, Option<String>), ProviderError> {
+    match serde_json::from_slice::<BotReply<T>>(&reply.body) {
+        Ok(BotReply {
+            ok: true,
+            result: Some(result),
+            description,
+            ..
+        }) if reply.status.is_success() => Ok((result, description)),
+        Ok(BotReply {
+            ok: false,
+            error_code: Some(code),
+            description: Some(description),
+            parameters,
+            ..
+        }) => Err(bot_error(
+            code,
+            &description,
+            clean(token, &format!("{code}: {description}")),
+            parameters
+                .and_then(|p| p.retry_after)
+                .map(Duration::from_secs)
+                .or(reply.retry_after),
+        )),
+        _ => Err(unexpected(token, reply)),
     }
 }
 

@@ -321,82 +321,98 @@ impl MessageProvider for TwilioProvider {
         let request = self
             .authorize(self.client.post(&self.messages_url))
             .form(&form);
-        let (status, body) = read_reply(http::exchange(request).await?)?;
-
-        #[derive(Deserialize)]
-        struct Created {
-            sid: String,
-            status: String,
-            error_code: Option<u32>,
-            error_message: Option<String>,
-        }
-        let created = serde_json::from_slice::<Created>(&body)
-            .ok()
-            .filter(|created| !created.sid.is_empty())
-            .ok_or_else(|| http::protocol_error(status, &body))?;
-        let delivery = delivery_status(&created.status);
-        if matches!(
-            delivery,
-            DeliveryStatus::Failed | DeliveryStatus::Undelivered
-        ) {
-            // Twilio gave up at once and says why: that is a failed attempt (which the
-            // dispatcher can fail over), not a receipt telling the caller all is well.
-            let Some(code) = created.error_code else {
-                return Err(ProviderError::Rejected {
-                    detail: format!("the message is {}", scrub(&created.status)),
-                });
-            };
-            let detail = TwilioError {
-                code,
-                message: created.error_message,
-                title: None,
-                detail: None,
-            }
-            .describe();
-            return Err(
-                code_error(code, detail.clone()).unwrap_or(ProviderError::Rejected { detail })
-            );
-        }
-        tracing::debug!(sid = %created.sid, status = %created.status, "twilio accepted the message");
-        Ok(Receipt {
-            provider: self.name().to_owned(),
-            status: delivery,
-            provider_message_id: Some(created.sid),
-            raw_status: Some(created.status),
-        })
+        let receipt = read_send_reply(http::exchange(request).await?)?;
+        tracing::debug!(
+            sid = receipt.provider_message_id.as_deref().unwrap_or_default(),
+            status = receipt.raw_status.as_deref().unwrap_or_default(),
+            "twilio accepted the message"
+        );
+        Ok(receipt)
     }
 
     async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
         let request = self.authorize(self.client.get(&self.account_url));
-        let (status, body) = read_reply(http::exchange(request).await?)?;
-
-        #[derive(Deserialize)]
-        struct Account {
-            status: String,
-            #[serde(rename = "type")]
-            kind: Option<String>,
-        }
-        // Not `http::protocol_error`: this body holds the auth token.
-        let account =
-            serde_json::from_slice::<Account>(&body).map_err(|_| ProviderError::Protocol {
-                status: status.as_u16(),
-                detail: "account reply without a status".to_owned(),
-            })?;
-        if account.status != "active" {
-            // Twilio refuses to send for suspended or closed accounts.
-            return Err(ProviderError::AccountUnusable {
-                detail: format!("the Twilio account is {}", scrub(&account.status)),
-            });
-        }
-        let kind = account
-            .kind
-            .as_deref()
-            .map(scrub)
-            .unwrap_or_else(|| "unknown".to_owned());
-        Ok(ProbeOutcome::Verified(format!(
-            "Twilio account is active ({kind} account)"
-        )))
+        read_probe_reply(http::exchange(request).await?)
     }
+}
+
+/// Reads Twilio's answer to the account probe. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_probe_reply(reply: Reply) -> Result<ProbeOutcome, ProviderError> {
+    let (status, body) = read_reply(reply)?;
+
+    #[derive(Deserialize)]
+    struct Account {
+        status: String,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+    // Not `http::protocol_error`: this body holds the auth token.
+    let account =
+        serde_json::from_slice::<Account>(&body).map_err(|_| ProviderError::Protocol {
+            status: status.as_u16(),
+            detail: "account reply without a status".to_owned(),
+        })?;
+    if account.status != "active" {
+        // Twilio refuses to send for suspended or closed accounts.
+        return Err(ProviderError::AccountUnusable {
+            detail: format!("the Twilio account is {}", scrub(&account.status)),
+        });
+    }
+    let kind = account
+        .kind
+        .as_deref()
+        .map(scrub)
+        .unwrap_or_else(|| "unknown".to_owned());
+    Ok(ProbeOutcome::Verified(format!(
+        "Twilio account is active ({kind} account)"
+    )))
+}
+
+/// Reads Twilio's answer to a send: a receipt for a `2xx` Message resource, the matching
+/// [`ProviderError`] otherwise. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_send_reply(reply: Reply) -> Result<Receipt, ProviderError> {
+    let (status, body) = read_reply(reply)?;
+
+    #[derive(Deserialize)]
+    struct Created {
+        sid: String,
+        status: String,
+        error_code: Option<u32>,
+        error_message: Option<String>,
+    }
+    let created = serde_json::from_slice::<Created>(&body)
+        .ok()
+        .filter(|created| !created.sid.is_empty())
+        .ok_or_else(|| http::protocol_error(status, &body))?;
+    let delivery = delivery_status(&created.status);
+    if matches!(
+        delivery,
+        DeliveryStatus::Failed | DeliveryStatus::Undelivered
+    ) {
+        // Twilio gave up at once and says why: that is a failed attempt (which the
+        // dispatcher can fail over), not a receipt telling the caller all is well.
+        let Some(code) = created.error_code else {
+            return Err(ProviderError::Rejected {
+                detail: format!("the message is {}", scrub(&created.status)),
+            });
+        };
+        let detail = TwilioError {
+            code,
+            message: created.error_message,
+            title: None,
+            detail: None,
+        }
+        .describe();
+        return Err(code_error(code, detail.clone()).unwrap_or(ProviderError::Rejected { detail }));
+    }
+    Ok(Receipt {
+        provider: "twilio".to_owned(),
+        status: delivery,
+        provider_message_id: Some(created.sid),
+        raw_status: Some(created.status),
+    })
 }
 
 /// A success's status and body; non-2xx replies become the matching [`ProviderError`].

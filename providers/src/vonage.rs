@@ -435,30 +435,7 @@ impl VonageProvider {
             .client
             .post(format!("{}/sms/json", self.settings.sms_base_url))
             .form(&form);
-        let Reply {
-            status,
-            retry_after,
-            body,
-        } = http::exchange(request).await?;
-        // The secret travels in the form: a reply that echoes it (a proxy's error page)
-        // must not carry it into an error detail.
-        let body = redact(body, secret.expose_secret());
-        if status != StatusCode::OK {
-            return Err(unexpected_status(status, retry_after, &body));
-        }
-        let reply: SmsReply =
-            serde_json::from_slice(&body).map_err(|_| http::protocol_error(status, &body))?;
-        let Some(first) = reply.messages.first() else {
-            return Err(http::protocol_error(status, &body));
-        };
-        let any_accepted = reply.messages.iter().any(|part| part.status == "0");
-        if let Some(failed) = reply.messages.iter().find(|part| part.status != "0") {
-            return Err(sms_error(failed, any_accepted));
-        }
-        let Some(id) = first.message_id.clone() else {
-            return Err(http::protocol_error(status, &body));
-        };
-        Ok(receipt(id, &first.status))
+        read_sms_api_reply(http::exchange(request).await?, secret.expose_secret())
     }
 
     async fn send_messages_api(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
@@ -510,21 +487,7 @@ impl VonageProvider {
                 request.basic_auth(key, Some(secret.expose_secret()))
             }
         };
-        let Reply {
-            status,
-            retry_after,
-            body,
-        } = http::exchange(request).await?;
-        if status.is_success() {
-            return match serde_json::from_slice::<Accepted>(&body) {
-                Ok(accepted) => Ok(receipt(accepted.message_uuid, "accepted")),
-                Err(_) => Err(http::protocol_error(status, &body)),
-            };
-        }
-        match serde_json::from_slice::<Problem>(&body) {
-            Ok(problem) => Err(problem_error(status, retry_after, &problem)),
-            Err(_) => Err(unexpected_status(status, retry_after, &body)),
-        }
+        read_messages_api_reply(http::exchange(request).await?)
     }
 }
 
@@ -572,26 +535,84 @@ impl MessageProvider for VonageProvider {
                 self.settings.sms_base_url
             ))
             .basic_auth(key, Some(secret.expose_secret()));
-        let Reply {
-            status,
-            retry_after,
-            body,
-        } = http::exchange(request).await?;
-        if status != StatusCode::OK {
-            return Err(match status.as_u16() {
-                401 | 403 => ProviderError::Unauthorized {
-                    detail: format!("HTTP {}", status.as_u16()),
-                },
-                _ => unexpected_status(status, retry_after, &body),
-            });
-        }
-        let balance: Balance =
-            serde_json::from_slice(&body).map_err(|_| http::protocol_error(status, &body))?;
-        Ok(ProbeOutcome::Verified(format!(
-            "account balance {:.2} EUR",
-            balance.value
-        )))
+        read_balance_reply(http::exchange(request).await?)
     }
+}
+
+/// Reads the SMS API's answer to a send (always HTTP 200; each part has a status).
+/// `secret` is the API secret the form carried: masked in any reply before it can reach
+/// an error detail. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_sms_api_reply(reply: Reply, secret: &str) -> Result<Receipt, ProviderError> {
+    let Reply {
+        status,
+        retry_after,
+        body,
+    } = reply;
+    // The secret travels in the form: a reply that echoes it (a proxy's error page)
+    // must not carry it into an error detail.
+    let body = redact(body, secret);
+    if status != StatusCode::OK {
+        return Err(unexpected_status(status, retry_after, &body));
+    }
+    let reply: SmsReply =
+        serde_json::from_slice(&body).map_err(|_| http::protocol_error(status, &body))?;
+    let Some(first) = reply.messages.first() else {
+        return Err(http::protocol_error(status, &body));
+    };
+    let any_accepted = reply.messages.iter().any(|part| part.status == "0");
+    if let Some(failed) = reply.messages.iter().find(|part| part.status != "0") {
+        return Err(sms_error(failed, any_accepted));
+    }
+    let Some(id) = first.message_id.clone() else {
+        return Err(http::protocol_error(status, &body));
+    };
+    Ok(receipt(id, &first.status))
+}
+
+/// Reads the Messages API's answer to a send: `202 {message_uuid}` or an RFC 7807
+/// problem. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_messages_api_reply(reply: Reply) -> Result<Receipt, ProviderError> {
+    let Reply {
+        status,
+        retry_after,
+        body,
+    } = reply;
+    if status.is_success() {
+        return match serde_json::from_slice::<Accepted>(&body) {
+            Ok(accepted) => Ok(receipt(accepted.message_uuid, "accepted")),
+            Err(_) => Err(http::protocol_error(status, &body)),
+        };
+    }
+    match serde_json::from_slice::<Problem>(&body) {
+        Ok(problem) => Err(problem_error(status, retry_after, &problem)),
+        Err(_) => Err(unexpected_status(status, retry_after, &body)),
+    }
+}
+
+/// Reads the answer to the balance probe. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_balance_reply(reply: Reply) -> Result<ProbeOutcome, ProviderError> {
+    let Reply {
+        status,
+        retry_after,
+        body,
+    } = reply;
+    if status != StatusCode::OK {
+        return Err(match status.as_u16() {
+            401 | 403 => ProviderError::Unauthorized {
+                detail: format!("HTTP {}", status.as_u16()),
+            },
+            _ => unexpected_status(status, retry_after, &body),
+        });
+    }
+    let balance: Balance =
+        serde_json::from_slice(&body).map_err(|_| http::protocol_error(status, &body))?;
+    Ok(ProbeOutcome::Verified(format!(
+        "account balance {:.2} EUR",
+        balance.value
+    )))
 }
 
 /// `body` with every occurrence of `secret` masked.

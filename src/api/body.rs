@@ -6,6 +6,7 @@
 //! (the WHATWG reading of ISO-8859-1) when they are not.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use actix_web::{http::header, web, HttpRequest};
 use futures_util::StreamExt;
@@ -16,10 +17,13 @@ use crate::api::error::ApiError;
 /// The largest body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] without buffering it.
+/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] without buffering it,
+/// and a body that takes longer than `timeout` to arrive (a client trickling bytes
+/// must not hold a connection, and what it waits for, indefinitely).
 pub async fn read_limited(
     req: &HttpRequest,
     mut payload: web::Payload,
+    timeout: Duration,
 ) -> Result<web::BytesMut, ApiError> {
     let too_large = ApiError::BodyTooLarge {
         limit: MAX_BODY_BYTES,
@@ -32,16 +36,21 @@ pub async fn read_limited(
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(too_large);
     }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::MalformedBody(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large);
+    let read = async {
+        let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::MalformedBody(format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout(timeout))?
 }
 
 /// The body as text: UTF-8 if it is, Windows-1252 if it is not. A UTF-8 byte order

@@ -29,7 +29,9 @@ struct AuthentikBody {
     message: Option<String>,
 }
 
-fn authentik_dialect(_: &HttpRequest, text: &str) -> Result<SendRequest, ApiError> {
+/// Public for the fuzz targets.
+#[doc(hidden)]
+pub fn authentik_dialect(_: &HttpRequest, text: &str) -> Result<SendRequest, ApiError> {
     let body: AuthentikBody = parse_json(text)?;
     let code = body.body.map(Scalar::into_string);
     Ok(match body.message.filter(|m| !m.trim().is_empty()) {
@@ -57,7 +59,9 @@ struct MfaPluginsBody {
     text: Option<String>,
 }
 
-fn mfa_plugins_dialect(req: &HttpRequest, text: &str) -> Result<SendRequest, ApiError> {
+/// Public for the fuzz targets.
+#[doc(hidden)]
+pub fn mfa_plugins_dialect(req: &HttpRequest, text: &str) -> Result<SendRequest, ApiError> {
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -32,6 +32,10 @@ pub enum ApiError {
     InvalidTtl,
     #[error("the body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("the body did not arrive within {} seconds", .0.as_secs_f64())]
+    BodyTimeout(std::time::Duration),
+    #[error("the request line and headers are larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("{0}")]
     Access(AccessDenied),
     #[error("no route for this path")]
@@ -101,6 +105,8 @@ impl ApiError {
             ApiError::InvalidChannel => ("invalid_channel", S::UNPROCESSABLE_ENTITY, "Invalid channel", false),
             ApiError::InvalidTtl => ("invalid_ttl", S::UNPROCESSABLE_ENTITY, "Invalid TTL", false),
             ApiError::BodyTooLarge { .. } => ("body_too_large", S::PAYLOAD_TOO_LARGE, "Request body too large", false),
+            ApiError::BodyTimeout(_) => ("request_timeout", S::REQUEST_TIMEOUT, "Request timeout", true),
+            ApiError::HeadersTooLarge { .. } => ("headers_too_large", S::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request headers too large", false),
             ApiError::Access(AccessDenied::AddressNotAllowed) => ("forbidden", S::FORBIDDEN, "Forbidden", false),
             ApiError::Access(_) => ("unauthorized", S::UNAUTHORIZED, "Unauthorized", false),
             ApiError::NotFound => ("not_found", S::NOT_FOUND, "Not found", false),

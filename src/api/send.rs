@@ -129,15 +129,16 @@ async fn handle_send(
     state: web::Data<AppState>,
     dialect: Dialect,
 ) -> Result<HttpResponse, ApiError> {
+    let limits = &state.config.limits;
+    let deadline = Instant::now() + limits.request_deadline;
+    // The body first, within its own bound: a client still sending holds no send slot.
+    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
     // Refuse at once rather than queue: the caller is a login waiting on us.
     let _permit = state
         .in_flight
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::Overloaded)?;
-    let limits = &state.config.limits;
-    let deadline = Instant::now() + limits.request_deadline;
-    let body = read_limited(&req, payload).await?;
     let request = dialect(&req, &decode_text(&body))?;
     let message = build_message(&state.config, request)?;
     number_policy::check(&message.to, limits).map_err(ApiError::NumberRefused)?;

@@ -74,7 +74,7 @@ pub async fn twilio(
         .public_base_url
         .as_deref()
         .ok_or(ApiError::WebhookNotConfigured)?;
-    let body = read_limited(&req, payload).await?;
+    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
     let update = callbacks::twilio::verify_status(
         &settings.auth_token,
         &format!("{base}/webhooks/twilio"),
@@ -96,7 +96,7 @@ pub async fn vonage(
         .signature_secret
         .as_ref()
         .ok_or(ApiError::WebhookNotConfigured)?;
-    let body = read_limited(&req, payload).await?;
+    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
     let now = SystemTime::now();
     let authorization = header_value(&req, header::AUTHORIZATION.as_str());
     let update = if authorization.is_some() {
@@ -127,7 +127,7 @@ pub async fn telegram_gateway(
     let token = telegram_settings(&state)
         .and_then(|s| s.gateway_token.as_ref())
         .ok_or(ApiError::WebhookNotConfigured)?;
-    let body = read_limited(&req, payload).await?;
+    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
     let update = tg::verify_gateway_status(
         token,
         header_value(&req, tg::TIMESTAMP_HEADER),
@@ -153,7 +153,7 @@ pub async fn telegram_bot(
         .telegram_bot
         .as_ref()
         .ok_or(ApiError::WebhookNotConfigured)?;
-    let body = read_limited(&req, payload).await?;
+    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
     let update = tg::verify_bot_update(secret, header_value(&req, tg::SECRET_TOKEN_HEADER), &body)?;
     let reply = match update {
         BotUpdate::Start { chat_id } => Some(tg::ask_for_contact(chat_id)),

@@ -301,7 +301,14 @@ impl Dispatcher {
             let started = Instant::now();
             let result = tokio::time::timeout(budget, route.provider.send(message))
                 .await
-                .unwrap_or(Err(ProviderError::Timeout));
+                .unwrap_or(Err(ProviderError::Timeout))
+                // Adapters keep the text and the number out of their errors; this makes
+                // sure of it for a provider that echoes them back.
+                .map_err(|error| {
+                    let text = message.text.trim();
+                    let scrubbed = otp_relay_providers::http::scrub(text);
+                    error.redacted(&[text, &scrubbed, message.to.e164(), message.to.digits()])
+                });
             let now = Instant::now();
             let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "sent");
             metrics::counter!(

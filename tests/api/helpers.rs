@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
-use otp_relay::config::{Config, LogFormat};
+use otp_relay::config::{Config, HttpLimits, LogFormat};
 use otp_relay::startup::Application;
 use otp_relay_providers::{
     Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProviderError, Receipt,
@@ -94,6 +94,11 @@ impl TestApp {
             .expect("this app has a recording provider")
     }
 
+    /// `host:port`, for raw TCP clients.
+    pub fn socket_address(&self) -> &str {
+        self.address.trim_start_matches("http://")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -152,6 +157,17 @@ pub async fn spawn_app_with_providers(
     let app = Application::build_with_providers(test_config(vars), providers)
         .expect("application builds");
     run(app, Some(watched))
+}
+
+/// Starts the application with `vars`, a recording provider and the given HTTP limits
+/// (which no variable sets).
+pub async fn spawn_app_with_http(vars: &[(&str, &str)], http: HttpLimits) -> TestApp {
+    let mut config = test_config(vars);
+    config.http = http;
+    let provider = RecordingProvider::accepting();
+    let app = Application::build_with_providers(config, vec![provider.clone()])
+        .expect("application builds");
+    run(app, Some(provider))
 }
 
 /// Starts the application exactly as the binary does, with the providers `vars`
