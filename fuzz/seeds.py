@@ -46,6 +46,8 @@ for name, (selector, text) in {
     "too_short": (0, "+123"),
     # Found by this target: once read as a 17-digit German number.
     "regression_overlong_de": (4, "76271113-2871116"),
+    # Found by this target: once read in BR as +559009696432, invalid on its own.
+    "regression_br_national_zero": (1, "(090096 96432"),
 }.items():
     write("phone", name, bytes([selector]) + text.encode())
 

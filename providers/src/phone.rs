@@ -112,20 +112,40 @@ impl Phone {
             }
         };
         for (region, text) in candidates {
-            if let Ok(number) = phonenumber::parse(region, &text) {
-                let e164 = number.format().mode(Mode::E164).to_string();
-                // The numbering plan accepts some overlong national numbers (German
-                // fixed lines, found by fuzzing); E.164 allows 15 digits at most, and so
-                // do the providers.
-                if phonenumber::is_valid(&number) && e164.len() <= MAX_E164_DIGITS + 1 {
-                    return Ok(Phone { e164, number });
-                }
+            let Ok(number) = phonenumber::parse(region, &text) else {
+                continue;
+            };
+            if !phonenumber::is_valid(&number) {
+                continue;
+            }
+            if let Some(phone) = Phone::from_e164(&number.format().mode(Mode::E164).to_string()) {
+                return Ok(phone);
             }
         }
         if !explicit_international && default_region.is_none() && !digits.starts_with("00") {
             return Err(PhoneError::NoCountryCode);
         }
         Err(PhoneError::Invalid)
+    }
+
+    /// The number for an E.164 text, when that text is itself a valid number of at most
+    /// 15 digits. Both checks were found missing by fuzzing: the numbering plan accepts
+    /// some overlong national numbers (German fixed lines), and some national readings
+    /// (`(090096 96432` in BR) give an E.164 form that is not valid on its own, which a
+    /// provider would refuse and which would not normalize to itself.
+    fn from_e164(e164: &str) -> Option<Phone> {
+        if e164.len() > MAX_E164_DIGITS + 1 {
+            return None;
+        }
+        let number = phonenumber::parse(None, e164).ok()?;
+        if !phonenumber::is_valid(&number) {
+            return None;
+        }
+        let canonical = number.format().mode(Mode::E164).to_string();
+        (canonical == e164).then(|| Phone {
+            e164: canonical,
+            number,
+        })
     }
 
     /// The number as `+` and digits.
@@ -257,6 +277,21 @@ mod tests {
         );
         assert_eq!(
             Phone::parse("+49762711132871116", None).err(),
+            Some(PhoneError::Invalid)
+        );
+    }
+
+    #[test]
+    fn refuses_national_readings_whose_e164_form_is_invalid() {
+        // Found by the `phone` fuzz target: read in BR as +559009696432, which is not a
+        // valid number on its own (and so did not normalize to itself).
+        let br = br();
+        assert_eq!(
+            Phone::parse("(090096 96432", br).err(),
+            Some(PhoneError::Invalid)
+        );
+        assert_eq!(
+            Phone::parse("+559009696432", None).err(),
             Some(PhoneError::Invalid)
         );
     }

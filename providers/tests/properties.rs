@@ -311,7 +311,9 @@ fn providers() -> &'static Providers {
             server
         });
         let base = server.uri();
-        let context = common::context(None);
+        // A generous client timeout: this property is about numbers, not a busy machine.
+        let mut context = common::context(None);
+        context.client = otp_relay_providers::http::client(Duration::from_secs(30));
         let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
             pairs
                 .iter()
