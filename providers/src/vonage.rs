@@ -821,11 +821,7 @@ mod tests {
             detail: Some("The `to` 5511966191717 is invalid".into()),
             invalid_parameters: vec![],
         };
-        let error = problem_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            &problem,
-        );
+        let error = problem_error(StatusCode::UNPROCESSABLE_ENTITY, None, &problem);
         assert_eq!(
             error,
             ProviderError::InvalidRecipient {
