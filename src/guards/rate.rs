@@ -51,18 +51,19 @@ pub async fn check(
     phone: &Phone,
     client: &str,
 ) -> Result<Result<(), Limited>, StoreError> {
-    let checks = [
-        (
-            Scope::Number,
-            limits.rate_per_number,
-            digest(&[phone.e164()]),
-        ),
-        (Scope::Client, limits.rate_per_client, digest(&[client])),
-        (Scope::Global, limits.rate_global, String::new()),
+    // Digests only for the limits that are on: most deployments set one or two.
+    let checks: [(Scope, Option<_>, fn(&Phone, &str) -> String); 3] = [
+        (Scope::Number, limits.rate_per_number, |phone, _| {
+            digest(&[phone.e164()])
+        }),
+        (Scope::Client, limits.rate_per_client, |_, client| {
+            digest(&[client])
+        }),
+        (Scope::Global, limits.rate_global, |_, _| String::new()),
     ];
     for (scope, spec, id) in checks {
         let Some(spec) = spec else { continue };
-        let key = format!("rate:{}:{id}", scope.as_str());
+        let key = format!("rate:{}:{}", scope.as_str(), id(phone, client));
         if let RateDecision::Limited { retry_after } = store.rate_acquire(&key, spec).await? {
             return Ok(Err(Limited { scope, retry_after }));
         }
