@@ -15,7 +15,7 @@ use otp_relay_providers::{
     TelegramMode, TelegramProvider,
 };
 use tokio::sync::Semaphore;
-use tracing_actix_web::{RequestId, TracingLogger};
+use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, TracingLogger};
 
 use crate::api::error::{ApiError, ProblemCode};
 use crate::api::{self};
@@ -115,7 +115,7 @@ impl Application {
             App::new()
                 .wrap(from_fn(count_request))
                 .wrap(from_fn(echo_request_id))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RootSpan>::new())
                 .app_data(access.clone())
                 .app_data(state.clone())
                 .service(web::resource("/api/sms").route(web::post().to(api::send::send)))
@@ -155,6 +155,12 @@ impl Application {
                 }))
         })
         .shutdown_timeout(shutdown_grace.as_secs())
+        .workers(
+            std::env::var("XX_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+        )
         .listen(listener)
         .map_err(|source| StartupError::Bind {
             addr: std::net::SocketAddr::from(([0, 0, 0, 0], port)),
@@ -232,6 +238,30 @@ pub fn build_providers(
         );
     }
     Ok(providers)
+}
+
+/// The request span of `tracing-actix-web`, built only when it is recorded.
+///
+/// The default builder gathers the route, the connection info (formatting the peer
+/// address) and more before it asks whether the span is wanted; at `RUST_LOG=warn` that
+/// was work for nothing on every request. Errors are still logged at the end.
+struct RootSpan;
+
+impl RootSpanBuilder for RootSpan {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        if tracing::span_enabled!(tracing::Level::INFO) {
+            tracing_actix_web::root_span!(request)
+        } else {
+            tracing::Span::none()
+        }
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
 }
 
 /// Counts each request by route, status and outcome code.
