@@ -98,6 +98,8 @@ impl Application {
                 source,
             })?
             .port();
+        // Before the first send, not during it: the numbering plan loads in ~300 ms.
+        otp_relay_providers::phone::warm_up();
         let dispatcher = Dispatcher::new(providers, dispatch_policy(&config));
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);

@@ -64,6 +64,15 @@ pub enum LineKind {
     Other,
 }
 
+/// Loads the numbering plan database and compiles what parsing every number needs.
+///
+/// The `phonenumber` crate does this on first use, which took about 300 ms: without
+/// this call at start-up the first sends after a start (all those arriving meanwhile)
+/// would wait for it.
+pub fn warm_up() {
+    let _ = Phone::parse("+5511966191717", None);
+}
+
 impl From<phonenumber::Type> for LineKind {
     fn from(kind: phonenumber::Type) -> Self {
         use phonenumber::Type;
@@ -365,7 +374,10 @@ mod tests {
             );
         }
         assert!(valid >= 20, "only {valid} of the inputs were valid numbers");
-        assert!(with_zeros >= 1, "no valid number with leading zeros was checked");
+        assert!(
+            with_zeros >= 1,
+            "no valid number with leading zeros was checked"
+        );
     }
 
     #[test]
