@@ -6,6 +6,7 @@
 #   RUNS=5 DURATION=10 bench/run.sh    # more and longer runs
 #   SCENARIOS="c64 c64-delay" bench/run.sh
 #   RELAY_LOG=info bench/run.sh c64    # what logging at info costs
+#   RELAY_BIN=/path/to/otp-relay bench/run.sh   # another build (e.g. a baseline) instead
 #
 # Scenarios (SCENARIOS or arguments):
 #   c64          64 connections, provider answers at once
@@ -58,10 +59,13 @@ esac
 log "building release binaries (otp-relay, mock-provider)"
 # Two invocations: built together, the mock's hyper features would be unified into
 # otp-relay's build, which would then differ from a plain `cargo build --release`.
-(cd "$root" && cargo build --release --locked -q -p otp-relay && cargo build --release --locked -q -p mock-provider)
+if [ -z "${RELAY_BIN:-}" ]; then
+  (cd "$root" && cargo build --release --locked -q -p otp-relay)
+fi
+(cd "$root" && cargo build --release --locked -q -p mock-provider)
 target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps \
   | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-relay_bin="$target_dir/release/otp-relay"
+relay_bin="${RELAY_BIN:-$target_dir/release/otp-relay}"
 mock_bin="$target_dir/release/mock-provider"
 [ -x "$relay_bin" ] && [ -x "$mock_bin" ] || die "release binaries not found in $target_dir"
 
@@ -92,11 +96,13 @@ watchdog=$!
 # Many connections: the relay holds one per client plus one per provider exchange.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# A free port on 127.0.0.1: nothing answers a connect there.
+# A free port on 127.0.0.1, below the kernel's ephemeral range (a port in that range
+# may be some connection's source port: nothing answers there, yet bind fails).
+ephemeral_low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
 free_port() {
-  local port
+  local port span=$((ephemeral_low - 10000))
   for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + (RANDOM * 32768 + RANDOM) % span))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
   done
   die "no free port found"
@@ -129,11 +135,18 @@ load() { # mode url connections
 jget() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 
 start_mock() { # delay_ms
-  mock_port="$(free_port)"
-  "$mock_bin" --addr "127.0.0.1:$mock_port" --delay-ms "$1" --threads "$MOCK_THREADS" \
+  # Port 0: the mock picks a free port and prints it.
+  "$mock_bin" --addr 127.0.0.1:0 --delay-ms "$1" --threads "$MOCK_THREADS" \
     >"$work/mock.log" 2>&1 &
   mock_pid=$!; pids+=("$mock_pid")
-  wait_http "http://127.0.0.1:$mock_port/stats" 10 || { cat "$work/mock.log" >&2; die "mock did not start"; }
+  mock_port=""
+  for _ in $(seq 1 100); do
+    mock_port="$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/mock.log")"
+    [ -n "$mock_port" ] && break
+    sleep 0.05
+  done
+  [ -n "$mock_port" ] && wait_http "http://127.0.0.1:$mock_port/stats" 10 || {
+    cat "$work/mock.log" >&2; die "mock did not start"; }
 }
 
 start_redis() {
@@ -187,9 +200,13 @@ run_once() { # scenario run
   start_mock "$delay"
   if [ "$scenario" = redis ]; then start_redis; redis="redis://127.0.0.1:$redis_port"; fi
 
-  # (a) direct: the load tool at the mock.
-  local direct
+  # (a) direct: the load tool at the mock. The mock's own CPU per request is the
+  # reference for what one HTTP exchange costs on this machine.
+  local direct mock_cpu0 mock_cpu1 loadavg
+  loadavg="$(cut -d' ' -f1 /proc/loadavg)"
+  mock_cpu0="$(cpu_ticks "$mock_pid")"
   direct="$(load direct "http://127.0.0.1:$mock_port" "$conns")"
+  mock_cpu1="$(cpu_ticks "$mock_pid")"
 
   # (b) relay: the same load through otp-relay.
   start_relay "$guards" "$redis"
@@ -210,7 +227,8 @@ run_once() { # scenario run
   [ -n "$direct" ] && [ -n "$relay" ] || die "no result from wrk"
   awk -v s="$scenario" -v r="$run" -v c="$conns" -v d="$delay" -v direct="$direct" -v relay="$relay" \
       -v idle="$idle_rss_kib" -v peak="$peak_kib" -v cpu="$((cpu1 - cpu0))" -v tck="$tck" \
-      -v ok="$((ok1 - ok0))" -v msgs="$((msg1 - msg0))" -v conns_opened="$((conn1 - conn0))" '
+      -v ok="$((ok1 - ok0))" -v msgs="$((msg1 - msg0))" -v conns_opened="$((conn1 - conn0))" \
+      -v mock_cpu="$((mock_cpu1 - mock_cpu0))" -v loadavg="$loadavg" '
     function get(json, key,   m) { return match(json, "\"" key "\":[0-9.]+") ? substr(json, RSTART + length(key) + 3, RLENGTH - length(key) - 3) + 0 : -1 }
     function rate(json) { return get(json, "requests") / (get(json, "duration_us") / 1e6) }
     function non2xx(json) { return get(json, "status_errors") + get(json, "connect_errors") + get(json, "read_errors") + get(json, "write_errors") + get(json, "timeouts") }
@@ -218,9 +236,10 @@ run_once() { # scenario run
       dr = rate(direct); rr = rate(relay)
       wrk2xx = get(relay, "requests") - get(relay, "status_errors")
       cpu_us = ok > 0 ? cpu / tck * 1e6 / ok : -1
+      mock_cpu_us = get(direct, "requests") > 0 ? mock_cpu / tck * 1e6 / get(direct, "requests") : -1
       match_ok = (ok == msgs && wrk2xx <= ok && ok - wrk2xx <= c) ? "true" : "false"
-      printf "{\"scenario\":\"%s\",\"run\":%d,\"connections\":%d,\"provider_delay_ms\":%d,", s, r, c, d
-      printf "\"direct\":{\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"non_2xx\":%d},", dr, get(direct,"p50_us")/1e3, get(direct,"p99_us")/1e3, get(direct,"p999_us")/1e3, non2xx(direct)
+      printf "{\"scenario\":\"%s\",\"run\":%d,\"connections\":%d,\"provider_delay_ms\":%d,\"loadavg_1m\":%s,", s, r, c, d, loadavg
+      printf "\"direct\":{\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"non_2xx\":%d,\"mock_cpu_us_per_request\":%.1f},", dr, get(direct,"p50_us")/1e3, get(direct,"p99_us")/1e3, get(direct,"p999_us")/1e3, non2xx(direct), mock_cpu_us
       printf "\"relay\":{\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"non_2xx\":%d,", rr, get(relay,"p50_us")/1e3, get(relay,"p99_us")/1e3, get(relay,"p999_us")/1e3, non2xx(relay)
       printf "\"idle_rss_mib\":%.1f,\"peak_rss_mib\":%.1f,\"cpu_us_per_request\":%.1f,", idle/1024, peak/1024, cpu_us
       printf "\"provider_connections\":%d,\"relay_2xx\":%d,\"load_tool_2xx\":%d,\"mock_messages\":%d,\"counts_match\":%s},", conns_opened, ok, wrk2xx, msgs, match_ok
@@ -259,6 +278,8 @@ for scenario in $SCENARIOS; do
     --argjson added_p99 "$(median "$scenario" .added_p99_ms)" \
     --argjson non2xx "$(median "$scenario" .relay.non_2xx)" \
     --argjson cpu "$(median "$scenario" .relay.cpu_us_per_request)" \
+    --argjson mock_cpu "$(median "$scenario" .direct.mock_cpu_us_per_request)" \
+    --argjson loadavg "$(median "$scenario" .loadavg_1m)" \
     --argjson idle "$(median "$scenario" .relay.idle_rss_mib)" \
     --argjson peak "$(median "$scenario" .relay.peak_rss_mib)" \
     --argjson conns "$(median "$scenario" .relay.provider_connections)" \
@@ -267,6 +288,7 @@ for scenario in $SCENARIOS; do
       direct_p50_ms: $d_p50, direct_p99_ms: $d_p99, direct_p999_ms: $d_p999,
       relay_p50_ms: $r_p50, relay_p99_ms: $r_p99, relay_p999_ms: $r_p999,
       added_p99_ms: $added_p99, relay_non_2xx: $non2xx, cpu_us_per_request: $cpu,
+      mock_cpu_us_per_request: $mock_cpu, loadavg_1m: $loadavg,
       idle_rss_mib: $idle, peak_rss_mib: $peak, provider_connections: $conns,
       counts_match_every_run: $all_match}' >>"$summary"
 done
@@ -281,12 +303,13 @@ jq -n --slurpfile runs "$runs_file" --slurpfile medians "$summary" \
     medians: $medians, runs: $runs}' >"$out"
 
 printf '\nMedians of %s runs, %ss per phase, RUST_LOG=%s, %s CPUs (%s)\n' "$RUNS" "$DURATION" "$RELAY_LOG" "$(nproc)" "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
-printf '%-12s %9s %9s %6s %8s %8s %8s %8s %8s %6s %7s %6s %6s %6s %6s\n' \
-  scenario direct/s relay/s ratio d.p99ms r.p50ms r.p99ms r.p999 +p99ms non2xx cpu_us idleMi peakMi conns match
+printf '%-12s %9s %9s %6s %8s %8s %8s %8s %8s %6s %7s %7s %6s %6s %6s %6s\n' \
+  scenario direct/s relay/s ratio d.p99ms r.p50ms r.p99ms r.p999 +p99ms non2xx cpu_us mock_us idleMi peakMi conns match
 jq -r '[.scenario, (.direct_rps|floor), (.relay_rps|floor), .ratio_rps, .direct_p99_ms, .relay_p50_ms,
         .relay_p99_ms, .relay_p999_ms, .added_p99_ms, .relay_non_2xx, .cpu_us_per_request,
-        .idle_rss_mib, .peak_rss_mib, .provider_connections, .counts_match_every_run] | @tsv' "$summary" |
-  awk -F'\t' '{printf "%-12s %9d %9d %6.3f %8.2f %8.2f %8.2f %8.2f %8.2f %6d %7.1f %6.1f %6.1f %6d %6s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15}'
+        .mock_cpu_us_per_request, .idle_rss_mib, .peak_rss_mib, .provider_connections,
+        .counts_match_every_run] | @tsv' "$summary" |
+  awk -F'\t' '{printf "%-12s %9d %9d %6.3f %8.2f %8.2f %8.2f %8.2f %8.2f %6d %7.1f %7.1f %6.1f %6.1f %6d %6s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16}'
 printf '\nresult: %s\n' "$out"
 if jq -se 'all(.counts_match_every_run)' "$summary" >/dev/null; then :; else
   log "run.sh: COUNT CHECK FAILED: some run's 2xx at the relay did not match requests at the mock"
