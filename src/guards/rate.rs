@@ -51,19 +51,20 @@ pub async fn check(
     phone: &Phone,
     client: &str,
 ) -> Result<Result<(), Limited>, StoreError> {
-    // Digests only for the limits that are on: most deployments set one or two.
-    let checks: [(Scope, Option<_>, fn(&Phone, &str) -> String); 3] = [
-        (Scope::Number, limits.rate_per_number, |phone, _| {
-            digest(&[phone.e164()])
-        }),
-        (Scope::Client, limits.rate_per_client, |_, client| {
-            digest(&[client])
-        }),
-        (Scope::Global, limits.rate_global, |_, _| String::new()),
+    let checks = [
+        (Scope::Number, limits.rate_per_number),
+        (Scope::Client, limits.rate_per_client),
+        (Scope::Global, limits.rate_global),
     ];
-    for (scope, spec, id) in checks {
+    for (scope, spec) in checks {
         let Some(spec) = spec else { continue };
-        let key = format!("rate:{}:{}", scope.as_str(), id(phone, client));
+        // Digests only for the limits that are on: most deployments set one or two.
+        let id = match scope {
+            Scope::Number => digest(&[phone.e164()]),
+            Scope::Client => digest(&[client]),
+            Scope::Global => String::new(),
+        };
+        let key = format!("rate:{}:{id}", scope.as_str());
         if let RateDecision::Limited { retry_after } = store.rate_acquire(&key, spec).await? {
             return Ok(Err(Limited { scope, retry_after }));
         }
