@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use phonenumber::country::Id;
-use phonenumber::{Mode, PhoneNumber};
+use phonenumber::PhoneNumber;
 
 /// An ISO 3166-1 alpha-2 region, as used for national number formats and country policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +67,29 @@ pub enum LineKind {
 /// The most digits an E.164 number has, country code included (ITU-T E.164 §6.2.1).
 pub const MAX_E164_DIGITS: usize = 15;
 
+/// Loads the numbering plan database and compiles what parsing every number needs.
+///
+/// The `phonenumber` crate does this on first use, which took about 300 ms: without
+/// this call at start-up the first sends after a start (all those arriving meanwhile)
+/// would wait for it.
+pub fn warm_up() {
+    let _ = Phone::parse("+5511966191717", None);
+}
+
+impl From<phonenumber::Type> for LineKind {
+    fn from(kind: phonenumber::Type) -> Self {
+        use phonenumber::Type;
+        match kind {
+            Type::Mobile => LineKind::Mobile,
+            Type::FixedLineOrMobile => LineKind::FixedOrMobile,
+            Type::FixedLine => LineKind::Fixed,
+            Type::PremiumRate => LineKind::PremiumRate,
+            Type::SharedCost => LineKind::SharedCost,
+            _ => LineKind::Other,
+        }
+    }
+}
+
 /// A valid phone number in E.164 form (`+5511966191717`).
 ///
 /// It has no `Display`: the full number is only reachable through [`Phone::e164`], so
@@ -75,6 +98,10 @@ pub const MAX_E164_DIGITS: usize = 15;
 pub struct Phone {
     e164: String,
     number: PhoneNumber,
+    /// Worked out once while parsing: each costs regular expression matches against
+    /// the numbering plan, and every send asks for both.
+    region: Option<Region>,
+    line_kind: LineKind,
 }
 
 impl Phone {
@@ -115,11 +142,24 @@ impl Phone {
             let Ok(number) = phonenumber::parse(region, &text) else {
                 continue;
             };
-            if !phonenumber::is_valid(&number) {
+            let Some(phone) = Phone::valid(number) else {
+                continue;
+            };
+            // Found by fuzzing: the numbering plan accepts some overlong national
+            // numbers (German fixed lines), and some national readings (`(090096 96432`
+            // in BR) give an E.164 form that is not valid on its own, which a provider
+            // would refuse and which would not normalize to itself.
+            if phone.e164.len() > MAX_E164_DIGITS + 1 {
                 continue;
             }
-            if let Some(phone) = Phone::from_e164(&number.format().mode(Mode::E164).to_string()) {
+            if phone.e164 == text {
                 return Ok(phone);
+            }
+            let again = phonenumber::parse(None, &phone.e164)
+                .ok()
+                .and_then(Phone::valid);
+            if let Some(again) = again.filter(|again| again.e164 == phone.e164) {
+                return Ok(again);
             }
         }
         if !explicit_international && default_region.is_none() && !digits.starts_with("00") {
@@ -128,23 +168,36 @@ impl Phone {
         Err(PhoneError::Invalid)
     }
 
-    /// The number for an E.164 text, when that text is itself a valid number of at most
-    /// 15 digits. Both checks were found missing by fuzzing: the numbering plan accepts
-    /// some overlong national numbers (German fixed lines), and some national readings
-    /// (`(090096 96432` in BR) give an E.164 form that is not valid on its own, which a
-    /// provider would refuse and which would not normalize to itself.
-    fn from_e164(e164: &str) -> Option<Phone> {
-        if e164.len() > MAX_E164_DIGITS + 1 {
+    /// The number, if the numbering plan says it is valid, with what the policy checks
+    /// need to know about it.
+    ///
+    /// Same answers as `phonenumber::is_valid`, `Formatter` in E.164 mode,
+    /// `Country::id` and `PhoneNumber::number_type`, for a third of the work: validity is
+    /// "the number has a type", and that type is the line kind. (`is_valid` reads the
+    /// national number with its leading zeros, `number_type` without; the two only
+    /// differ for numbers that have leading zeros, which are checked the long way.)
+    fn valid(number: PhoneNumber) -> Option<Phone> {
+        use phonenumber::metadata::DATABASE;
+        let kind = number.number_type(&DATABASE);
+        let valid = if number.national().zeros() == 0 {
+            kind != phonenumber::Type::Unknown
+        } else {
+            phonenumber::is_valid(&number)
+        };
+        if !valid {
             return None;
         }
-        let number = phonenumber::parse(None, e164).ok()?;
-        if !phonenumber::is_valid(&number) {
-            return None;
-        }
-        let canonical = number.format().mode(Mode::E164).to_string();
-        (canonical == e164).then(|| Phone {
-            e164: canonical,
+        let region = number
+            .metadata(&DATABASE)
+            .and_then(|meta| meta.id().parse::<Id>().ok())
+            .map(Region);
+        // What `Formatter` writes in E.164 mode for a valid number.
+        let e164 = format!("+{}{}", number.code().value(), number.national());
+        Some(Phone {
+            e164,
             number,
+            region,
+            line_kind: LineKind::from(kind),
         })
     }
 
@@ -165,20 +218,12 @@ impl Phone {
 
     /// The region the number belongs to, when the numbering plan says.
     pub fn region(&self) -> Option<Region> {
-        self.number.country().id().map(Region)
+        self.region
     }
 
     /// What kind of line the number is.
     pub fn line_kind(&self) -> LineKind {
-        use phonenumber::Type;
-        match self.number.number_type(&phonenumber::metadata::DATABASE) {
-            Type::Mobile => LineKind::Mobile,
-            Type::FixedLineOrMobile => LineKind::FixedOrMobile,
-            Type::FixedLine => LineKind::Fixed,
-            Type::PremiumRate => LineKind::PremiumRate,
-            Type::SharedCost => LineKind::SharedCost,
-            _ => LineKind::Other,
-        }
+        self.line_kind
     }
 
     /// The number with its middle hidden (`+55119*****17`), safe for logs and records.
@@ -313,6 +358,77 @@ mod tests {
         assert_eq!(mask_digits("14155552671"), "+1415*****71");
         assert_eq!(mask_digits("1234"), "+1*****");
         assert_eq!(mask_digits(""), "+*****");
+    }
+
+    /// `Phone::valid` works out validity, E.164 form, region and line kind its own way;
+    /// these must be what the library's own calls say, across regions that share a
+    /// calling code, numbers with leading zeros and lines of every kind.
+    #[test]
+    fn precomputed_facts_match_the_library() {
+        use phonenumber::metadata::DATABASE;
+        use phonenumber::Mode;
+        let inputs = [
+            "+5511966191717",
+            "+551133334444",
+            "+5511123",
+            "+14155552671",
+            "+12042345678",
+            "+16715551234",
+            "+19005551234",
+            "+18005551234",
+            "+447400123456",
+            "+441481123456",
+            "+441534123456",
+            "+448712345678",
+            "+449012345678",
+            "+390612345678",
+            "+393123456789",
+            "+39800123456",
+            "+79123456789",
+            "+77012345678",
+            "+4930123456",
+            "+4915112345678",
+            "+33612345678",
+            "+33891234567",
+            "+2250123456789",
+            "+2252123456789",
+            "+80012345678",
+            "+8821234567890",
+            "+34901123456",
+            "+61491570156",
+            "+999123456789",
+            "+1",
+        ];
+        let (mut valid, mut with_zeros) = (0, 0);
+        for input in inputs {
+            let Ok(number) = phonenumber::parse(None, input) else {
+                continue;
+            };
+            let expected = phonenumber::is_valid(&number);
+            let phone = Phone::valid(number.clone());
+            assert_eq!(phone.is_some(), expected, "validity of {input}");
+            let Some(phone) = phone else { continue };
+            valid += 1;
+            if number.national().zeros() > 0 {
+                with_zeros += 1;
+            }
+            assert_eq!(
+                phone.e164,
+                number.format().mode(Mode::E164).to_string(),
+                "{input}"
+            );
+            assert_eq!(phone.region, number.country().id().map(Region), "{input}");
+            assert_eq!(
+                phone.line_kind,
+                LineKind::from(number.number_type(&DATABASE)),
+                "{input}"
+            );
+        }
+        assert!(valid >= 20, "only {valid} of the inputs were valid numbers");
+        assert!(
+            with_zeros >= 1,
+            "no valid number with leading zeros was checked"
+        );
     }
 
     #[test]

@@ -225,7 +225,8 @@ pub fn delivery_status(raw: &str) -> DeliveryStatus {
 pub struct TwilioProvider {
     settings: TwilioSettings,
     client: reqwest::Client,
-    messages_url: String,
+    /// Parsed once: a `&str` would be parsed again on every send.
+    messages_url: reqwest::Url,
     account_url: String,
     status_callback: Option<String>,
 }
@@ -238,8 +239,16 @@ impl TwilioProvider {
         settings.validate()?;
         let base = settings.base_url.trim_end_matches('/');
         let account_url = format!("{base}/2010-04-01/Accounts/{}", settings.account_sid);
+        let messages_url =
+            reqwest::Url::parse(&format!("{account_url}/Messages.json")).map_err(|e| {
+                SettingError::new(
+                    "TWILIO_BASE_URL",
+                    format!("not a URL ({e})"),
+                    DEFAULT_BASE_URL,
+                )
+            })?;
         Ok(TwilioProvider {
-            messages_url: format!("{account_url}/Messages.json"),
+            messages_url,
             account_url: format!("{account_url}.json"),
             status_callback: context.callback_url("twilio"),
             client: context.client.clone(),
@@ -319,7 +328,7 @@ impl MessageProvider for TwilioProvider {
         let form = self.form(message)?;
         tracing::debug!(to = %message.to.masked(), channel = %message.channel, "sending through twilio");
         let request = self
-            .authorize(self.client.post(&self.messages_url))
+            .authorize(self.client.post(self.messages_url.clone()))
             .form(&form);
         let receipt = read_send_reply(http::exchange(request).await?)?;
         tracing::debug!(

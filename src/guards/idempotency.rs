@@ -55,7 +55,7 @@ fn key_for(
     key_retention: Duration,
     dedupe_window: Duration,
 ) -> Result<Option<(String, String, Duration)>, IdempotencyError> {
-    let fingerprint = digest(&[source.e164, source.channel, source.text]);
+    let fingerprint = || digest(&[source.e164, source.channel, source.text]);
     match source.header {
         Some(header) => {
             if header.is_empty()
@@ -65,14 +65,17 @@ fn key_for(
                 return Err(IdempotencyError::InvalidKey);
             }
             let key = format!("idem:key:{}", digest(&[source.caller, header]));
-            Ok(Some((key, fingerprint, key_retention)))
+            Ok(Some((key, fingerprint(), key_retention)))
         }
         None if dedupe_window.is_zero() => Ok(None),
-        None => Ok(Some((
-            format!("idem:dedupe:{fingerprint}"),
-            fingerprint,
-            dedupe_window,
-        ))),
+        None => {
+            let fingerprint = fingerprint();
+            Ok(Some((
+                format!("idem:dedupe:{fingerprint}"),
+                fingerprint,
+                dedupe_window,
+            )))
+        }
     }
 }
 

@@ -52,16 +52,18 @@ pub async fn check(
     client: &str,
 ) -> Result<Result<(), Limited>, StoreError> {
     let checks = [
-        (
-            Scope::Number,
-            limits.rate_per_number,
-            digest(&[phone.e164()]),
-        ),
-        (Scope::Client, limits.rate_per_client, digest(&[client])),
-        (Scope::Global, limits.rate_global, String::new()),
+        (Scope::Number, limits.rate_per_number),
+        (Scope::Client, limits.rate_per_client),
+        (Scope::Global, limits.rate_global),
     ];
-    for (scope, spec, id) in checks {
+    for (scope, spec) in checks {
         let Some(spec) = spec else { continue };
+        // Digests only for the limits that are on: most deployments set one or two.
+        let id = match scope {
+            Scope::Number => digest(&[phone.e164()]),
+            Scope::Client => digest(&[client]),
+            Scope::Global => String::new(),
+        };
         let key = format!("rate:{}:{id}", scope.as_str());
         if let RateDecision::Limited { retry_after } = store.rate_acquire(&key, spec).await? {
             return Ok(Err(Limited { scope, retry_after }));
