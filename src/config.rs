@@ -167,6 +167,8 @@ pub struct Config {
     pub limits: Limits,
     pub redis_url: Option<SecretString>,
     pub message_retention: Duration,
+    /// HTTP worker threads, each with its own event loop (`WORKERS`; default one per CPU).
+    pub workers: usize,
     pub http: HttpLimits,
 }
 
@@ -199,6 +201,7 @@ struct RawConfig {
     circuit_failures: Option<String>,
     circuit_cooldown: Option<String>,
     max_in_flight: Option<String>,
+    workers: Option<String>,
     redis_url: Option<String>,
     message_retention: Option<String>,
 }
@@ -454,6 +457,8 @@ impl Config {
         };
         let message_retention =
             Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h").duration("24h", false)?;
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = Var::new("WORKERS", &raw.workers, "2").number(&cpus.to_string(), 1, 256)?;
 
         Ok(Config {
             bind_addr,
@@ -469,6 +474,7 @@ impl Config {
             limits,
             redis_url,
             message_retention,
+            workers,
             http: HttpLimits::default(),
         })
     }
@@ -647,6 +653,19 @@ mod tests {
         assert_eq!(c.limits.max_in_flight, 1024);
         assert_eq!(c.message_retention, Duration::from_secs(86_400));
         assert!(c.redis_url.is_none());
+        assert_eq!(
+            c.workers,
+            std::thread::available_parallelism().map_or(1, usize::from)
+        );
+    }
+
+    #[test]
+    fn workers_are_a_count_of_at_least_one() {
+        assert_eq!(config(&[("WORKERS", "3")]).unwrap().workers, 3);
+        for bad in ["0", "many", "-1"] {
+            let message = error(&[("WORKERS", bad)]);
+            assert!(message.contains("WORKERS"), "{bad}: {message}");
+        }
     }
 
     #[test]

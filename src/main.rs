@@ -3,7 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use otp_relay::cli::{self, Cli};
 
-#[tokio::main]
+// One thread: the HTTP server runs its own worker threads (`WORKERS`); this one only
+// starts it, waits for signals, and runs the short CLI commands.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     cli::run(Cli::parse()).await
 }

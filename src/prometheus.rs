@@ -3,9 +3,12 @@
 //! Labels are routes, codes, providers, channels and outcomes: never a number, an id or
 //! a text. The recorder is process-wide; every application in the process reports to it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics::{Counter, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "otp_relay_http_requests_total";
@@ -75,4 +78,75 @@ fn describe() {
 /// Seconds as the histograms record them.
 pub fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
+}
+
+/// Up to three labels, all fixed strings; unused places are empty.
+pub type Labels = [(&'static str, &'static str); 3];
+
+/// A metric's name and labels: one cached handle each.
+type HandleKey = (&'static str, Labels);
+
+// Handles, looked up in the recorder once per thread and label set. Registering a
+// handle builds and hashes its key and searches the recorder's shared registry: on
+// every request that cost more than the count itself. The label values are fixed
+// strings (routes, codes, provider names), so each map stays small.
+thread_local! {
+    static COUNTERS: RefCell<HashMap<HandleKey, Counter>> = RefCell::new(HashMap::new());
+    static HISTOGRAMS: RefCell<HashMap<HandleKey, Histogram>> = RefCell::new(HashMap::new());
+    static HTTP_COUNTERS: RefCell<HashMap<(String, u16, &'static str), Counter>> =
+        RefCell::new(HashMap::new());
+}
+
+fn label_list(labels: &Labels) -> Vec<Label> {
+    labels
+        .iter()
+        .filter(|(key, _)| !key.is_empty())
+        .map(|&(key, value)| Label::new(key, value))
+        .collect()
+}
+
+/// The counter `name` with `labels`.
+pub fn counter(name: &'static str, labels: Labels) -> Counter {
+    COUNTERS.with_borrow_mut(|counters| {
+        counters
+            .entry((name, labels))
+            .or_insert_with(|| {
+                // Before the first handle: one made before the recorder is would count
+                // nowhere.
+                handle();
+                metrics::counter!(name, label_list(&labels))
+            })
+            .clone()
+    })
+}
+
+/// The histogram `name` with `labels`.
+pub fn histogram(name: &'static str, labels: Labels) -> Histogram {
+    HISTOGRAMS.with_borrow_mut(|histograms| {
+        histograms
+            .entry((name, labels))
+            .or_insert_with(|| {
+                handle();
+                metrics::histogram!(name, label_list(&labels))
+            })
+            .clone()
+    })
+}
+
+/// Counts one HTTP request by route, status and outcome code.
+pub fn count_http_request(route: String, status: u16, code: &'static str) {
+    HTTP_COUNTERS.with_borrow_mut(|counters| {
+        counters
+            .entry((route, status, code))
+            .or_insert_with_key(|(route, status, code)| {
+                handle();
+                metrics::counter!(
+                    HTTP_REQUESTS,
+                    "route" => route.clone(),
+                    "status" => status.to_string(),
+                    "code" => *code
+                )
+            })
+            .increment(1);
+    });
 }

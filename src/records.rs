@@ -76,12 +76,26 @@ fn message_key(id: &str) -> String {
     format!("msg:{id}")
 }
 
+/// The index key of a provider's message id. Ids are the providers' own tokens (`SM…`,
+/// UUIDs, numbers): kept as they are when short and plain, hashed otherwise, so that
+/// whatever a provider sends cannot make a long or odd key.
 fn provider_key(provider: &str, provider_message_id: &str) -> String {
-    format!(
-        "msg-by-provider:{provider}:{}",
-        digest(&[provider_message_id])
-    )
+    let plain = provider_message_id.len() <= MAX_PLAIN_ID_LEN
+        && provider_message_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        format!("msg-by-provider:{provider}:{provider_message_id}")
+    } else {
+        format!(
+            "msg-by-provider:{provider}:#{}",
+            digest(&[provider_message_id])
+        )
+    }
 }
+
+/// Longest provider message id used as it is in a key.
+const MAX_PLAIN_ID_LEN: usize = 64;
 
 fn chat_key(phone: &Phone) -> String {
     format!("chat:{}", digest(&[phone.e164()]))
@@ -214,6 +228,37 @@ mod tests {
             raw_status: status.as_str().into(),
             error_code: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_report_finds_its_record_whatever_the_provider_id_looks_like() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+        let records = Records::new(store, Duration::from_secs(60));
+        let odd_ids = [
+            "SM1".to_owned(),
+            "0A0000001B2C3D4E".to_owned(),
+            "id with spaces:and#colons".to_owned(),
+            "x".repeat(MAX_PLAIN_ID_LEN + 1),
+        ];
+        for (n, provider_id) in odd_ids.iter().enumerate() {
+            let mut saved = record(DeliveryStatus::Sent);
+            saved.id = format!("01J{n}");
+            saved.provider_message_id = Some(provider_id.clone());
+            records.save(&saved).await.unwrap();
+            let mut report = update(DeliveryStatus::Delivered);
+            report.provider_message_id = provider_id.clone();
+            let applied = records.apply(&report).await.unwrap();
+            assert_eq!(
+                applied.map(|r| (r.id, r.status)),
+                Some((saved.id, DeliveryStatus::Delivered)),
+                "{provider_id:?}"
+            );
+        }
+        // Kept as they are only when short and plain; a hashed key cannot collide with one.
+        assert_eq!(provider_key("twilio", "SM1"), "msg-by-provider:twilio:SM1");
+        let hashed = provider_key("twilio", "a b");
+        assert!(hashed.starts_with("msg-by-provider:twilio:#"), "{hashed}");
+        assert!(!provider_key("twilio", &"x".repeat(500)).contains("xxx"));
     }
 
     #[test]

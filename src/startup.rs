@@ -105,6 +105,7 @@ impl Application {
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);
         let access = web::Data::new(config.access.clone());
         let http = config.http.clone();
+        let workers = config.workers;
         let state = web::Data::new(AppState {
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
             dispatcher,
@@ -116,9 +117,7 @@ impl Application {
         prometheus::handle();
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(limit_headers))
-                .wrap(from_fn(count_request))
-                .wrap(from_fn(echo_request_id))
+                .wrap(from_fn(around_request))
                 .wrap(TracingLogger::<RootSpan>::new())
                 .app_data(access.clone())
                 .app_data(state.clone())
@@ -158,6 +157,7 @@ impl Application {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
                 }))
         })
+        .workers(workers)
         .shutdown_timeout(shutdown_grace.as_secs())
         // A client that never finishes its headers, idles, or trickles a body is dropped
         // within a bounded time (the body's bound is in `read_limited`): connections are
@@ -245,20 +245,42 @@ pub fn build_providers(
     Ok(providers)
 }
 
-/// Refuses a request whose line and headers exceed `HttpLimits::max_header_bytes` with
-/// 431. (actix itself reads at most 96 headers and 128 KiB of head per request.)
-async fn limit_headers(
+/// Around every request, inside the tracing span: refuses one whose line and headers
+/// exceed `HttpLimits::max_header_bytes` with 431 (actix itself reads at most 96 headers
+/// and 128 KiB of head per request), counts the answer by route, status and outcome
+/// code, and echoes the span's request id in `X-Request-Id`, so that a caller's report
+/// can be matched to the log lines. One middleware rather than three: each layer costs a
+/// boxed future and a poll per request.
+async fn around_request(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let limit = req
         .app_data::<web::Data<AppState>>()
         .map_or(usize::MAX, |state| state.config.http.max_header_bytes);
-    if head_size(&req) > limit {
-        let response = req.error_response(ApiError::HeadersTooLarge { limit });
-        return Ok(response.map_into_right_body());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+    let mut response = if head_size(&req) > limit {
+        req.error_response(ApiError::HeadersTooLarge { limit })
+            .map_into_right_body()
+    } else {
+        next.call(req).await?.map_into_left_body()
+    };
+    let status = response.status();
+    let code = match response.response().extensions().get::<ProblemCode>() {
+        Some(ProblemCode(code)) => *code,
+        None if status.is_success() => "ok",
+        None => "other",
+    };
+    prometheus::count_http_request(route, status.as_u16(), code);
+    if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
     }
-    Ok(next.call(req).await?.map_into_left_body())
+    Ok(response)
 }
 
 /// The bytes of a request's line and headers, as HTTP/1.1 writes them.
@@ -296,45 +318,4 @@ impl RootSpanBuilder for RootSpan {
     ) {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
-}
-
-/// Counts each request by route, status and outcome code.
-async fn count_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.call(req).await?;
-    let status = response.status();
-    let code = match response.response().extensions().get::<ProblemCode>() {
-        Some(ProblemCode(code)) => *code,
-        None if status.is_success() => "ok",
-        None => "other",
-    };
-    metrics::counter!(
-        prometheus::HTTP_REQUESTS,
-        "route" => route,
-        "status" => status.as_u16().to_string(),
-        "code" => code
-    )
-    .increment(1);
-    Ok(response)
-}
-
-/// Echoes the request id of the tracing span in `X-Request-Id`, so a caller's report can
-/// be matched to the log lines.
-async fn echo_request_id(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
-    let mut response = next.call(req).await?;
-    if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), value);
-    }
-    Ok(response)
 }

@@ -117,8 +117,11 @@ pub async fn serve_send(
             error.code()
         }
     };
-    metrics::histogram!(prometheus::SEND_DURATION, "outcome" => outcome)
-        .record(prometheus::seconds(started.elapsed()));
+    prometheus::histogram(
+        prometheus::SEND_DURATION,
+        [("outcome", outcome), ("", ""), ("", "")],
+    )
+    .record(prometheus::seconds(started.elapsed()));
     result
 }
 

@@ -214,11 +214,13 @@ impl Dispatcher {
             served = true;
             let name = route.provider.name();
             if let Admission::Rejected { retry_after } = route.circuit.admit(Instant::now()) {
-                metrics::counter!(
+                prometheus::counter(
                     prometheus::PROVIDER_ATTEMPTS,
-                    "provider" => name,
-                    "channel" => message.channel.as_str(),
-                    "outcome" => "skipped"
+                    [
+                        ("provider", name),
+                        ("channel", message.channel.as_str()),
+                        ("outcome", "skipped"),
+                    ],
                 )
                 .increment(1);
                 push(&attempts, Attempt::skipped(name));
@@ -311,15 +313,20 @@ impl Dispatcher {
                 });
             let now = Instant::now();
             let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "sent");
-            metrics::counter!(
+            prometheus::counter(
                 prometheus::PROVIDER_ATTEMPTS,
-                "provider" => name,
-                "channel" => message.channel.as_str(),
-                "outcome" => outcome
+                [
+                    ("provider", name),
+                    ("channel", message.channel.as_str()),
+                    ("outcome", outcome),
+                ],
             )
             .increment(1);
-            metrics::histogram!(prometheus::PROVIDER_DURATION, "provider" => name)
-                .record(prometheus::seconds(now - started));
+            prometheus::histogram(
+                prometheus::PROVIDER_DURATION,
+                [("provider", name), ("", ""), ("", "")],
+            )
+            .record(prometheus::seconds(now - started));
             match result {
                 Ok(receipt) => {
                     route.circuit.record(false, now);

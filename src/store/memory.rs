@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use linked_hash_map::LinkedHashMap;
+use hashlink::LinkedHashMap;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 use moka::Expiry;
@@ -272,10 +272,7 @@ impl Store for MemoryStore {
             values.timed.remove(key);
             return Ok(None);
         }
-        Ok(values
-            .forever
-            .get_refresh(key)
-            .map(|value| value.to_string()))
+        Ok(values.forever.to_back(key).map(|value| value.to_string()))
     }
 
     async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError> {
