@@ -7,7 +7,7 @@ use otp_relay_providers::Phone;
 
 use super::digest;
 use crate::config::Limits;
-use crate::store::{RateDecision, Store, StoreError};
+use crate::store::{RateDecision, RateLimit, Store, StoreError};
 
 /// Which limit refused a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,31 +43,47 @@ pub struct Limited {
     pub retry_after: Duration,
 }
 
-/// Counts one send for the number, the caller and in all; refuses at the first limit
-/// reached.
+/// Counts one send for the number, the caller and in all, or (counting none) says
+/// which limit refuses it: the number's first, then the caller's, then the global one.
 pub async fn check(
     store: &dyn Store,
     limits: &Limits,
     phone: &Phone,
     client: &str,
 ) -> Result<Result<(), Limited>, StoreError> {
-    let checks = [
+    let on = [
         (Scope::Number, limits.rate_per_number),
         (Scope::Client, limits.rate_per_client),
         (Scope::Global, limits.rate_global),
-    ];
-    for (scope, spec) in checks {
-        let Some(spec) = spec else { continue };
+    ]
+    .into_iter()
+    .filter_map(|(scope, spec)| spec.map(|spec| (scope, spec)));
+    let mut scopes = Vec::with_capacity(3);
+    let mut keys = Vec::with_capacity(3);
+    for (scope, spec) in on {
         // Digests only for the limits that are on: most deployments set one or two.
         let id = match scope {
             Scope::Number => digest(&[phone.e164()]),
             Scope::Client => digest(&[client]),
             Scope::Global => String::new(),
         };
-        let key = format!("rate:{}:{id}", scope.as_str());
-        if let RateDecision::Limited { retry_after } = store.rate_acquire(&key, spec).await? {
-            return Ok(Err(Limited { scope, retry_after }));
-        }
+        scopes.push(scope);
+        keys.push((format!("rate:{}:{id}", scope.as_str()), spec));
     }
-    Ok(Ok(()))
+    if keys.is_empty() {
+        return Ok(Ok(()));
+    }
+    let rate_limits: Vec<RateLimit<'_>> = keys
+        .iter()
+        .map(|(key, spec)| RateLimit { key, spec: *spec })
+        .collect();
+    Ok(match store.rate_acquire(&rate_limits).await? {
+        RateDecision::Allowed => Ok(()),
+        RateDecision::Limited { limit, retry_after } => Err(Limited {
+            scope: *scopes
+                .get(limit)
+                .ok_or_else(|| StoreError("the store named a limit that was not asked".into()))?,
+            retry_after,
+        }),
+    })
 }

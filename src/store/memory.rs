@@ -1,7 +1,7 @@
 //! The in-process store: bounded, expiring maps. The default, and what each replica
 //! falls back to while Redis is unreachable.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -10,8 +10,7 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{gcra, Claim, RateDecision, Record, Store, StoreError, StoredAnswer};
-use crate::config::RateSpec;
+use super::{gcra, Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer};
 
 /// Most keys each map holds; past that the least useful entries are evicted.
 const CAPACITY: u64 = 200_000;
@@ -53,6 +52,8 @@ fn timed_cache<V: Clone + Send + Sync + 'static>() -> Cache<String, Timed<V>> {
 pub struct MemoryStore {
     /// GCRA theoretical arrival times, in milliseconds since `epoch`.
     rates: Cache<String, Timed<u64>>,
+    /// Held while the limits of one send are checked and counted.
+    rate_lock: Mutex<()>,
     records: Cache<String, Timed<Record>>,
     values: Mutex<Values>,
     epoch: Instant,
@@ -62,6 +63,7 @@ impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
             rates: timed_cache(),
+            rate_lock: Mutex::new(()),
             records: timed_cache(),
             values: Mutex::new(Values::default()),
             epoch: Instant::now(),
@@ -151,25 +153,36 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn rate_acquire(&self, key: &str, spec: RateSpec) -> Result<RateDecision, StoreError> {
+    async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
+        // One check-and-count at a time: the limits of one send are counted together.
+        let _counting = self
+            .rate_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = self.now_ms();
-        let mut decision = RateDecision::Allowed;
-        self.rates
-            .entry(key.to_owned())
-            .and_compute_with(|current| {
-                let tat = current.map(|entry| entry.into_value().value);
-                match gcra(tat, now, spec) {
-                    Ok(new_tat) => Op::Put(Timed {
-                        value: new_tat,
-                        expires_at: self.epoch + Duration::from_millis(new_tat),
-                    }),
-                    Err(retry_after) => {
-                        decision = RateDecision::Limited { retry_after };
-                        Op::Nop
-                    }
+        let mut counted = Vec::with_capacity(limits.len());
+        for (index, limit) in limits.iter().enumerate() {
+            let tat = self.rates.get(limit.key).map(|entry| entry.value);
+            match gcra(tat, now, limit.spec) {
+                Ok(new_tat) => counted.push(new_tat),
+                Err(retry_after) => {
+                    return Ok(RateDecision::Limited {
+                        limit: index,
+                        retry_after,
+                    })
                 }
-            });
-        Ok(decision)
+            }
+        }
+        for (limit, new_tat) in limits.iter().zip(counted) {
+            self.rates.insert(
+                limit.key.to_owned(),
+                Timed {
+                    value: new_tat,
+                    expires_at: self.epoch + Duration::from_millis(new_tat),
+                },
+            );
+        }
+        Ok(RateDecision::Allowed)
     }
 
     async fn claim(

@@ -24,11 +24,22 @@ use crate::config::RateSpec;
 #[error("state store unavailable: {0}")]
 pub struct StoreError(pub String);
 
+/// One limit to count an event against: its key and its rate.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit<'a> {
+    pub key: &'a str,
+    pub spec: RateSpec,
+}
+
 /// A rate limiter's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateDecision {
     Allowed,
-    Limited { retry_after: Duration },
+    /// `limit` (its place in the list asked about) refused first; nothing was counted.
+    Limited {
+        limit: usize,
+        retry_after: Duration,
+    },
 }
 
 /// The answer given to a request, kept so that a repeat gets the same one.
@@ -95,9 +106,10 @@ pub trait Store: Send + Sync {
     /// Whether the store answers now.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Counts one event against `key` under `spec` (GCRA: `count` events per `per`,
-    /// evenly replenished), unless that would exceed it.
-    async fn rate_acquire(&self, key: &str, spec: RateSpec) -> Result<RateDecision, StoreError>;
+    /// Counts one event against every limit (GCRA: `count` events per `per`, evenly
+    /// replenished), all or nothing: when each admits it, each counts it; when one
+    /// refuses, none does, so a refused send uses up nobody's allowance.
+    async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError>;
 
     /// Takes `key` for a request whose content hashes to `fingerprint`, if nobody holds
     /// it. `token` identifies this holder; the claim lapses after `ttl`.
@@ -216,9 +228,9 @@ impl Store for FallbackStore {
         result
     }
 
-    async fn rate_acquire(&self, key: &str, spec: RateSpec) -> Result<RateDecision, StoreError> {
-        self.either(self.primary.rate_acquire(key, spec), || {
-            self.fallback.rate_acquire(key, spec)
+    async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
+        self.either(self.primary.rate_acquire(limits), || {
+            self.fallback.rate_acquire(limits)
         })
         .await
     }

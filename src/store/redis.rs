@@ -8,27 +8,34 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Claim, RateDecision, Record, Store, StoreError, StoredAnswer};
-use crate::config::RateSpec;
+use super::{Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer};
 
 /// Every key otp-relay writes starts with this, so it can share a Redis.
 const PREFIX: &str = "otp-relay:";
 
-/// GCRA with the server's clock. ARGV: period ms, emission interval ms.
-/// Returns -1 when allowed, else milliseconds to wait.
+/// GCRA with the server's clock, over several limits at once, all or nothing.
+/// KEYS: the limits. ARGV: period ms and emission interval ms of each, in order.
+/// Returns {0, 0} when every limit admits the event (each then counts it), else
+/// {i, ms to wait} for the first that refuses (1-based), and counts nothing.
 const RATE_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local period = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local tat = now
-local stored = redis.call('GET', KEYS[1])
-if stored then tat = math.max(tonumber(stored), now) end
-local new_tat = tat + interval
-local allowed_at = new_tat - period
-if allowed_at > now then return allowed_at - now end
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
-return -1
+local new_tats = {}
+for i, key in ipairs(KEYS) do
+  local period = tonumber(ARGV[2 * i - 1])
+  local interval = tonumber(ARGV[2 * i])
+  local tat = now
+  local stored = redis.call('GET', key)
+  if stored then tat = math.max(tonumber(stored), now) end
+  local new_tat = tat + interval
+  local allowed_at = new_tat - period
+  if allowed_at > now then return {i, allowed_at - now} end
+  new_tats[i] = new_tat
+end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, new_tats[i], 'PX', new_tats[i] - now)
+end
+return {0, 0}
 ";
 
 /// Takes the key when free. ARGV: in-flight record, ttl ms. Returns the holder's
@@ -137,23 +144,26 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn rate_acquire(&self, key: &str, spec: RateSpec) -> Result<RateDecision, StoreError> {
-        let period = millis(spec.per);
-        let interval = (period / u64::from(spec.count)).max(1);
-        let wait: i64 = self
-            .rate
-            .key(Self::key(key))
-            .arg(period)
-            .arg(interval)
+    async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
+        let mut invocation = self.rate.prepare_invoke();
+        for limit in limits {
+            let period = millis(limit.spec.per);
+            let interval = (period / u64::from(limit.spec.count)).max(1);
+            invocation
+                .key(Self::key(limit.key))
+                .arg(period)
+                .arg(interval);
+        }
+        let (refused, wait): (usize, u64) = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(unavailable)?;
-        Ok(if wait < 0 {
-            RateDecision::Allowed
-        } else {
-            RateDecision::Limited {
-                retry_after: Duration::from_millis(wait as u64),
-            }
+        Ok(match refused.checked_sub(1) {
+            None => RateDecision::Allowed,
+            Some(limit) => RateDecision::Limited {
+                limit,
+                retry_after: Duration::from_millis(wait),
+            },
         })
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use otp_relay::config::RateSpec;
 use otp_relay::store::memory::MemoryStore;
 use otp_relay::store::redis::RedisStore;
-use otp_relay::store::{Claim, RateDecision, Store, StoredAnswer};
+use otp_relay::store::{Claim, RateDecision, RateLimit, Store, StoredAnswer};
 use secrecy::SecretString;
 
 use crate::redis_server::RedisServer;
@@ -19,14 +19,16 @@ async fn contract(store: Arc<dyn Store>) {
         count: 3,
         per: Duration::from_secs(3600),
     };
+    let one = |key| [RateLimit { key, spec }];
     for _ in 0..3 {
         assert_eq!(
-            store.rate_acquire("rate:t", spec).await.unwrap(),
+            store.rate_acquire(&one("rate:t")).await.unwrap(),
             RateDecision::Allowed
         );
     }
-    match store.rate_acquire("rate:t", spec).await.unwrap() {
-        RateDecision::Limited { retry_after } => {
+    match store.rate_acquire(&one("rate:t")).await.unwrap() {
+        RateDecision::Limited { limit, retry_after } => {
+            assert_eq!(limit, 0);
             assert!(
                 retry_after > Duration::from_secs(1100) && retry_after <= Duration::from_secs(1200)
             )
@@ -34,9 +36,48 @@ async fn contract(store: Arc<dyn Store>) {
         RateDecision::Allowed => panic!("the fourth must wait"),
     }
     assert_eq!(
-        store.rate_acquire("rate:other", spec).await.unwrap(),
+        store.rate_acquire(&one("rate:other")).await.unwrap(),
         RateDecision::Allowed
     );
+
+    // Several limits count together or not at all: the one that refuses is named,
+    // and the others keep their allowance.
+    let once = RateSpec {
+        count: 1,
+        per: Duration::from_secs(3600),
+    };
+    let both = [
+        RateLimit {
+            key: "rate:wide",
+            spec,
+        },
+        RateLimit {
+            key: "rate:narrow",
+            spec: once,
+        },
+    ];
+    assert_eq!(
+        store.rate_acquire(&both).await.unwrap(),
+        RateDecision::Allowed
+    );
+    for _ in 0..3 {
+        assert!(matches!(
+            store.rate_acquire(&both).await.unwrap(),
+            RateDecision::Limited { limit: 1, .. }
+        ));
+    }
+    let wide = one("rate:wide");
+    for _ in 0..2 {
+        assert_eq!(
+            store.rate_acquire(&wide).await.unwrap(),
+            RateDecision::Allowed,
+            "refused sends used up the wide limit"
+        );
+    }
+    assert!(matches!(
+        store.rate_acquire(&wide).await.unwrap(),
+        RateDecision::Limited { limit: 0, .. }
+    ));
 
     // Claims: one holder at a time; others see it in flight, then done.
     let ttl = Duration::from_secs(30);
