@@ -116,20 +116,17 @@ impl Records {
     /// Stores a new record, indexed by our id and by the provider's.
     pub async fn save(&self, record: &MessageRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).expect("a record serializes");
-        self.store
-            .put(&message_key(&record.id), &json, Some(self.retention))
-            .await?;
-        if let (Some(provider), Some(provider_id)) = (&record.provider, &record.provider_message_id)
-        {
-            self.store
-                .put(
-                    &provider_key(provider, provider_id),
-                    &record.id,
-                    Some(self.retention),
-                )
-                .await?;
+        let key = message_key(&record.id);
+        let index = match (&record.provider, &record.provider_message_id) {
+            (Some(provider), Some(provider_id)) => Some(provider_key(provider, provider_id)),
+            _ => None,
+        };
+        // Both in one store operation (one Redis round trip).
+        let mut entries = vec![(key.as_str(), json.as_str())];
+        if let Some(index) = &index {
+            entries.push((index.as_str(), record.id.as_str()));
         }
-        Ok(())
+        self.store.put(&entries, Some(self.retention)).await
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
@@ -170,8 +167,17 @@ impl Records {
     pub async fn link_chat(&self, phone: &Phone, chat_id: i64) -> Result<(), StoreError> {
         self.unlink_chat(chat_id).await?;
         let key = chat_key(phone);
-        self.store.put(&key, &chat_id.to_string(), None).await?;
-        self.store.put(&chat_owner_key(chat_id), &key, None).await
+        let chat = chat_id.to_string();
+        let owner = chat_owner_key(chat_id);
+        self.store
+            .put(
+                &[
+                    (key.as_str(), chat.as_str()),
+                    (owner.as_str(), key.as_str()),
+                ],
+                None,
+            )
+            .await
     }
 
     /// Removes the link of a Telegram chat, if any.

@@ -252,23 +252,25 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StoreError> {
+    async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut values = self.values();
-        match ttl {
-            Some(ttl) => {
-                values.forever.remove(key);
-                values.timed.insert(
-                    key.into(),
-                    Timed {
-                        value: value.into(),
-                        expires_at: now + ttl,
-                    },
-                );
-            }
-            None => {
-                values.timed.remove(key);
-                values.forever.insert(key.into(), value.into());
+        for &(key, value) in entries {
+            match ttl {
+                Some(ttl) => {
+                    values.forever.remove(key);
+                    values.timed.insert(
+                        key.into(),
+                        Timed {
+                            value: value.into(),
+                            expires_at: now + ttl,
+                        },
+                    );
+                }
+                None => {
+                    values.timed.remove(key);
+                    values.forever.insert(key.into(), value.into());
+                }
             }
         }
         values.trim(now);
@@ -330,19 +332,19 @@ mod tests {
     async fn a_full_map_drops_the_oldest_record_before_any_link() {
         let store = small(3);
         let hour = Some(Duration::from_secs(3600));
-        store.put("chat:a", "1", None).await.unwrap();
-        store.put("msg:1", "one", hour).await.unwrap();
-        store.put("msg:2", "two", hour).await.unwrap();
-        store.put("msg:3", "three", hour).await.unwrap();
+        store.put(&[("chat:a", "1")], None).await.unwrap();
+        store.put(&[("msg:1", "one")], hour).await.unwrap();
+        store.put(&[("msg:2", "two")], hour).await.unwrap();
+        store.put(&[("msg:3", "three")], hour).await.unwrap();
         assert_eq!(store.get("msg:1").await.unwrap(), None);
         assert_eq!(store.get("msg:3").await.unwrap().as_deref(), Some("three"));
         assert_eq!(store.get("chat:a").await.unwrap().as_deref(), Some("1"));
         // Only links left: the least recently used one goes.
         let store = small(2);
-        store.put("chat:a", "1", None).await.unwrap();
-        store.put("chat:b", "2", None).await.unwrap();
+        store.put(&[("chat:a", "1")], None).await.unwrap();
+        store.put(&[("chat:b", "2")], None).await.unwrap();
         store.get("chat:a").await.unwrap();
-        store.put("chat:c", "3", None).await.unwrap();
+        store.put(&[("chat:c", "3")], None).await.unwrap();
         assert_eq!(store.get("chat:b").await.unwrap(), None);
         assert_eq!(store.get("chat:a").await.unwrap().as_deref(), Some("1"));
     }
@@ -351,18 +353,18 @@ mod tests {
     async fn expired_values_are_gone_and_make_room() {
         let store = small(10);
         store
-            .put("msg:old", "x", Some(Duration::ZERO))
+            .put(&[("msg:old", "x")], Some(Duration::ZERO))
             .await
             .unwrap();
         assert_eq!(store.get("msg:old").await.unwrap(), None);
         assert!(!store.replace("msg:old", "x", "y").await.unwrap());
         store
-            .put("msg:gone", "x", Some(Duration::from_millis(1)))
+            .put(&[("msg:gone", "x")], Some(Duration::from_millis(1)))
             .await
             .unwrap();
         std::thread::sleep(Duration::from_millis(5));
         store
-            .put("msg:new", "y", Some(Duration::from_secs(60)))
+            .put(&[("msg:new", "y")], Some(Duration::from_secs(60)))
             .await
             .unwrap();
         let values = store.values();
@@ -377,10 +379,10 @@ mod tests {
     async fn a_value_moves_between_lifetimes() {
         let store = small(10);
         store
-            .put("k", "timed", Some(Duration::from_secs(60)))
+            .put(&[("k", "timed")], Some(Duration::from_secs(60)))
             .await
             .unwrap();
-        store.put("k", "kept", None).await.unwrap();
+        store.put(&[("k", "kept")], None).await.unwrap();
         assert_eq!(store.values().len(), 1);
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some("kept"));
         assert!(store.replace("k", "kept", "changed").await.unwrap());

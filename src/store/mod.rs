@@ -137,8 +137,9 @@ pub trait Store: Send + Sync {
     /// Gives up the holder's claim so that a repeat may try again.
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError>;
 
-    /// Stores `value` under `key`, for `ttl` or (with `None`) until deleted.
-    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StoreError>;
+    /// Stores each value under its key, all in one step, for `ttl` or (with `None`)
+    /// until deleted.
+    async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError>;
 
     /// The value under `key`, if any.
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError>;
@@ -275,9 +276,9 @@ impl Store for FallbackStore {
             .await
     }
 
-    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StoreError> {
-        self.either(self.primary.put(key, value, ttl), || {
-            self.fallback.put(key, value, ttl)
+    async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError> {
+        self.either(self.primary.put(entries, ttl), || {
+            self.fallback.put(entries, ttl)
         })
         .await
     }

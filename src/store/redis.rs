@@ -251,13 +251,18 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StoreError> {
-        let mut command = redis::cmd("SET");
-        command.arg(Self::key(key)).arg(value);
-        if let Some(ttl) = ttl {
-            command.arg("PX").arg(millis(ttl));
+    async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError> {
+        // One round trip, applied together (MULTI/EXEC).
+        let mut pipeline = redis::pipe();
+        pipeline.atomic();
+        for &(key, value) in entries {
+            let command = pipeline.cmd("SET").arg(Self::key(key)).arg(value);
+            if let Some(ttl) = ttl {
+                command.arg("PX").arg(millis(ttl));
+            }
+            command.ignore();
         }
-        command
+        pipeline
             .query_async::<()>(&mut self.connection.clone())
             .await
             .map_err(unavailable)

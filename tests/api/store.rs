@@ -131,8 +131,20 @@ async fn contract(store: Arc<dyn Store>) {
     );
 
     // Plain values: stored, compared-and-swapped, deleted.
-    store.put("v:a", "one", Some(ttl)).await.unwrap();
-    store.put("v:forever", "kept", None).await.unwrap();
+    store.put(&[("v:a", "one")], Some(ttl)).await.unwrap();
+    store.put(&[("v:forever", "kept")], None).await.unwrap();
+    store
+        .put(&[("v:pair-1", "first"), ("v:pair-2", "second")], Some(ttl))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("v:pair-1").await.unwrap().as_deref(),
+        Some("first")
+    );
+    assert_eq!(
+        store.get("v:pair-2").await.unwrap().as_deref(),
+        Some("second")
+    );
     assert_eq!(store.get("v:a").await.unwrap().as_deref(), Some("one"));
     assert!(!store.replace("v:a", "stale", "two").await.unwrap());
     assert!(store.replace("v:a", "one", "two").await.unwrap());
