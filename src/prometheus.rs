@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, Label};
@@ -105,31 +106,36 @@ fn label_list(labels: &Labels) -> Vec<Label> {
         .collect()
 }
 
-/// The counter `name` with `labels`.
-pub fn counter(name: &'static str, labels: Labels) -> Counter {
-    COUNTERS.with_borrow_mut(|counters| {
-        counters
+/// The handle of `name` with `labels` in `cache`, made by `make` the first time.
+fn cached<H: Clone + 'static>(
+    cache: &'static LocalKey<RefCell<HashMap<HandleKey, H>>>,
+    name: &'static str,
+    labels: Labels,
+    make: fn(&'static str, Vec<Label>) -> H,
+) -> H {
+    cache.with_borrow_mut(|handles| {
+        handles
             .entry((name, labels))
             .or_insert_with(|| {
-                // Before the first handle: one made before the recorder is would count
-                // nowhere.
+                // The recorder first: a handle made before it is installed counts nowhere.
                 handle();
-                metrics::counter!(name, label_list(&labels))
+                make(name, label_list(&labels))
             })
             .clone()
     })
 }
 
+/// The counter `name` with `labels`.
+pub fn counter(name: &'static str, labels: Labels) -> Counter {
+    cached(&COUNTERS, name, labels, |name, labels| {
+        metrics::counter!(name, labels)
+    })
+}
+
 /// The histogram `name` with `labels`.
 pub fn histogram(name: &'static str, labels: Labels) -> Histogram {
-    HISTOGRAMS.with_borrow_mut(|histograms| {
-        histograms
-            .entry((name, labels))
-            .or_insert_with(|| {
-                handle();
-                metrics::histogram!(name, label_list(&labels))
-            })
-            .clone()
+    cached(&HISTOGRAMS, name, labels, |name, labels| {
+        metrics::histogram!(name, labels)
     })
 }
 
