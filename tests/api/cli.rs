@@ -7,17 +7,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted, TWILIO_SID};
-use crate::helpers::spawn_app;
-
-async fn run(args: &[&str], vars: &[(String, String)]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-relay"))
-        .args(args)
-        .env_clear()
-        .envs(vars.iter().map(|(k, v)| (k, v)))
-        .output()
-        .await
-        .expect("the binary runs")
-}
+use crate::helpers::{run_binary, spawn_app};
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -44,8 +34,8 @@ async fn check_probes_credentials_and_fails_on_a_refused_token() {
         .mount(&bad)
         .await;
 
-    let ok = run(&["check"], &provider_vars(&good.uri(), None)).await;
-    let refused = run(&["check"], &provider_vars(&bad.uri(), None)).await;
+    let ok = run_binary(&["check"], &provider_vars(&good.uri(), None)).await;
+    let refused = run_binary(&["check"], &provider_vars(&bad.uri(), None)).await;
 
     assert!(ok.status.success(), "{}", stdout(&ok));
     assert!(stdout(&ok).contains("ok   twilio"), "{}", stdout(&ok));
@@ -63,7 +53,7 @@ async fn send_reaches_the_configured_provider() {
     let twilio = MockServer::start().await;
     mount_twilio(&twilio, twilio_accepted()).await;
 
-    let output = run(
+    let output = run_binary(
         &[
             "send",
             "--to",
@@ -105,13 +95,16 @@ async fn healthcheck_follows_the_server() {
         )]
     };
 
-    assert!(run(&["healthcheck"], &up).await.status.success());
-    assert_eq!(run(&["healthcheck"], &nobody).await.status.code(), Some(1));
+    assert!(run_binary(&["healthcheck"], &up).await.status.success());
+    assert_eq!(
+        run_binary(&["healthcheck"], &nobody).await.status.code(),
+        Some(1)
+    );
 }
 
 #[tokio::test]
 async fn a_bad_configuration_exits_2_naming_the_variable() {
-    let output = run(&["check"], &[("MESSAGE_TTL".into(), "soon".into())]).await;
+    let output = run_binary(&["check"], &[("MESSAGE_TTL".into(), "soon".into())]).await;
 
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -142,7 +135,7 @@ async fn telegram_set_webhook_registers_the_public_url_and_secret() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
 
-    let output = run(&["telegram", "set-webhook"], &vars).await;
+    let output = run_binary(&["telegram", "set-webhook"], &vars).await;
 
     assert!(
         output.status.success(),
@@ -163,7 +156,7 @@ async fn telegram_set_webhook_registers_the_public_url_and_secret() {
         .filter(|(k, _)| k != "PUBLIC_BASE_URL")
         .collect();
     assert_eq!(
-        run(&["telegram", "set-webhook"], &without_url)
+        run_binary(&["telegram", "set-webhook"], &without_url)
             .await
             .status
             .code(),

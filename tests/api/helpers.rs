@@ -194,6 +194,35 @@ pub fn captured_logs() -> String {
     String::from_utf8_lossy(&buffer).into_owned()
 }
 
+/// The captured log lines without their timestamps, whose six-digit fractions would
+/// match a search for digit runs.
+pub fn captured_logs_without_timestamps() -> String {
+    captured_logs()
+        .lines()
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(mut event) => {
+                    event.as_object_mut().map(|e| e.remove("timestamp"));
+                    event.to_string()
+                }
+                Err(_) => line.to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs the otp-relay binary with only `vars` in its environment.
+pub async fn run_binary(args: &[&str], vars: &[(String, String)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-relay"))
+        .args(args)
+        .env_clear()
+        .envs(vars.iter().map(|(k, v)| (k, v)))
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
 #[derive(Clone)]
 struct SharedBuffer(&'static Mutex<Vec<u8>>);
 

@@ -21,7 +21,8 @@ use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    captured_logs, spawn_app_with_providers, spawn_configured_app, RecordingProvider,
+    captured_logs_without_timestamps, run_binary, spawn_app_with_providers, spawn_configured_app,
+    RecordingProvider,
 };
 
 const TWILIO_SID: &str = "AC5f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -72,23 +73,6 @@ fn assert_no_leaks(what: &str, text: &str, secrets: &[&str]) {
         .take(5)
         .collect();
     assert!(found.is_empty(), "{what} contain {found:?}: {lines:#?}");
-}
-
-/// The captured log lines without their timestamps (whose fractions are digit runs).
-fn logs() -> String {
-    captured_logs()
-        .lines()
-        .map(
-            |line| match serde_json::from_str::<serde_json::Value>(line) {
-                Ok(mut event) => {
-                    event.as_object_mut().map(|e| e.remove("timestamp"));
-                    event.to_string()
-                }
-                Err(_) => line.to_owned(),
-            },
-        )
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Every answer seen: status, headers and body, as text.
@@ -359,14 +343,14 @@ async fn no_secret_reaches_a_log_line_an_answer_or_the_check_output() {
         "PROVIDERS".into(),
         "twilio,vonage,sendpulse,telegram".into(),
     ));
-    let checked = run(&["check"], &check_vars).await;
+    let checked = run_binary(&["check"], &check_vars).await;
     assert_eq!(checked.status.code(), Some(1), "{}", output(&checked));
     let mut refused_vars = check_vars.clone();
     refused_vars.push(("TWILIO_ACCOUNT_SID".into(), "not-a-sid".into()));
-    let refused = run(&["check"], &refused_vars).await;
+    let refused = run_binary(&["check"], &refused_vars).await;
     assert_eq!(refused.status.code(), Some(2), "{}", output(&refused));
 
-    let logs = logs();
+    let logs = captured_logs_without_timestamps();
     // The events were captured, so the absence of secrets below means something.
     for expected in [
         id.as_str(),
@@ -387,16 +371,6 @@ async fn no_secret_reaches_a_log_line_an_answer_or_the_check_output() {
     }
     assert_no_leaks("the check output", &output(&checked), SECRETS);
     assert_no_leaks("the refused check output", &output(&refused), SECRETS);
-}
-
-async fn run(args: &[&str], vars: &[(String, String)]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-relay"))
-        .args(args)
-        .env_clear()
-        .envs(vars.iter().map(|(k, v)| (k, v)))
-        .output()
-        .await
-        .expect("the binary runs")
 }
 
 fn output(output: &std::process::Output) -> String {
@@ -451,7 +425,7 @@ async fn a_leaking_log_line_is_caught() {
         .await;
     assert_eq!(response.status(), 200);
 
-    let logs = logs();
+    let logs = captured_logs_without_timestamps();
     let caught = std::panic::catch_unwind(|| {
         assert_no_leaks("the log lines", &logs, &[LEAKED_TOKEN]);
     });
