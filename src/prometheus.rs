@@ -81,8 +81,19 @@ pub fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
 
-/// Up to three labels, all fixed strings; unused places are empty.
-pub type Labels = [(&'static str, &'static str); 3];
+/// The most labels a cached handle has.
+const MAX_LABELS: usize = 3;
+
+/// Labels as a cache key: fixed strings, unused places empty.
+type Labels = [(&'static str, &'static str); MAX_LABELS];
+
+/// `labels` in a fixed-size key.
+fn label_key(labels: &[(&'static str, &'static str)]) -> Labels {
+    assert!(labels.len() <= MAX_LABELS, "at most {MAX_LABELS} labels");
+    let mut key = [("", ""); MAX_LABELS];
+    key[..labels.len()].copy_from_slice(labels);
+    key
+}
 
 /// A metric's name and labels: one cached handle each.
 type HandleKey = (&'static str, Labels);
@@ -98,42 +109,37 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
-fn label_list(labels: &Labels) -> Vec<Label> {
-    labels
-        .iter()
-        .filter(|(key, _)| !key.is_empty())
-        .map(|&(key, value)| Label::new(key, value))
-        .collect()
-}
-
 /// The handle of `name` with `labels` in `cache`, made by `make` the first time.
 fn cached<H: Clone + 'static>(
     cache: &'static LocalKey<RefCell<HashMap<HandleKey, H>>>,
     name: &'static str,
-    labels: Labels,
+    labels: &[(&'static str, &'static str)],
     make: fn(&'static str, Vec<Label>) -> H,
 ) -> H {
     cache.with_borrow_mut(|handles| {
         handles
-            .entry((name, labels))
+            .entry((name, label_key(labels)))
             .or_insert_with(|| {
                 // The recorder first: a handle made before it is installed counts nowhere.
                 handle();
-                make(name, label_list(&labels))
+                make(
+                    name,
+                    labels.iter().map(|&(k, v)| Label::new(k, v)).collect(),
+                )
             })
             .clone()
     })
 }
 
 /// The counter `name` with `labels`.
-pub fn counter(name: &'static str, labels: Labels) -> Counter {
+pub fn counter(name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
     cached(&COUNTERS, name, labels, |name, labels| {
         metrics::counter!(name, labels)
     })
 }
 
 /// The histogram `name` with `labels`.
-pub fn histogram(name: &'static str, labels: Labels) -> Histogram {
+pub fn histogram(name: &'static str, labels: &[(&'static str, &'static str)]) -> Histogram {
     cached(&HISTOGRAMS, name, labels, |name, labels| {
         metrics::histogram!(name, labels)
     })
@@ -155,4 +161,37 @@ pub fn count_http_request(route: String, status: u16, code: &'static str) {
             })
             .increment(1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_count_into_the_installed_recorder() {
+        const NAME: &str = "otp_relay_test_cached_total";
+        const HTTP_ROUTE: &str = "/test/cached";
+        for _ in 0..3 {
+            counter(NAME, &[("provider", "twilio"), ("outcome", "sent")]).increment(2);
+            count_http_request(HTTP_ROUTE.to_owned(), 200, "ok");
+        }
+        counter(NAME, &[("provider", "vonage"), ("outcome", "sent")]).increment(1);
+        // From another thread: its own cache, the same recorder.
+        std::thread::spawn(|| {
+            counter(NAME, &[("provider", "twilio"), ("outcome", "sent")]).increment(10)
+        })
+        .join()
+        .unwrap();
+        let rendered = handle().render();
+        for expected in [
+            r#"otp_relay_test_cached_total{provider="twilio",outcome="sent"} 16"#,
+            r#"otp_relay_test_cached_total{provider="vonage",outcome="sent"} 1"#,
+            r#"otp_relay_http_requests_total{route="/test/cached",status="200",code="ok"} 3"#,
+        ] {
+            assert!(
+                rendered.contains(expected),
+                "missing {expected}\n{rendered}"
+            );
+        }
+    }
 }

@@ -311,34 +311,28 @@ mod tests {
         );
     }
 
+    fn assert_invalid(input: &str, region: Option<Region>) {
+        assert_eq!(
+            Phone::parse(input, region).err(),
+            Some(PhoneError::Invalid),
+            "{input}"
+        );
+    }
+
     #[test]
     fn refuses_numbers_longer_than_e164_allows() {
         // Found by the `phone` fuzz target: the numbering plan took this as a valid
         // German number of 17 digits.
-        let de = Some("DE".parse().unwrap());
-        assert_eq!(
-            Phone::parse("76271113-2871116", de).err(),
-            Some(PhoneError::Invalid)
-        );
-        assert_eq!(
-            Phone::parse("+49762711132871116", None).err(),
-            Some(PhoneError::Invalid)
-        );
+        assert_invalid("76271113-2871116", Some("DE".parse().unwrap()));
+        assert_invalid("+49762711132871116", None);
     }
 
     #[test]
     fn refuses_national_readings_whose_e164_form_is_invalid() {
         // Found by the `phone` fuzz target: read in BR as +559009696432, which is not a
         // valid number on its own (and so did not normalize to itself).
-        let br = br();
-        assert_eq!(
-            Phone::parse("(090096 96432", br).err(),
-            Some(PhoneError::Invalid)
-        );
-        assert_eq!(
-            Phone::parse("+559009696432", None).err(),
-            Some(PhoneError::Invalid)
-        );
+        assert_invalid("(090096 96432", br());
+        assert_invalid("+559009696432", None);
     }
 
     #[test]

@@ -117,11 +117,8 @@ pub async fn serve_send(
             error.code()
         }
     };
-    prometheus::histogram(
-        prometheus::SEND_DURATION,
-        [("outcome", outcome), ("", ""), ("", "")],
-    )
-    .record(prometheus::seconds(started.elapsed()));
+    prometheus::histogram(prometheus::SEND_DURATION, &[("outcome", outcome)])
+        .record(prometheus::seconds(started.elapsed()));
     result
 }
 

@@ -216,7 +216,7 @@ impl Dispatcher {
             if let Admission::Rejected { retry_after } = route.circuit.admit(Instant::now()) {
                 prometheus::counter(
                     prometheus::PROVIDER_ATTEMPTS,
-                    [
+                    &[
                         ("provider", name),
                         ("channel", message.channel.as_str()),
                         ("outcome", "skipped"),
@@ -315,18 +315,15 @@ impl Dispatcher {
             let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "sent");
             prometheus::counter(
                 prometheus::PROVIDER_ATTEMPTS,
-                [
+                &[
                     ("provider", name),
                     ("channel", message.channel.as_str()),
                     ("outcome", outcome),
                 ],
             )
             .increment(1);
-            prometheus::histogram(
-                prometheus::PROVIDER_DURATION,
-                [("provider", name), ("", ""), ("", "")],
-            )
-            .record(prometheus::seconds(now - started));
+            prometheus::histogram(prometheus::PROVIDER_DURATION, &[("provider", name)])
+                .record(prometheus::seconds(now - started));
             match result {
                 Ok(receipt) => {
                     route.circuit.record(false, now);

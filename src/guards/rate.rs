@@ -6,7 +6,7 @@ use std::time::Duration;
 use otp_relay_providers::Phone;
 
 use super::digest;
-use crate::config::Limits;
+use crate::config::{Limits, RateSpec};
 use crate::store::{RateDecision, RateLimit, Store, StoreError};
 
 /// Which limit refused a send.
@@ -51,37 +51,36 @@ pub async fn check(
     phone: &Phone,
     client: &str,
 ) -> Result<Result<(), Limited>, StoreError> {
-    let on = [
+    let on: Vec<(Scope, String, RateSpec)> = [
         (Scope::Number, limits.rate_per_number),
         (Scope::Client, limits.rate_per_client),
         (Scope::Global, limits.rate_global),
     ]
     .into_iter()
-    .filter_map(|(scope, spec)| spec.map(|spec| (scope, spec)));
-    let mut scopes = Vec::with_capacity(3);
-    let mut keys = Vec::with_capacity(3);
-    for (scope, spec) in on {
+    .filter_map(|(scope, spec)| {
         // Digests only for the limits that are on: most deployments set one or two.
+        let spec = spec?;
         let id = match scope {
             Scope::Number => digest(&[phone.e164()]),
             Scope::Client => digest(&[client]),
             Scope::Global => String::new(),
         };
-        scopes.push(scope);
-        keys.push((format!("rate:{}:{id}", scope.as_str()), spec));
-    }
-    if keys.is_empty() {
+        Some((scope, format!("rate:{}:{id}", scope.as_str()), spec))
+    })
+    .collect();
+    if on.is_empty() {
         return Ok(Ok(()));
     }
-    let rate_limits: Vec<RateLimit<'_>> = keys
+    let rate_limits: Vec<RateLimit<'_>> = on
         .iter()
-        .map(|(key, spec)| RateLimit { key, spec: *spec })
+        .map(|(_, key, spec)| RateLimit { key, spec: *spec })
         .collect();
     Ok(match store.rate_acquire(&rate_limits).await? {
         RateDecision::Allowed => Ok(()),
         RateDecision::Limited { limit, retry_after } => Err(Limited {
-            scope: *scopes
+            scope: on
                 .get(limit)
+                .map(|(scope, ..)| *scope)
                 .ok_or_else(|| StoreError("the store named a limit that was not asked".into()))?,
             retry_after,
         }),
