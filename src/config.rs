@@ -167,6 +167,8 @@ pub struct Config {
     pub limits: Limits,
     pub redis_url: Option<SecretString>,
     pub message_retention: Duration,
+    /// Most memory the in-process store may use, in bytes (`MEMORY_STORE_MIB`).
+    pub memory_store_bytes: u64,
     /// HTTP worker threads, each with its own event loop (`WORKERS`; default one per CPU).
     pub workers: usize,
     pub http: HttpLimits,
@@ -204,6 +206,7 @@ struct RawConfig {
     workers: Option<String>,
     redis_url: Option<String>,
     message_retention: Option<String>,
+    memory_store_mib: Option<String>,
 }
 
 /// Reads one variable: absent or blank means the default.
@@ -457,6 +460,8 @@ impl Config {
         };
         let message_retention =
             Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h").duration("24h", false)?;
+        let memory_store_mib: u64 =
+            Var::new("MEMORY_STORE_MIB", &raw.memory_store_mib, "64").number("32", 1, 65_536)?;
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         let workers = Var::new("WORKERS", &raw.workers, "2").number(&cpus.to_string(), 1, 256)?;
 
@@ -474,6 +479,7 @@ impl Config {
             limits,
             redis_url,
             message_retention,
+            memory_store_bytes: memory_store_mib << 20,
             workers,
             http: HttpLimits::default(),
         })
@@ -653,6 +659,7 @@ mod tests {
         assert_eq!(c.limits.max_in_flight, 1024);
         assert_eq!(c.message_retention, Duration::from_secs(86_400));
         assert!(c.redis_url.is_none());
+        assert_eq!(c.memory_store_bytes, crate::store::memory::DEFAULT_BUDGET);
         assert_eq!(
             c.workers,
             std::thread::available_parallelism().map_or(1, usize::from)
@@ -665,6 +672,16 @@ mod tests {
         for bad in ["0", "many", "-1"] {
             let message = error(&[("WORKERS", bad)]);
             assert!(message.contains("WORKERS"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn the_memory_store_budget_is_whole_mebibytes() {
+        let c = config(&[("MEMORY_STORE_MIB", "256")]).unwrap();
+        assert_eq!(c.memory_store_bytes, 256 * 1024 * 1024);
+        for bad in ["0", "1.5", "64MiB", "65537"] {
+            let message = error(&[("MEMORY_STORE_MIB", bad)]);
+            assert!(message.contains("MEMORY_STORE_MIB"), "{bad}: {message}");
         }
     }
 

@@ -151,13 +151,19 @@ pub trait Store: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 
-/// The store the application uses: memory, or Redis with a per-replica memory fallback.
-pub fn open(redis_url: Option<&SecretString>) -> Result<Arc<dyn Store>, StoreError> {
+/// The store the application uses: memory, or Redis with a per-replica memory fallback,
+/// the memory within `memory_budget` bytes.
+pub fn open(
+    redis_url: Option<&SecretString>,
+    memory_budget: u64,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let memory = memory::MemoryStore::with_budget(memory_budget);
     Ok(match redis_url {
-        None => Arc::new(memory::MemoryStore::default()),
-        Some(url) => Arc::new(FallbackStore::new(Box::new(redis::RedisStore::connect(
-            url,
-        )?))),
+        None => Arc::new(memory),
+        Some(url) => Arc::new(FallbackStore::new(
+            Box::new(redis::RedisStore::connect(url)?),
+            memory,
+        )),
     })
 }
 
@@ -170,10 +176,10 @@ pub struct FallbackStore {
 }
 
 impl FallbackStore {
-    pub fn new(primary: Box<dyn Store>) -> Self {
+    pub fn new(primary: Box<dyn Store>, fallback: memory::MemoryStore) -> Self {
         FallbackStore {
             primary,
-            fallback: memory::MemoryStore::default(),
+            fallback,
             degraded: AtomicBool::new(false),
         }
     }

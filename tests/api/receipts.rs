@@ -356,3 +356,25 @@ async fn unknown_ids_and_unconfigured_webhooks_are_404_and_reading_needs_access(
         .unwrap();
     problem(webhook, 404, "webhook_not_configured").await;
 }
+
+#[tokio::test]
+async fn records_past_the_memory_budget_go_oldest_first() {
+    // 1 MiB in all: half of it, 512 KiB, for records. A send's record weighs a few
+    // hundred bytes, so 2,000 sends are several times what fits.
+    let app = crate::helpers::spawn_app(&[("MEMORY_STORE_MIB", "1")]).await;
+    let first = send(&app).await["id"].as_str().unwrap().to_owned();
+    assert_eq!(status_of(&app, &first).await["id"], first.as_str());
+    for _ in 0..40 {
+        let batch = (0..50).map(|_| send(&app));
+        futures_util::future::join_all(batch).await;
+    }
+    let last = send(&app).await["id"].as_str().unwrap().to_owned();
+    assert_eq!(status_of(&app, &last).await["id"], last.as_str());
+    let gone = app
+        .client
+        .get(app.url(&format!("/v1/messages/{first}")))
+        .send()
+        .await
+        .unwrap();
+    problem(gone, 404, "message_not_found").await;
+}
