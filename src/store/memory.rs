@@ -4,8 +4,8 @@
 //! Every map is a `LinkedHashMap` in the order entries were last written, behind a
 //! mutex, with a running count of what its entries weigh. Entries lapse at their own
 //! time (checked when read, dropped from the front as new ones come); past its budget a
-//! map drops its oldest entries. A send takes each lock once, briefly, and never across
-//! an `await`.
+//! map drops its oldest entries. Each store call takes one lock, briefly, and never
+//! holds it across an `await`.
 
 use std::mem::size_of;
 use std::sync::{Mutex, MutexGuard};

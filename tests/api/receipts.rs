@@ -40,13 +40,16 @@ async fn send(app: &TestApp) -> Value {
     response.json().await.unwrap()
 }
 
-pub async fn status_of(app: &TestApp, id: &str) -> Value {
-    let response = app
-        .client
+async fn get_record(app: &TestApp, id: &str) -> reqwest::Response {
+    app.client
         .get(app.url(&format!("/v1/messages/{id}")))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+pub async fn status_of(app: &TestApp, id: &str) -> Value {
+    let response = get_record(app, id).await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -340,12 +343,7 @@ async fn unknown_ids_and_unconfigured_webhooks_are_404_and_reading_needs_access(
         .await
         .unwrap();
     problem(unknown, 404, "message_not_found").await;
-    let anonymous = app
-        .client
-        .get(app.url("/v1/messages/01JD5X3QK8V7N2M4R6T8W0Y2Z4"))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = get_record(&app, "01JD5X3QK8V7N2M4R6T8W0Y2Z4").await;
     problem(anonymous, 401, "unauthorized").await;
     let webhook = app
         .client
@@ -370,11 +368,5 @@ async fn records_past_the_memory_budget_go_oldest_first() {
     }
     let last = send(&app).await["id"].as_str().unwrap().to_owned();
     assert_eq!(status_of(&app, &last).await["id"], last.as_str());
-    let gone = app
-        .client
-        .get(app.url(&format!("/v1/messages/{first}")))
-        .send()
-        .await
-        .unwrap();
-    problem(gone, 404, "message_not_found").await;
+    problem(get_record(&app, &first).await, 404, "message_not_found").await;
 }
