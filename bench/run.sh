@@ -15,6 +15,9 @@
 #   guards       64 connections, no delay, dedupe + rate limits (per number, per client,
 #                global) on, a different number on every request, memory store
 #   redis        the same guards with REDIS_URL (a redis-server of its own)
+#   floor        like c64, through bench/floor-relay instead of otp-relay: the same two
+#                exchanges on the same libraries (actix-web, reqwest) and nothing else,
+#                so otp-relay's cost above it is its own work
 #
 # Everything listens on 127.0.0.1 only. Each run starts a fresh otp-relay (so its peak
 # RSS belongs to that run) and a fresh mock; a trap stops everything on exit, and a
@@ -34,7 +37,7 @@ DELAY_MS="${DELAY_MS:-200}"        # provider delay of the *-delay scenarios
 MAX_SECONDS="${MAX_SECONDS:-1200}" # the whole script, builds excluded
 RESULTS_DIR="${RESULTS_DIR:-$here/results}"
 if [ "$#" -gt 0 ]; then SCENARIOS="$*"; fi
-SCENARIOS="${SCENARIOS:-c64 c64-delay c1000-delay guards redis}"
+SCENARIOS="${SCENARIOS:-c64 floor c64-delay c1000-delay guards redis}"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "run.sh: $*"; exit 1; }
@@ -62,12 +65,14 @@ log "building release binaries (otp-relay, mock-provider)"
 if [ -z "${RELAY_BIN:-}" ]; then
   (cd "$root" && cargo build --release --locked -q -p otp-relay)
 fi
-(cd "$root" && cargo build --release --locked -q -p mock-provider)
+(cd "$root" && cargo build --release --locked -q -p mock-provider -p floor-relay)
 target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps \
   | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 relay_bin="${RELAY_BIN:-$target_dir/release/otp-relay}"
 mock_bin="$target_dir/release/mock-provider"
-[ -x "$relay_bin" ] && [ -x "$mock_bin" ] || die "release binaries not found in $target_dir"
+floor_bin="$target_dir/release/floor-relay"
+[ -x "$relay_bin" ] && [ -x "$mock_bin" ] && [ -x "$floor_bin" ] \
+  || die "release binaries not found in $target_dir"
 
 # --- process bookkeeping ------------------------------------------------------------
 work="$(mktemp -d "${TMPDIR:-/tmp}/otp-relay-bench.XXXXXX")"
@@ -118,11 +123,18 @@ wait_http() { # url, seconds
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # utime + stime
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-mock_stat() { curl -fsS --max-time 2 "http://127.0.0.1:$mock_port/stats" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+stat_of() { curl -fsS --max-time 2 "http://127.0.0.1:$1/stats" | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"; }
+mock_stat() { stat_of "$mock_port" "$1"; }
 relay_metrics() { curl -fsS --max-time 2 "http://127.0.0.1:$relay_port/metrics"; }
-# 2xx answers the relay gave on /api/sms, by its own counter.
-relay_ok() { relay_metrics | awk '/^otp_relay_http_requests_total\{/ && /route="\/api\/sms"/ && /status="2[0-9][0-9]"/ {n += $NF} END {printf "%d\n", n}'; }
-relay_in_flight() { relay_metrics | awk '/^otp_relay_sends_in_flight/ {printf "%d\n", $NF}'; }
+# 2xx answers the relay gave on /api/sms, by its own counter (the floor's: its /stats).
+relay_ok() {
+  if [ "$relay_kind" = floor ]; then stat_of "$relay_port" ok; return; fi
+  relay_metrics | awk '/^otp_relay_http_requests_total\{/ && /route="\/api\/sms"/ && /status="2[0-9][0-9]"/ {n += $NF} END {printf "%d\n", n}'
+}
+relay_in_flight() {
+  if [ "$relay_kind" = floor ]; then stat_of "$relay_port" in_flight; return; fi
+  relay_metrics | awk '/^otp_relay_sends_in_flight/ {printf "%d\n", $NF}'
+}
 
 # Runs wrk, prints its WRK_JSON object.
 load() { # mode url connections
@@ -134,19 +146,34 @@ load() { # mode url connections
 }
 jget() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 
+# The port a program started on port 0 printed as `listening on 127.0.0.1:PORT`.
+listening_port() { # log
+  local port=""
+  for _ in $(seq 1 100); do
+    port="$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$1")"
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+  echo "$port"
+}
+
 start_mock() { # delay_ms
   # Port 0: the mock picks a free port and prints it.
   "$mock_bin" --addr 127.0.0.1:0 --delay-ms "$1" --threads "$MOCK_THREADS" \
     >"$work/mock.log" 2>&1 &
   mock_pid=$!; pids+=("$mock_pid")
-  mock_port=""
-  for _ in $(seq 1 100); do
-    mock_port="$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/mock.log")"
-    [ -n "$mock_port" ] && break
-    sleep 0.05
-  done
+  mock_port="$(listening_port "$work/mock.log")"
   [ -n "$mock_port" ] && wait_http "http://127.0.0.1:$mock_port/stats" 10 || {
     cat "$work/mock.log" >&2; die "mock did not start"; }
+}
+
+start_floor() {
+  "$floor_bin" --addr 127.0.0.1:0 --provider "http://127.0.0.1:$mock_port" \
+    >"$work/relay.log" 2>&1 &
+  relay_pid=$!; pids+=("$relay_pid")
+  relay_port="$(listening_port "$work/relay.log")"
+  [ -n "$relay_port" ] && wait_http "http://127.0.0.1:$relay_port/health/ready" 15 || {
+    tail -20 "$work/relay.log" >&2; die "floor-relay did not start"; }
 }
 
 start_redis() {
@@ -189,8 +216,10 @@ start_relay() { # guards(0/1) redis_url
 # trap knows every process it starts.
 run_once() { # scenario run
   local scenario="$1" run="$2" conns=64 delay=0 guards=0 redis="" mode=qiam
+  relay_kind=otp-relay
   case "$scenario" in
     c64) ;;
+    floor) relay_kind=floor ;;
     c64-delay) delay="$DELAY_MS" ;;
     c1000-delay) conns=1000; delay="$DELAY_MS" ;;
     guards) guards=1; mode=distinct ;;
@@ -208,8 +237,8 @@ run_once() { # scenario run
   direct="$(load direct "http://127.0.0.1:$mock_port" "$conns")"
   mock_cpu1="$(cpu_ticks "$mock_pid")"
 
-  # (b) relay: the same load through otp-relay.
-  start_relay "$guards" "$redis"
+  # (b) relay: the same load through otp-relay (or the floor).
+  if [ "$relay_kind" = floor ]; then start_floor; else start_relay "$guards" "$redis"; fi
   sleep 0.5
   local idle_rss_kib cpu0 ok0 msg0 conn0 relay cpu1 ok1 msg1 conn1 peak_kib
   idle_rss_kib="$(status_kib "$relay_pid" VmRSS)"
