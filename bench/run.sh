@@ -59,7 +59,7 @@ case " $SCENARIOS " in
 esac
 
 # --- build --------------------------------------------------------------------------
-log "building release binaries (otp-relay, mock-provider)"
+log "building release binaries (otp-relay, mock-provider, floor-relay)"
 # Two invocations: built together, the mock's hyper features would be unified into
 # otp-relay's build, which would then differ from a plain `cargo build --release`.
 if [ -z "${RELAY_BIN:-}" ]; then

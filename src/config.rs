@@ -461,7 +461,7 @@ impl Config {
         let message_retention =
             Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h").duration("24h", false)?;
         let memory_store_mib: u64 =
-            Var::new("MEMORY_STORE_MIB", &raw.memory_store_mib, "64").number("32", 1, 65_536)?;
+            Var::new("MEMORY_STORE_MIB", &raw.memory_store_mib, "64").number("8", 1, 65_536)?;
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         let workers = Var::new("WORKERS", &raw.workers, "2").number(&cpus.to_string(), 1, 256)?;
 

@@ -17,7 +17,7 @@ use hashlink::LinkedHashMap;
 use super::{gcra, Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer};
 
 /// The memory budget when none is configured (`MEMORY_STORE_MIB`).
-pub const DEFAULT_BUDGET: u64 = 32 << 20;
+pub const DEFAULT_BUDGET: u64 = 8 << 20;
 
 /// What an entry costs besides its key, its value and what the value holds on the heap:
 /// the map's links and table slot and the allocator's headers. Measured on the
