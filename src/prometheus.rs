@@ -193,7 +193,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn histogram_samples_are_folded_without_a_scrape() {
+    fn one_upkeep_thread_folds_histogram_samples_without_a_scrape() {
         handle();
         handle();
         let tasks = std::fs::read_dir("/proc/self/task").unwrap();
