@@ -21,6 +21,8 @@ pub const REFUSALS: &str = "otp_relay_refusals_total";
 pub const IDEMPOTENT_REPLAYS: &str = "otp_relay_idempotent_replays_total";
 pub const IN_FLIGHT: &str = "otp_relay_sends_in_flight";
 pub const STORE_ERRORS: &str = "otp_relay_store_errors_total";
+pub const MEMORY_STORE_BYTES: &str = "otp_relay_memory_store_bytes";
+pub const MEMORY_STORE_LIMIT: &str = "otp_relay_memory_store_limit_bytes";
 
 /// Latency buckets, in seconds: from a fast local provider to the deadline.
 const BUCKETS: &[f64] = &[
@@ -98,6 +100,16 @@ fn describe() {
     );
     describe_gauge!(IN_FLIGHT, "Sends in progress");
     describe_counter!(STORE_ERRORS, "Failed state store operations by backend");
+    describe_gauge!(
+        MEMORY_STORE_BYTES,
+        Unit::Bytes,
+        "What the in-process store holds, as it weighs entries against its limit"
+    );
+    describe_gauge!(
+        MEMORY_STORE_LIMIT,
+        Unit::Bytes,
+        "The in-process store's memory budget (MEMORY_STORE_MIB)"
+    );
 }
 
 /// Seconds as the histograms record them.

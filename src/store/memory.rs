@@ -410,6 +410,12 @@ impl Store for MemoryStore {
         self.values().remove(key);
         Ok(())
     }
+
+    fn memory_bytes(&self) -> u64 {
+        let rates = lock(&self.rates).entries.bytes;
+        let claims = lock(&self.claims).entries.bytes;
+        (rates + claims + self.values().bytes()) as u64
+    }
 }
 
 #[cfg(test)]
@@ -620,6 +626,33 @@ mod tests {
         let newest = format!("idem:{}", written - 1);
         assert!(claims.entries.map.contains_key(newest.as_str()));
         assert!(!claims.entries.map.contains_key("idem:0"));
+    }
+
+    #[tokio::test]
+    async fn memory_bytes_is_what_every_map_weighs() {
+        let store = MemoryStore::default();
+        assert_eq!(store.memory_bytes(), 0);
+        let spec = RateSpec {
+            count: 5,
+            per: Duration::from_secs(600),
+        };
+        let minute = Duration::from_secs(60);
+        let limit = RateLimit {
+            key: "rate:a",
+            spec,
+        };
+        store.rate_acquire(&[limit]).await.unwrap();
+        store.claim("idem:a", "token", "fp", minute).await.unwrap();
+        store
+            .put(&[("msg:1", "record")], Some(minute))
+            .await
+            .unwrap();
+        store.put(&[("chat:a", "1")], None).await.unwrap();
+        let rates = recount(&lock(&store.rates).entries);
+        let claims = recount(&lock(&store.claims).entries);
+        assert!(rates > 0 && claims > 0);
+        let expected = rates + claims + timed("msg:1", "record") + kept("chat:a", "1");
+        assert_eq!(store.memory_bytes(), expected as u64);
     }
 
     #[tokio::test]

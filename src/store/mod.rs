@@ -149,6 +149,12 @@ pub trait Store: Send + Sync {
     async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError>;
 
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Bytes this process holds for the store, as the memory store weighs them (0 for a
+    /// store that keeps everything elsewhere).
+    fn memory_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// The store the application uses: memory, or Redis with a per-replica memory fallback,
@@ -304,6 +310,10 @@ impl Store for FallbackStore {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.either(self.primary.delete(key), || self.fallback.delete(key))
             .await
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.fallback.memory_bytes()
     }
 }
 

@@ -43,6 +43,10 @@ async fn sends_and_failures_show_up_with_their_labels() {
         r#"otp_relay_circuit_state{provider="recorder"} 0"#,
         "otp_relay_sends_in_flight 0",
         "# TYPE otp_relay_http_requests_total counter",
+        // The memory store's fill and its limit (the default 8 MiB), for sizing it.
+        "# TYPE otp_relay_memory_store_bytes gauge",
+        "\notp_relay_memory_store_bytes ",
+        "otp_relay_memory_store_limit_bytes 8388608",
     ] {
         assert!(metrics.contains(expected), "missing {expected}\n{metrics}");
     }
