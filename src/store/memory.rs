@@ -356,14 +356,18 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let mut values = self.values();
         for &(key, value) in entries {
-            values.remove(key);
+            // `insert` replaces the key in its own map; only the other one needs clearing.
             match ttl {
                 Some(ttl) => {
+                    values.forever.remove(key);
                     let value = value.into();
                     let expires_at = now + ttl;
                     values.timed.insert(key, Timed { value, expires_at });
                 }
-                None => values.forever.insert(key, value.into()),
+                None => {
+                    values.timed.remove(key);
+                    values.forever.insert(key, value.into());
+                }
             }
         }
         values.trim(now);
