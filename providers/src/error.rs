@@ -136,6 +136,19 @@ impl ProviderError {
         )
     }
 
+    /// The message provably never reached the provider: it could not be connected to,
+    /// it throttled the request before processing it, or the adapter refused it before
+    /// calling out. Only such failures may give back a rate-limit allowance or release
+    /// an `Idempotency-Key`; any other failure may have sent the code.
+    pub fn never_reached_provider(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::RateLimited { .. }
+                | ProviderError::Connect { .. }
+                | ProviderError::CodeRequired
+        )
+    }
+
     /// A permanent failure here that another provider might not have (account or
     /// registration specific, not a property of the number itself).
     pub fn another_provider_may_succeed(&self) -> bool {

@@ -33,6 +33,10 @@ pub struct Attempt {
     pub outcome: &'static str,
     /// The failure's stable code; `null` when sent.
     pub code: Option<&'static str>,
+    /// The message provably did not reach this provider (skipped, or refused before
+    /// processing): internal, not part of the answer.
+    #[serde(skip)]
+    pub never_left: bool,
 }
 
 impl Attempt {
@@ -41,6 +45,7 @@ impl Attempt {
             provider,
             outcome: "sent",
             code: None,
+            never_left: false,
         }
     }
 
@@ -49,6 +54,7 @@ impl Attempt {
             provider,
             outcome: "failed",
             code: Some(error.code()),
+            never_left: error.never_reached_provider(),
         }
     }
 
@@ -57,6 +63,7 @@ impl Attempt {
             provider,
             outcome: "skipped",
             code: Some("circuit_open"),
+            never_left: true,
         }
     }
 }
@@ -91,6 +98,14 @@ pub enum DispatchError {
 }
 
 impl DispatchError {
+    /// No provider can have received the message: none serves the channel, or every
+    /// attempt was skipped (open circuit) or failed in a way that provably sent nothing
+    /// (see [`ProviderError::never_reached_provider`]). Only then may the send give its
+    /// rate-limit allowance back and release its `Idempotency-Key`.
+    pub fn never_left(&self) -> bool {
+        self.attempts().iter().all(|attempt| attempt.never_left)
+    }
+
     pub fn attempts(&self) -> &[Attempt] {
         match self {
             DispatchError::NoProviderForChannel(_) => &[],
