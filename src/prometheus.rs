@@ -57,15 +57,24 @@ pub fn handle() -> &'static PrometheusHandle {
 /// Histogram samples wait in a queue until they are folded into buckets, which only a
 /// scrape or an upkeep does: unscraped, the queue grew by about 40 bytes per send,
 /// without end. A thread of its own folds them, away from the request workers.
+/// Returns once the thread runs (and so carries its name), so the recorder is never
+/// handed out before its upkeep exists.
 fn start_upkeep(handle: &'static PrometheusHandle) {
+    let (started, running) = std::sync::mpsc::sync_channel::<()>(1);
     let spawned = std::thread::Builder::new()
         .name(UPKEEP_THREAD.into())
-        .spawn(move || loop {
-            std::thread::sleep(UPKEEP_EVERY);
-            handle.run_upkeep();
+        .spawn(move || {
+            let _ = started.send(());
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
         });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "could not start the metrics upkeep thread");
+    match spawned {
+        Ok(_) => {
+            let _ = running.recv();
+        }
+        Err(error) => tracing::error!(%error, "could not start the metrics upkeep thread"),
     }
 }
 
