@@ -125,6 +125,14 @@ async fn check(config: Config) -> ExitCode {
             }
         }
     }
+    // What is left on each account: informative, a failure here fails nothing.
+    for (name, balance) in crate::followup::refresh_balances(&providers).await {
+        match balance {
+            Ok(Some(money)) => println!("ok   {name}: balance {money}"),
+            Ok(None) => println!("--   {name}: no balance call"),
+            Err(error) => println!("--   {name}: balance unknown: {} ({error})", error.code()),
+        }
+    }
     if failed {
         ExitCode::from(1)
     } else {

@@ -172,6 +172,8 @@ pub struct Config {
     /// HTTP worker threads, each with its own event loop (`WORKERS`; default one per CPU).
     pub workers: usize,
     pub http: HttpLimits,
+    /// When statuses, prices and balances are looked up after a send (no variable).
+    pub followup: crate::followup::FollowupSettings,
 }
 
 /// The variables as text, straight from the environment.
@@ -482,6 +484,7 @@ impl Config {
             memory_store_bytes: memory_store_mib << 20,
             workers,
             http: HttpLimits::default(),
+            followup: crate::followup::FollowupSettings::default(),
         })
     }
 }

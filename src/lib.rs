@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod followup;
 pub mod guards;
 pub mod message;
 pub mod prometheus;

@@ -23,6 +23,9 @@ pub const IN_FLIGHT: &str = "otp_relay_sends_in_flight";
 pub const STORE_ERRORS: &str = "otp_relay_store_errors_total";
 pub const MEMORY_STORE_BYTES: &str = "otp_relay_memory_store_bytes";
 pub const MEMORY_STORE_LIMIT: &str = "otp_relay_memory_store_limit_bytes";
+pub const COST_TOTAL: &str = "otp_relay_cost_total";
+pub const PROVIDER_BALANCE: &str = "otp_relay_provider_balance";
+pub const FOLLOWUPS: &str = "otp_relay_followups_total";
 
 /// Latency buckets, in seconds: from a fast local provider to the deadline.
 const BUCKETS: &[f64] = &[
@@ -119,6 +122,50 @@ fn describe() {
         Unit::Bytes,
         "The in-process store's memory budget (MEMORY_STORE_MIB)"
     );
+    describe_gauge!(
+        COST_TOTAL,
+        "Money spent on messages, by provider and currency, as the providers priced them (only grows)"
+    );
+    describe_gauge!(
+        PROVIDER_BALANCE,
+        "What is left on each provider account, by currency, as last read"
+    );
+    describe_counter!(
+        FOLLOWUPS,
+        "Status and price lookups after a send, by provider and outcome"
+    );
+}
+
+/// The `currency` label of an amount: its ISO 4217 code, or `unknown` when the provider
+/// names none (Telegram Gateway credits).
+fn currency_label(money: &otp_relay_providers::Money) -> String {
+    money
+        .currency
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Adds a message's cost to `otp_relay_cost_total`. The `metrics` facade counts only
+/// whole numbers, so the total is a gauge that only ever grows (`rate()` works the same).
+pub fn count_cost(provider: &str, cost: &otp_relay_providers::Money) {
+    handle();
+    metrics::gauge!(
+        COST_TOTAL,
+        "provider" => provider.to_owned(),
+        "currency" => currency_label(cost)
+    )
+    .increment(cost.as_f64());
+}
+
+/// Sets `otp_relay_provider_balance` to what a provider says is left.
+pub fn set_balance(provider: &str, balance: &otp_relay_providers::Money) {
+    handle();
+    metrics::gauge!(
+        PROVIDER_BALANCE,
+        "provider" => provider.to_owned(),
+        "currency" => currency_label(balance)
+    )
+    .set(balance.as_f64());
 }
 
 /// Seconds as the histograms record them.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use otp_relay_providers::callbacks::StatusUpdate;
-use otp_relay_providers::{ChatDirectory, DeliveryStatus, Phone, ProviderError};
+use otp_relay_providers::{ChatDirectory, DeliveryStatus, Money, Phone, ProviderError};
 use serde::{Deserialize, Serialize};
 
 use crate::guards::digest;
@@ -33,6 +33,24 @@ pub struct MessageRecord {
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
+    /// What the message cost, once the provider said; absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Cost>)]
+    pub cost: Option<Money>,
+}
+
+/// A message's price, as the provider stated it (the OpenAPI shape of [`Money`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Cost {
+    /// A decimal number as text, exactly as the provider wrote it (summed digit-exact
+    /// over the parts of a long SMS).
+    #[schema(example = "0.0666")]
+    amount: String,
+    /// ISO 4217 code; `null` when the provider does not name one (Telegram Gateway
+    /// counts in credits).
+    #[schema(example = "EUR")]
+    currency: Option<String>,
 }
 
 /// RFC 3339 time, to the second.
@@ -52,8 +70,16 @@ fn progress(status: DeliveryStatus) -> u8 {
 impl MessageRecord {
     /// Applies a provider's report, unless it would move a final status back.
     fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
+        // The first price stated is the price: a repeated report does not change it.
+        let priced = self.cost.is_none() && update.cost.is_some();
+        if priced {
+            self.cost.clone_from(&update.cost);
+        }
         if progress(update.status) < progress(self.status) {
-            return false;
+            if priced {
+                self.updated_at = timestamp(now);
+            }
+            return priced;
         }
         self.status = update.status;
         self.provider_status = Some(update.raw_status.clone());
@@ -126,7 +152,10 @@ impl Records {
         if let Some(index) = &index {
             entries.push((index.as_str(), record.id.as_str()));
         }
-        self.store.put(&entries, Some(self.retention)).await
+        self.store.put(&entries, Some(self.retention)).await?;
+        // A record is saved once, when its send ends: its price counts now.
+        count_cost(record);
+        Ok(())
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
@@ -152,11 +181,17 @@ impl Records {
             };
             let mut record: MessageRecord = serde_json::from_str(&current)
                 .map_err(|_| StoreError("unreadable message record".into()))?;
+            let unpriced = record.cost.is_none();
             if !record.apply(update, SystemTime::now()) {
                 return Ok(Some(record));
             }
             let updated = serde_json::to_string(&record).expect("a record serializes");
             if self.store.replace(&key, &current, &updated).await? {
+                // Only the one update that priced the record (the replace is atomic,
+                // across replicas too) counts its cost: repeated reports do not.
+                if unpriced {
+                    count_cost(&record);
+                }
                 return Ok(Some(record));
             }
         }
@@ -193,6 +228,13 @@ impl Records {
     }
 }
 
+/// Adds a priced record's cost to `otp_relay_cost_total`.
+fn count_cost(record: &MessageRecord) {
+    if let (Some(cost), Some(provider)) = (&record.cost, &record.provider) {
+        crate::prometheus::count_cost(provider, cost);
+    }
+}
+
 #[async_trait]
 impl ChatDirectory for Records {
     async fn chat_for(&self, phone: &Phone) -> Result<Option<i64>, ProviderError> {
@@ -223,6 +265,7 @@ mod tests {
             to: "+55119*****17".into(),
             created_at: "2026-11-28T00:00:00Z".into(),
             updated_at: "2026-11-28T00:00:00Z".into(),
+            cost: None,
         }
     }
 
@@ -233,6 +276,7 @@ mod tests {
             status,
             raw_status: status.as_str().into(),
             error_code: None,
+            cost: None,
         }
     }
 
@@ -278,5 +322,22 @@ mod tests {
         assert!(queued.apply(&update(DeliveryStatus::Undelivered), SystemTime::now()));
         assert_eq!(queued.status, DeliveryStatus::Undelivered);
         assert_eq!(queued.provider_status.as_deref(), Some("undelivered"));
+    }
+
+    #[test]
+    fn the_first_price_stays_even_on_a_late_or_repeated_report() {
+        let price = |amount: &str| Money::parse(amount, Some("EUR"));
+        let mut delivered = record(DeliveryStatus::Delivered);
+        let mut late = update(DeliveryStatus::Sent);
+        late.cost = price("0.0333");
+        assert!(delivered.apply(&late, SystemTime::now()), "priced");
+        assert_eq!(delivered.status, DeliveryStatus::Delivered, "status kept");
+        assert_eq!(delivered.cost, price("0.0333"));
+
+        let mut again = update(DeliveryStatus::Delivered);
+        again.cost = price("0.05");
+        delivered.apply(&again, SystemTime::now());
+        assert_eq!(delivered.cost, price("0.0333"), "not replaced");
+        assert!(!delivered.apply(&late, SystemTime::now()), "nothing new");
     }
 }

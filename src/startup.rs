@@ -21,6 +21,7 @@ use crate::api;
 use crate::api::error::{ApiError, ProblemCode};
 use crate::config::Config;
 use crate::dispatch::{DispatchPolicy, Dispatcher};
+use crate::followup::{self, Followups};
 use crate::prometheus;
 use crate::records::Records;
 use crate::store::{self, Store, StoreError};
@@ -49,12 +50,15 @@ pub struct AppState {
     pub telegram_bot: Option<Arc<TelegramProvider>>,
     /// One permit per send in progress (`MAX_IN_FLIGHT`).
     pub in_flight: Arc<Semaphore>,
+    /// Status and price lookups after sends and reports.
+    pub followups: Followups,
 }
 
 /// A bound, not yet running, otp-relay server.
 pub struct Application {
     port: u16,
     server: Server,
+    followups: Followups,
 }
 
 impl Application {
@@ -102,6 +106,15 @@ impl Application {
             .port();
         // Before the first send, not during it: the numbering plan loads in ~300 ms.
         otp_relay_providers::phone::warm_up();
+        let followups = Followups::start(
+            providers.clone(),
+            records.clone(),
+            Arc::clone(&store),
+            config.followup.clone(),
+        );
+        if let Some(every) = config.followup.balance_every {
+            followup::spawn_balance_refresh(providers.clone(), every);
+        }
         let dispatcher = Dispatcher::new(providers, dispatch_policy(&config));
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);
@@ -114,6 +127,7 @@ impl Application {
             store,
             records,
             telegram_bot,
+            followups: followups.clone(),
             config: Arc::new(config),
         });
         prometheus::handle();
@@ -175,12 +189,21 @@ impl Application {
         })?
         .run();
         tracing::info!(port, "otp-relay listening");
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            followups,
+        })
     }
 
     /// The port actually bound (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The status and price lookups, to wait on them (tests).
+    pub fn followups(&self) -> Followups {
+        self.followups.clone()
     }
 
     /// Serves until SIGINT or SIGTERM, then stops accepting and lets in-flight

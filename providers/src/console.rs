@@ -63,6 +63,8 @@ impl MessageProvider for ConsoleProvider {
             provider_message_id: Some(format!("console-{}", message.id)),
             status: DeliveryStatus::Sent,
             raw_status: Some("printed".to_owned()),
+            cost: None,
+            balance: None,
         })
     }
 }

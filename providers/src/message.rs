@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Phone;
+use crate::{Money, Phone};
 
 /// The medium a message travels on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -129,6 +129,12 @@ pub struct Receipt {
     pub status: DeliveryStatus,
     /// The provider's own word for the status, kept for operators.
     pub raw_status: Option<String>,
+    /// What the message cost, when the provider's answer says.
+    #[serde(default)]
+    pub cost: Option<Money>,
+    /// What is left on the account after it, when the provider's answer says.
+    #[serde(default)]
+    pub balance: Option<Money>,
 }
 
 #[cfg(test)]

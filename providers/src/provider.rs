@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 
-use crate::{Channel, OutboundMessage, ProviderError, Receipt};
+use crate::callbacks::StatusUpdate;
+use crate::{Channel, Money, OutboundMessage, ProviderError, Receipt};
 
 /// What a credentials probe found out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +12,20 @@ pub enum ProbeOutcome {
     Verified(String),
     /// The provider offers no call that checks credentials without sending a message.
     NotSupported,
+}
+
+/// What the server does after a send to learn a message's fate and price, beyond the
+/// send's answer and the provider's callbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followup {
+    /// Nothing: the callbacks tell all there is.
+    Nothing,
+    /// No callback reports delivery: ask with [`MessageProvider::lookup`], backing off,
+    /// until a final status or the message's time to live.
+    PollUntilFinal,
+    /// The callbacks carry no price: ask once with [`MessageProvider::lookup`] after a
+    /// final status.
+    PriceAfterFinal,
 }
 
 /// A way to deliver a message: one provider, configured with its credentials.
@@ -36,5 +51,25 @@ pub trait MessageProvider: Send + Sync {
     /// Checks the credentials with a call that sends nothing, where the provider has one.
     async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
         Ok(ProbeOutcome::NotSupported)
+    }
+
+    /// What the server must do after a send on `channel` (see [`Followup`]).
+    fn followup(&self, _channel: Channel) -> Followup {
+        Followup::Nothing
+    }
+
+    /// Asks the provider what became of the message it knows as `provider_message_id`:
+    /// its status and, when known, its price. `Ok(None)`: no such call, or the provider
+    /// does not know the message (yet).
+    async fn lookup(
+        &self,
+        _provider_message_id: &str,
+    ) -> Result<Option<StatusUpdate>, ProviderError> {
+        Ok(None)
+    }
+
+    /// What is left on the account, where the provider has a call that says.
+    async fn balance(&self) -> Result<Option<Money>, ProviderError> {
+        Ok(None)
     }
 }

@@ -22,6 +22,8 @@
 //!   throttling (nothing processed), 5xx an unknown outcome. No per-cause codes are
 //!   documented, so refusals are read from their text (see `refusal`).
 
+mod campaign;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -35,9 +37,11 @@ use serde_json::{json, Value};
 use crate::http::{self, protocol_error, scrub, Reply};
 use crate::settings::{Env, SettingError};
 use crate::{
-    Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome, ProviderContext,
-    ProviderError, Receipt,
+    Channel, DeliveryStatus, Followup, MessageProvider, Money, OutboundMessage, ProbeOutcome,
+    ProviderContext, ProviderError, Receipt,
 };
+
+pub use campaign::{read_balance_reply, read_campaign_reply};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.sendpulse.com";
 /// Template language used when `SENDPULSE_WHATSAPP_TEMPLATE` names none.
@@ -194,6 +198,8 @@ pub struct SendpulseProvider {
     client_id: String,
     client_secret: SecretString,
     token_url: String,
+    /// `SENDPULSE_BASE_URL`, for the campaign and balance calls.
+    base_url: String,
     sms: Option<SmsRoute>,
     whatsapp: Option<WhatsappRoute>,
     tokens: TokenCache,
@@ -268,6 +274,7 @@ impl SendpulseProvider {
             client_id: settings.client_id,
             client_secret: settings.client_secret,
             token_url: format!("{base}/oauth/access_token"),
+            base_url: base.clone(),
             sms,
             whatsapp,
             tokens: TokenCache::default(),
@@ -427,6 +434,25 @@ impl MessageProvider for SendpulseProvider {
         Ok(ProbeOutcome::Verified(
             "SendPulse issued an OAuth access token".to_owned(),
         ))
+    }
+
+    /// SMS has no delivery callback: the campaign is polled.
+    fn followup(&self, channel: Channel) -> Followup {
+        match channel {
+            Channel::Sms => Followup::PollUntilFinal,
+            _ => Followup::Nothing,
+        }
+    }
+
+    async fn lookup(
+        &self,
+        provider_message_id: &str,
+    ) -> Result<Option<crate::callbacks::StatusUpdate>, ProviderError> {
+        self.fetch_campaign(provider_message_id).await
+    }
+
+    async fn balance(&self) -> Result<Option<Money>, ProviderError> {
+        self.fetch_balance().await
     }
 }
 
@@ -639,6 +665,9 @@ pub fn read_sms(reply: &Reply) -> Result<Receipt, ProviderError> {
         provider_message_id: Some(campaign_id),
         status: DeliveryStatus::Queued,
         raw_status: None,
+        // Priced once the campaign is done (see `campaign`).
+        cost: None,
+        balance: None,
     })
 }
 
@@ -691,6 +720,8 @@ pub fn read_whatsapp(reply: &Reply) -> Result<Receipt, ProviderError> {
         provider_message_id: Some(id),
         status,
         raw_status: Some(raw),
+        cost: None,
+        balance: None,
     })
 }
 

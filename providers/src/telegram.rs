@@ -440,6 +440,9 @@ impl TelegramProvider {
             // The Bot API reports no delivery: the message is on Telegram's servers.
             status: DeliveryStatus::Sent,
             raw_status: None,
+            // Bot messages are free.
+            cost: None,
+            balance: None,
         })
     }
 
@@ -501,6 +504,8 @@ pub fn read_gateway_reply(reply: &Reply, token: &str) -> Result<Receipt, Provide
                     .as_deref()
                     .map_or(DeliveryStatus::Queued, gateway_status),
                 raw_status,
+                cost: gateway_money(result.request_cost.as_deref()),
+                balance: gateway_money(result.remaining_balance.as_deref()),
             })
         }
         Ok(GatewayReply {
@@ -602,6 +607,19 @@ struct GatewayReply {
 pub(crate) struct RequestStatus {
     pub(crate) request_id: String,
     pub(crate) delivery_status: Option<GatewayDelivery>,
+    /// What the request cost, and what is left, in the Gateway's credits (see
+    /// [`gateway_money`]).
+    pub(crate) request_cost: Option<Box<serde_json::value::RawValue>>,
+    pub(crate) remaining_balance: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// A Gateway amount. `RequestStatus.request_cost` ("Total request cost incurred") and
+/// `remaining_balance` ("Remaining balance in credits") are JSON floats in the Gateway
+/// API docs (core.telegram.org/gateway/api#requeststatus), which name no currency: the
+/// account is funded through Fragment and counted in credits. So the currency is left
+/// unnamed rather than guessed.
+pub(crate) fn gateway_money(raw: Option<&serde_json::value::RawValue>) -> Option<crate::Money> {
+    crate::Money::parse(&crate::money::decimal_text(raw?)?, None)
 }
 
 #[derive(Deserialize)]

@@ -20,6 +20,8 @@
 //! - Probe: `GET {base}/2010-04-01/Accounts/{AccountSid}.json`. That reply carries the
 //!   account's auth token, so it is never echoed, not even in a protocol error.
 
+mod money;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,9 +32,11 @@ use serde::Deserialize;
 use crate::http::{self, scrub, Reply};
 use crate::settings::{Env, SettingError};
 use crate::{
-    Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome, ProviderContext,
-    ProviderError, Receipt,
+    Channel, DeliveryStatus, Followup, MessageProvider, Money, OutboundMessage, ProbeOutcome,
+    ProviderContext, ProviderError, Receipt,
 };
+
+pub use money::{read_balance_reply, read_message_reply};
 
 const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 const ACCOUNT_SID_EXAMPLE: &str = "AC0123456789abcdef0123456789abcdef";
@@ -343,6 +347,22 @@ impl MessageProvider for TwilioProvider {
         let request = self.authorize(self.client.get(&self.account_url));
         read_probe_reply(http::exchange(request).await?)
     }
+
+    /// Status callbacks carry no price; the Message resource does, once final.
+    fn followup(&self, _channel: Channel) -> Followup {
+        Followup::PriceAfterFinal
+    }
+
+    async fn lookup(
+        &self,
+        provider_message_id: &str,
+    ) -> Result<Option<crate::callbacks::StatusUpdate>, ProviderError> {
+        self.fetch_message(provider_message_id).await
+    }
+
+    async fn balance(&self) -> Result<Option<Money>, ProviderError> {
+        self.fetch_balance().await
+    }
 }
 
 /// Reads Twilio's answer to the account probe. Public for the fuzz targets.
@@ -421,6 +441,9 @@ pub fn read_send_reply(reply: Reply) -> Result<Receipt, ProviderError> {
         status: delivery,
         provider_message_id: Some(created.sid),
         raw_status: Some(created.status),
+        // Twilio prices a message only once it is sent (see `money`).
+        cost: None,
+        balance: None,
     })
 }
 

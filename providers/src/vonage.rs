@@ -28,6 +28,8 @@
 //!   Status URL points (set it to `{PUBLIC_BASE_URL}/webhooks/vonage`).
 //! - Probe: `GET {VONAGE_SMS_BASE_URL}/account/get-balance` with Basic key:secret.
 
+mod money;
+
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -537,6 +539,10 @@ impl MessageProvider for VonageProvider {
             .basic_auth(key, Some(secret.expose_secret()));
         read_balance_reply(http::exchange(request).await?)
     }
+
+    async fn balance(&self) -> Result<Option<crate::Money>, ProviderError> {
+        self.fetch_balance().await
+    }
 }
 
 /// Reads the SMS API's answer to a send (always HTTP 200; each part has a status).
@@ -567,7 +573,7 @@ pub fn read_sms_api_reply(reply: Reply, secret: &str) -> Result<Receipt, Provide
     let Some(id) = first.message_id.clone() else {
         return Err(http::protocol_error(status, &body));
     };
-    Ok(receipt(id, &first.status))
+    Ok(money::with_sms_money(receipt(id, &first.status), &body))
 }
 
 /// Reads the Messages API's answer to a send: `202 {message_uuid}` or an RFC 7807
@@ -631,6 +637,8 @@ fn receipt(id: String, raw_status: &str) -> Receipt {
         // Vonage accepted it; delivery is reported later by webhook.
         status: DeliveryStatus::Queued,
         raw_status: Some(raw_status.to_owned()),
+        cost: None,
+        balance: None,
     }
 }
 

@@ -118,6 +118,7 @@ fn twilio_signed_callback_is_accepted_and_mapped() {
             status: DeliveryStatus::Undelivered,
             raw_status: "undelivered".into(),
             error_code: Some("30003".into()),
+            cost: None,
         }
     );
 }
@@ -301,6 +302,7 @@ fn vonage_receipt_signed_with_each_method_is_accepted_and_mapped() {
                 status: DeliveryStatus::Delivered,
                 raw_status: "delivered".into(),
                 error_code: None,
+                cost: None,
             }),
             "{method}"
         );
@@ -475,7 +477,8 @@ fn messages_body(status: &str, error: Option<Value>) -> Vec<u8> {
         "timestamp": "2024-11-28T00:00:00Z",
         "status": status,
         "channel": "sms",
-        "client_ref": "01JD5X3QK8V7N2M4R6T8W0Y2Z4"
+        "client_ref": "01JD5X3QK8V7N2M4R6T8W0Y2Z4",
+        "usage": {"currency": "EUR", "price": "0.0333"}
     });
     if let Some(error) = error {
         body["error"] = error;
@@ -529,6 +532,8 @@ fn vonage_messages_signed_webhook_is_accepted_and_mapped() {
             status: DeliveryStatus::Delivered,
             raw_status: "delivered".into(),
             error_code: None,
+            // `usage` ("messageStatusUsage" in vonage_messages_v1.yml), kept as written.
+            cost: otp_relay_providers::Money::parse("0.0333", Some("EUR")),
         })
     );
 }
@@ -692,6 +697,7 @@ fn gateway_signed_report_is_accepted_and_mapped() {
             status: DeliveryStatus::Delivered,
             raw_status: "delivered".into(),
             error_code: None,
+            cost: None,
         })
     );
     // Hex case does not matter.

@@ -144,6 +144,8 @@ async fn sms_fetches_a_token_then_posts_the_exact_campaign() {
             provider_message_id: Some("2623085".into()),
             status: DeliveryStatus::Queued,
             raw_status: None,
+            cost: None,
+            balance: None,
         }
     );
 
@@ -187,6 +189,8 @@ async fn whatsapp_posts_the_template_with_the_code_as_body_parameter() {
             provider_message_id: Some("65f1c2d3e4f5a6b7c8d9e0f1".into()),
             status: DeliveryStatus::Queued,
             raw_status: Some("new".into()),
+            cost: None,
+            balance: None,
         }
     );
     let sends = requests_to(&server, WHATSAPP_PATH).await;

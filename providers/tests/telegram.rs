@@ -167,6 +167,9 @@ async fn gateway_request_carries_the_code_not_the_text() {
             provider_message_id: Some("7d3c1f2a9b".into()),
             status: DeliveryStatus::Sent,
             raw_status: Some("sent".into()),
+            // request_cost and remaining_balance, in the Gateway's unnamed credits.
+            cost: otp_relay_providers::Money::parse("0.01", None),
+            balance: otp_relay_providers::Money::parse("9.99", None),
         }
     );
 }

@@ -14,7 +14,7 @@ use common::{
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use otp_relay_providers::vonage::{VonageApi, WhatsappTemplate};
 use otp_relay_providers::{
-    Channel, DeliveryStatus, Env, MessageProvider, ProbeOutcome, ProviderError, Receipt,
+    Channel, DeliveryStatus, Env, MessageProvider, Money, ProbeOutcome, ProviderError, Receipt,
     VonageProvider, VonageSettings,
 };
 use secrecy::SecretString;
@@ -122,6 +122,18 @@ fn queued(id: &str, raw: &str) -> Receipt {
         provider_message_id: Some(id.into()),
         status: DeliveryStatus::Queued,
         raw_status: Some(raw.into()),
+        cost: None,
+        balance: None,
+    }
+}
+
+/// An SMS API receipt: priced by the sum of its parts, with the balance after the last
+/// (`message-price` and `remaining-balance` in vonage_sms.yml, in the account's EUR).
+fn priced(id: &str, cost: &str) -> Receipt {
+    Receipt {
+        cost: Money::parse(cost, Some("EUR")),
+        balance: Money::parse("3.14159265", Some("EUR")),
+        ..queued(id, "0")
     }
 }
 
@@ -165,7 +177,7 @@ async fn sms_api_posts_the_exact_form_and_marks_pt_br_unicode() {
         .await
         .unwrap();
 
-    assert_eq!(receipt, queued("0A0000000123ABCD1", "0"));
+    assert_eq!(receipt, priced("0A0000000123ABCD1", "0.03330000"));
     let request = only_request(&server).await;
     assert_eq!(request.method.as_str(), "POST");
     assert_eq!(request.url.path(), "/sms/json");
@@ -243,7 +255,8 @@ async fn sms_api_multipart_success_keeps_the_first_part_id() {
         .await
         .unwrap();
 
-    assert_eq!(receipt, queued("PART-1", "0"));
+    // Two parts at 0.03330000 EUR: the message cost their exact sum.
+    assert_eq!(receipt, priced("PART-1", "0.06660000"));
 }
 
 #[tokio::test]

@@ -264,6 +264,7 @@ async fn keep_record(
             status: delivery.receipt.status,
             provider_status: delivery.receipt.raw_status.clone(),
             error_code: None,
+            cost: delivery.receipt.cost.clone(),
             ..new_record(message, &now)
         },
         Err(error) => {
@@ -277,6 +278,11 @@ async fn keep_record(
     };
     if let Err(error) = state.records.save(&record).await {
         tracing::warn!(message_id = %message.id, %error, "could not keep the message record");
+    }
+    if let Ok(delivery) = result {
+        state
+            .followups
+            .after_send(delivery.channel, &delivery.receipt, message.ttl);
     }
 }
 
@@ -292,6 +298,7 @@ fn new_record(message: &OutboundMessage, now: &str) -> MessageRecord {
         to: message.to.masked(),
         created_at: now.to_owned(),
         updated_at: now.to_owned(),
+        cost: None,
     }
 }
 

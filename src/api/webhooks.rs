@@ -47,13 +47,16 @@ fn telegram_settings(state: &AppState) -> Option<&TelegramSettings> {
 /// Applies a verified report to its record and acknowledges it.
 async fn record(state: &AppState, update: StatusUpdate) -> Result<HttpResponse, ApiError> {
     match state.records.apply(&update).await? {
-        Some(record) => tracing::info!(
-            message_id = %record.id,
-            provider = update.provider,
-            reported = %update.status,
-            status = %record.status,
-            "delivery report"
-        ),
+        Some(record) => {
+            tracing::info!(
+                message_id = %record.id,
+                provider = update.provider,
+                reported = %update.status,
+                status = %record.status,
+                "delivery report"
+            );
+            state.followups.after_report(&record);
+        }
         None => tracing::debug!(
             provider = update.provider,
             "delivery report for an unknown message"

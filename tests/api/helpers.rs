@@ -74,6 +74,8 @@ impl MessageProvider for RecordingProvider {
                 provider_message_id: Some(format!("rec-{}", message.id)),
                 status: DeliveryStatus::Queued,
                 raw_status: Some("accepted".into()),
+                cost: None,
+                balance: None,
             }),
         }
     }
@@ -313,6 +315,8 @@ impl MessageProvider for GatedProvider {
             provider_message_id: Some(message.id.clone()),
             status: DeliveryStatus::Queued,
             raw_status: None,
+            cost: None,
+            balance: None,
         })
     }
 }

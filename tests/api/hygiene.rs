@@ -405,6 +405,8 @@ impl MessageProvider for LeakyProvider {
             provider_message_id: Some(message.id.clone()),
             status: DeliveryStatus::Queued,
             raw_status: None,
+            cost: None,
+            balance: None,
         })
     }
 }

@@ -52,6 +52,8 @@ pub struct StatusUpdate {
     pub raw_status: String,
     /// The provider's error code, when it reported one (never "no error" codes like `0`).
     pub error_code: Option<String>,
+    /// What the message cost, when the report says.
+    pub cost: Option<crate::Money>,
 }
 
 /// Why a callback was refused. None of the variants carries a secret or a number.

@@ -71,6 +71,8 @@ pub fn verify_gateway_status(
         status: gateway_status(&raw_status),
         raw_status,
         error_code: None,
+        // The send's answer already priced the request.
+        cost: None,
     })
 }
 

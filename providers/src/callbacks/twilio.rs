@@ -108,6 +108,8 @@ fn status_update(params: &[(String, String)]) -> Result<StatusUpdate, CallbackEr
         status: delivery_status(raw_status),
         raw_status: raw_status.to_owned(),
         error_code: param(params, "ErrorCode").map(str::to_owned),
+        // Twilio's callbacks carry no price (see `twilio::money`).
+        cost: None,
     })
 }
 

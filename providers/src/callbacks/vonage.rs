@@ -226,6 +226,8 @@ fn receipt(params: &[(String, String)]) -> Result<StatusUpdate, CallbackError> {
         error_code: param(params, "err-code")
             .filter(|code| *code != "0")
             .map(str::to_owned),
+        // Each part's receipt prices that part; the send's answer gave the sum.
+        cost: None,
     })
 }
 
@@ -306,6 +308,22 @@ struct MessageStatus {
     message_uuid: String,
     status: String,
     error: Option<MessageError>,
+    usage: Option<Usage>,
+}
+
+/// What the message cost: `{"currency":"EUR","price":"0.0333"}` ("messageStatusUsage" in
+/// the Messages API spec).
+#[derive(Deserialize)]
+struct Usage {
+    currency: Option<String>,
+    price: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl Usage {
+    fn cost(&self) -> Option<crate::Money> {
+        let price = crate::money::decimal_text(self.price.as_deref()?)?;
+        crate::Money::parse(&price, self.currency.as_deref())
+    }
 }
 
 #[derive(Deserialize)]
@@ -340,6 +358,7 @@ fn message_status(body: &[u8]) -> Result<StatusUpdate, CallbackError> {
         provider_message_id: message.message_uuid,
         raw_status: message.status,
         error_code: message.error.and_then(MessageError::code),
+        cost: message.usage.as_ref().and_then(Usage::cost),
     })
 }
 
