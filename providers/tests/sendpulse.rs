@@ -11,8 +11,8 @@ use otp_relay_providers::sendpulse::{
     SendpulseProvider, SendpulseSettings, SendpulseWhatsapp, DEFAULT_BASE_URL, TOKEN_REFRESH_MARGIN,
 };
 use otp_relay_providers::{
-    Channel, DeliveryStatus, Env, MessageProvider, OutboundMessage, ProbeOutcome, ProviderError,
-    Receipt, SettingError,
+    Channel, DeliveryStatus, Env, MessageProvider, Money, OutboundMessage, ProbeOutcome,
+    ProviderError, Receipt, SettingError,
 };
 use secrecy::SecretString;
 use serde_json::json as body;
@@ -988,4 +988,149 @@ fn debug_never_shows_the_secret() {
     let printed = format!("{settings:?}");
     assert!(!printed.contains(CLIENT_SECRET), "{printed}");
     assert!(printed.contains(CLIENT_ID), "{printed}");
+}
+
+// ---- Campaign status, price and balance --------------------------------------------------
+
+const CAMPAIGN_PATH: &str = "/sms/campaigns/info/2623085";
+
+/// `GET /sms/campaigns/info/{id}` (sendpulse_sms.yml, `getSmsCampaignInfo`; the fields
+/// the PHP SDK documents): per phone `status` (2 delivered, 12 not delivered),
+/// `status_explain` and `money_spent`, the campaign's `currency`.
+fn campaign(status: i64, explain: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(body!({
+        "result": true,
+        "data": {
+            "id": 2623085, "address_book_id": 0, "currency": "UAH", "company_price": 0.54,
+            "send_date": "2024-11-28 11:03:22", "date_created": "2024-11-28 11:03:22",
+            "sender_name": "OtpRelay",
+            "task_phones_info": [{"phone": 5511966191717u64, "status": status,
+                                  "status_explain": explain, "country_code": "BR",
+                                  "money_spent": 0.27}]
+        }
+    }))
+}
+
+async fn lookup_against(
+    reply: ResponseTemplate,
+) -> (
+    Option<otp_relay_providers::callbacks::StatusUpdate>,
+    MockServer,
+) {
+    let server = MockServer::start().await;
+    mount_token(&server, token("tok-1", 3600), None).await;
+    Mock::given(method("GET"))
+        .and(path(CAMPAIGN_PATH))
+        .respond_with(reply)
+        .mount(&server)
+        .await;
+    let update = provider(&server.uri()).lookup("2623085").await.unwrap();
+    (update, server)
+}
+
+#[tokio::test]
+async fn lookup_gets_the_campaign_with_the_token_and_reads_delivery_and_price() {
+    let (update, server) = lookup_against(campaign(2, "Delivered")).await;
+
+    let update = update.expect("the campaign lists the phone");
+    assert_eq!(update.provider, "sendpulse");
+    assert_eq!(update.provider_message_id, "2623085");
+    assert_eq!(update.status, DeliveryStatus::Delivered);
+    assert_eq!(update.raw_status, "Delivered");
+    assert_eq!(update.error_code, None);
+    // The phone's money_spent, as written, in the campaign's currency.
+    assert_eq!(update.cost, Money::parse("0.27", Some("UAH")));
+    let gets = requests_to(&server, CAMPAIGN_PATH).await;
+    assert_eq!(gets.len(), 1);
+    assert_eq!(gets[0].method.as_str(), "GET");
+    assert_eq!(header(&gets[0], "authorization"), "Bearer tok-1");
+}
+
+#[tokio::test]
+async fn lookup_reads_not_delivered_as_undelivered_and_others_as_pending() {
+    let (update, _server) = lookup_against(campaign(12, "Not delivered")).await;
+    let update = update.unwrap();
+    assert_eq!(update.status, DeliveryStatus::Undelivered);
+    assert_eq!(update.error_code.as_deref(), Some("12"));
+    assert_eq!(update.cost, Money::parse("0.27", Some("UAH")));
+
+    // Still on its way: no final status, and no price until there is one.
+    let (update, _server) = lookup_against(campaign(1, "")).await;
+    let update = update.unwrap();
+    assert_eq!(update.status, DeliveryStatus::Queued);
+    assert_eq!(update.raw_status, "1");
+    assert_eq!(update.cost, None);
+}
+
+#[tokio::test]
+async fn lookup_takes_the_spec_array_shape_and_waits_for_a_phone() {
+    let listed = ResponseTemplate::new(200).set_body_json(body!([{
+        "result": true,
+        "data": {"id": 2623085, "currency": "USD", "company_price": "0.0410",
+                 "task_phones_info": [{"phone": 5511966191717u64, "status": 2}]}
+    }]));
+    let (update, _server) = lookup_against(listed).await;
+    // No money_spent: the campaign's price.
+    assert_eq!(update.unwrap().cost, Money::parse("0.0410", Some("USD")));
+
+    let empty = ResponseTemplate::new(200)
+        .set_body_json(body!({"result": true, "data": {"id": 2623085, "task_phones_info": []}}));
+    let (update, _server) = lookup_against(empty).await;
+    assert_eq!(update, None, "no phone listed yet");
+}
+
+#[tokio::test]
+async fn lookup_fetches_a_new_token_once_when_refused() {
+    let server = MockServer::start().await;
+    mount_token(&server, token("tok-old", 3600), Some(1)).await;
+    mount_token(&server, token("tok-new", 3600), None).await;
+    Mock::given(method("GET"))
+        .and(path(CAMPAIGN_PATH))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer tok-old",
+        ))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(CAMPAIGN_PATH))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer tok-new",
+        ))
+        .respond_with(campaign(2, "Delivered"))
+        .mount(&server)
+        .await;
+
+    let update = provider(&server.uri()).lookup("2623085").await.unwrap();
+    assert_eq!(update.unwrap().status, DeliveryStatus::Delivered);
+    assert_eq!(requests_to(&server, CAMPAIGN_PATH).await.len(), 2);
+}
+
+#[tokio::test]
+async fn lookup_never_puts_a_non_numeric_id_in_the_url() {
+    let lookup = provider(&refused_url()).lookup("../balance").await;
+    assert_eq!(lookup, Ok(None));
+}
+
+/// `GET /user/balance/detail`: `balance.main` (number or string) and `balance.currency`.
+#[tokio::test]
+async fn balance_reads_the_main_balance_in_its_currency() {
+    let server = MockServer::start().await;
+    mount_token(&server, token("tok-1", 3600), None).await;
+    Mock::given(method("GET"))
+        .and(path("/user/balance/detail"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body!({
+            "balance": {"main": "9.36", "bonus": "0.00", "currency": "USD"},
+            "email": {"tariff_name": "Free", "emails_left": 9914}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let balance = provider(&server.uri()).balance().await.unwrap();
+    assert_eq!(balance, Money::parse("9.36", Some("USD")));
+    let gets = requests_to(&server, "/user/balance/detail").await;
+    assert_eq!(header(&gets[0], "authorization"), "Bearer tok-1");
 }

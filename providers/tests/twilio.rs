@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{basic_auth, context, form, header, message, refused_url, PT_BR_TEXT};
 use otp_relay_providers::twilio::{TwilioProvider, TwilioSender, TwilioSettings};
 use otp_relay_providers::{
-    Channel, DeliveryStatus, Env, MessageProvider, ProbeOutcome, ProviderError,
+    Channel, DeliveryStatus, Env, MessageProvider, Money, ProbeOutcome, ProviderError,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -902,4 +902,105 @@ fn debug_and_errors_never_show_the_token() {
     pairs.push(("TWILIO_MESSAGING_SERVICE_SID", SERVICE_SID));
     let error = read(&pairs).unwrap_err().to_string();
     assert!(!error.contains(AUTH_TOKEN), "{error}");
+}
+
+// ---- Price and balance -------------------------------------------------------------------
+
+/// The Message resource once Twilio priced it (a charge is a negative `price`).
+fn fetched(status: &str, price: serde_json::Value) -> serde_json::Value {
+    let mut resource = created(status);
+    resource["price"] = price;
+    resource["price_unit"] = json!("USD");
+    resource["error_code"] = json!(30003);
+    resource
+}
+
+async fn mock_get(route: &str, reply: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(route))
+        .respond_with(reply)
+        .expect(1)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// `GET .../Messages/{Sid}.json` (the Message resource, twilio_api_v2010.json): status
+/// callbacks carry no price, this does.
+#[tokio::test]
+async fn lookup_gets_the_message_resource_and_its_price_as_a_charge() {
+    let route = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{MESSAGE_SID}.json");
+    let reply = ResponseTemplate::new(200).set_body_json(fetched("undelivered", json!("-0.00750")));
+    let server = mock_get(&route, reply).await;
+
+    let update = provider(settings(&server.uri()))
+        .lookup(MESSAGE_SID)
+        .await
+        .unwrap()
+        .expect("Twilio knows the message");
+
+    assert_eq!(update.provider_message_id, MESSAGE_SID);
+    assert_eq!(update.status, DeliveryStatus::Undelivered);
+    assert_eq!(update.error_code.as_deref(), Some("30003"));
+    assert_eq!(update.cost, Money::parse("0.00750", Some("USD")));
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        basic_auth(&requests[0]),
+        (ACCOUNT_SID.to_owned(), AUTH_TOKEN.to_owned())
+    );
+}
+
+#[tokio::test]
+async fn lookup_before_twilio_priced_the_message_has_no_cost() {
+    let route = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{MESSAGE_SID}.json");
+    let reply = ResponseTemplate::new(200).set_body_json(fetched("delivered", json!(null)));
+    let server = mock_get(&route, reply).await;
+
+    let update = provider(settings(&server.uri()))
+        .lookup(MESSAGE_SID)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(update.status, DeliveryStatus::Delivered);
+    assert_eq!(update.cost, None);
+}
+
+#[tokio::test]
+async fn lookup_of_an_unknown_or_odd_sid_is_none() {
+    let route = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{MESSAGE_SID}.json");
+    let server = mock_get(&route, twilio_error(404, 20404, "not found")).await;
+    let twilio = provider(settings(&server.uri()));
+    assert_eq!(twilio.lookup(MESSAGE_SID).await.unwrap(), None);
+    // Not a sid: never put in a URL.
+    assert_eq!(twilio.lookup("../Balance").await.unwrap(), None);
+}
+
+/// `GET .../Balance.json` (the Balance resource): `balance` and `currency` as strings.
+#[tokio::test]
+async fn balance_reads_the_balance_resource() {
+    let route = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Balance.json");
+    let reply = ResponseTemplate::new(200).set_body_json(json!({
+        "account_sid": ACCOUNT_SID, "balance": "12.50", "currency": "USD"
+    }));
+    let server = mock_get(&route, reply).await;
+
+    let balance = provider(settings(&server.uri())).balance().await.unwrap();
+    assert_eq!(balance, Money::parse("12.50", Some("USD")));
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(
+        basic_auth(&requests[0]),
+        (ACCOUNT_SID.to_owned(), AUTH_TOKEN.to_owned())
+    );
+}
+
+#[tokio::test]
+async fn balance_refused_credentials_are_unauthorized() {
+    let route = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Balance.json");
+    let server = mock_get(&route, twilio_error(401, 20003, "Authenticate")).await;
+    let error = provider(settings(&server.uri()))
+        .balance()
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "unauthorized");
 }

@@ -987,6 +987,36 @@ async fn probe_is_not_supported_with_only_an_application() {
     assert_eq!(provider.probe().await.unwrap(), ProbeOutcome::NotSupported);
 }
 
+/// The balance as Vonage wrote it (a JSON number, kept as text), in the account's EUR
+/// ("Get your current account balance", developer.vonage.com/account/code-snippets).
+#[tokio::test]
+async fn balance_reads_get_balance_with_basic_auth_in_euros() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/account/get-balance"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"value": 10.28000000, "autoReload": false})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let provider = VonageProvider::new(sms_settings(&server.uri()), &context(None)).unwrap();
+
+    let balance = provider.balance().await.unwrap();
+
+    assert_eq!(balance, Money::parse("10.28", Some("EUR")));
+    let request = only_request(&server).await;
+    assert_eq!(basic_auth(&request), (KEY.to_owned(), SECRET.to_owned()));
+}
+
+#[tokio::test]
+async fn balance_needs_the_key_pair() {
+    let provider =
+        VonageProvider::new(messages_settings(&refused_url(), true), &context(None)).unwrap();
+    assert_eq!(provider.balance().await.unwrap(), None);
+}
+
 // ---- Settings --------------------------------------------------------------------------
 
 fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -80,12 +80,6 @@ pub fn read_campaign_reply(
         return Err(reply.error());
     }
     #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Body {
-        One(Info),
-        Many(Vec<Info>),
-    }
-    #[derive(Deserialize)]
     struct Info {
         data: Option<Campaign>,
     }
@@ -102,10 +96,16 @@ pub fn read_campaign_reply(
         status_explain: Option<String>,
         money_spent: Option<Box<RawValue>>,
     }
-    let campaign = match serde_json::from_slice::<Body>(&reply.body) {
-        Ok(Body::One(info)) => info.data,
-        Ok(Body::Many(infos)) => infos.into_iter().find_map(|info| info.data),
-        Err(_) => None,
+    // Not an untagged enum: serde buffers those, and raw values cannot be buffered.
+    let listed = reply.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let campaign = if listed {
+        serde_json::from_slice::<Vec<Info>>(&reply.body)
+            .ok()
+            .and_then(|infos| infos.into_iter().find_map(|info| info.data))
+    } else {
+        serde_json::from_slice::<Info>(&reply.body)
+            .ok()
+            .and_then(|info| info.data)
     }
     .ok_or_else(|| http::protocol_error(reply.status, &reply.body))?;
     let Some(phone) = campaign.task_phones_info.first() else {

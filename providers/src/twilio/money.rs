@@ -19,6 +19,11 @@ use crate::money::decimal_text;
 use crate::{Money, ProviderError};
 
 impl TwilioProvider {
+    /// `{base}/2010-04-01/Accounts/{AccountSid}`: the account's resources live below it.
+    fn account_base(&self) -> &str {
+        self.account_url.trim_end_matches(".json")
+    }
+
     /// The Message resource of `sid`, as a status report with its price.
     pub(super) async fn fetch_message(
         &self,
@@ -28,13 +33,13 @@ impl TwilioProvider {
         if sid.is_empty() || !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Ok(None);
         }
-        let url = format!("{}/Messages/{sid}.json", self.account_url);
+        let url = format!("{}/Messages/{sid}.json", self.account_base());
         let request = self.authorize(self.client.get(url));
         read_message_reply(http::exchange(request).await?)
     }
 
     pub(super) async fn fetch_balance(&self) -> Result<Option<Money>, ProviderError> {
-        let url = format!("{}/Balance.json", self.account_url);
+        let url = format!("{}/Balance.json", self.account_base());
         let request = self.authorize(self.client.get(url));
         read_balance_reply(http::exchange(request).await?)
     }
