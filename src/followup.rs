@@ -17,6 +17,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,7 +115,9 @@ impl Ord for Due {
 #[derive(Clone)]
 pub struct Followups {
     jobs: mpsc::Sender<(Instant, Job)>,
-    /// Jobs accepted and not finished: the bound, and what tests wait on.
+    /// Jobs accepted and not finished: held within `settings.queue`.
+    queued: Arc<AtomicUsize>,
+    /// Jobs and balance rounds not finished: what tests wait on.
     pending: Arc<watch::Sender<usize>>,
     providers: Arc<[Arc<dyn MessageProvider>]>,
     settings: FollowupSettings,
@@ -131,7 +134,9 @@ impl Followups {
         let queue = settings.queue.max(1);
         let (jobs, incoming) = mpsc::channel(queue);
         let pending = Arc::new(watch::Sender::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
+            queued: Arc::clone(&queued),
             records,
             store,
             settings: settings.clone(),
@@ -139,8 +144,12 @@ impl Followups {
             token: ulid::Ulid::new().to_string(),
         };
         tokio::spawn(worker.run(incoming));
+        if let Some(every) = settings.balance_every {
+            spawn_balance_refresh(providers.clone(), every, Arc::clone(&pending));
+        }
         Followups {
             jobs,
+            queued,
             pending,
             providers: providers.into(),
             settings,
@@ -202,7 +211,8 @@ impl Followups {
         }
     }
 
-    /// Resolves once no lookup is waiting or running (for tests and shutdown).
+    /// Resolves once no lookup is waiting or running and no balance is being read (for
+    /// tests).
     pub async fn settled(&self) {
         let mut pending = self.pending.subscribe();
         let _ = pending.wait_for(|n| *n == 0).await;
@@ -215,19 +225,19 @@ impl Followups {
     fn schedule(&self, at: Instant, job: Job) {
         let limit = self.settings.queue.max(1);
         let name = job.provider.name();
-        let admitted = self.pending.send_if_modified(|pending| {
-            let room = *pending < limit;
-            if room {
-                *pending += 1;
-            }
-            room
-        });
-        if admitted && self.jobs.try_send((at, job)).is_ok() {
-            return;
-        }
+        let admitted = self
+            .queued
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok();
         if admitted {
+            self.pending.send_modify(|pending| *pending += 1);
+            if self.jobs.try_send((at, job)).is_ok() {
+                return;
+            }
             // The worker is gone (shutting down): the job will not run.
-            self.pending.send_modify(|pending| *pending -= 1);
+            finish(&self.queued, &self.pending);
         }
         prometheus::counter(
             prometheus::FOLLOWUPS,
@@ -242,7 +252,14 @@ impl Followups {
     }
 }
 
+/// Marks one job done.
+fn finish(queued: &AtomicUsize, pending: &watch::Sender<usize>) {
+    queued.fetch_sub(1, AtomicOrdering::AcqRel);
+    pending.send_modify(|pending| *pending = pending.saturating_sub(1));
+}
+
 struct Worker {
+    queued: Arc<AtomicUsize>,
     records: Records,
     store: Arc<dyn Store>,
     settings: FollowupSettings,
@@ -272,7 +289,7 @@ impl Worker {
                             seq += 1;
                             due.push(Due { at, seq, job: again });
                         }
-                        None => self.pending.send_modify(|pending| *pending = pending.saturating_sub(1)),
+                        None => finish(&self.queued, &self.pending),
                     }
                 }
             }
@@ -409,14 +426,26 @@ pub async fn refresh_balances(
     balances
 }
 
-/// Reads the balances now and then every `every`, for as long as the runtime runs.
-pub fn spawn_balance_refresh(providers: Vec<Arc<dyn MessageProvider>>, every: Duration) {
+/// Reads the balances now and then every `every`, for as long as the runtime runs. A
+/// round counts as pending work (see [`Followups::settled`]); the first from now on.
+fn spawn_balance_refresh(
+    providers: Vec<Arc<dyn MessageProvider>>,
+    every: Duration,
+    pending: Arc<watch::Sender<usize>>,
+) {
+    pending.send_modify(|pending| *pending += 1);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
         loop {
             ticks.tick().await;
+            if !first {
+                pending.send_modify(|pending| *pending += 1);
+            }
+            first = false;
             refresh_balances(&providers).await;
+            pending.send_modify(|pending| *pending = pending.saturating_sub(1));
         }
     });
 }

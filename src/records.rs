@@ -324,6 +324,31 @@ mod tests {
         assert_eq!(queued.provider_status.as_deref(), Some("undelivered"));
     }
 
+    #[tokio::test]
+    async fn a_repeated_priced_report_counts_the_cost_once() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+        let records = Records::new(store, Duration::from_secs(60));
+        let mut saved = record(DeliveryStatus::Sent);
+        // A provider name and currency of this test's own: the recorder is process-wide.
+        saved.provider = Some("counted-once".into());
+        records.save(&saved).await.unwrap();
+        let mut report = update(DeliveryStatus::Delivered);
+        report.provider = "counted-once";
+        report.cost = Money::parse("0.5", Some("XTS"));
+
+        for _ in 0..3 {
+            let applied = records.apply(&report).await.unwrap().unwrap();
+            assert_eq!(applied.cost, Money::parse("0.5", Some("XTS")));
+        }
+
+        let rendered = crate::prometheus::handle().render();
+        assert!(
+            rendered
+                .contains(r#"otp_relay_cost_total{provider="counted-once",currency="XTS"} 0.5"#),
+            "{rendered}"
+        );
+    }
+
     #[test]
     fn the_first_price_stays_even_on_a_late_or_repeated_report() {
         let price = |amount: &str| Money::parse(amount, Some("EUR"));

@@ -21,7 +21,7 @@ use crate::api;
 use crate::api::error::{ApiError, ProblemCode};
 use crate::config::Config;
 use crate::dispatch::{DispatchPolicy, Dispatcher};
-use crate::followup::{self, Followups};
+use crate::followup::Followups;
 use crate::prometheus;
 use crate::records::Records;
 use crate::store::{self, Store, StoreError};
@@ -112,9 +112,6 @@ impl Application {
             Arc::clone(&store),
             config.followup.clone(),
         );
-        if let Some(every) = config.followup.balance_every {
-            followup::spawn_balance_refresh(providers.clone(), every);
-        }
         let dispatcher = Dispatcher::new(providers, dispatch_policy(&config));
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use otp_relay::config::{Config, HttpLimits, LogFormat};
+use otp_relay::followup::{FollowupSettings, Followups};
 use otp_relay::startup::Application;
 use otp_relay_providers::{
     Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProviderError, Receipt,
@@ -87,6 +88,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The recording provider, for apps started with one.
     pub provider: Option<Arc<RecordingProvider>>,
+    /// The app's status and price lookups, to await them.
+    pub followups: Followups,
 }
 
 impl TestApp {
@@ -136,7 +139,11 @@ pub fn test_config(vars: &[(&str, &str)]) -> Config {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Config::from_vars(all).expect("test configuration is valid")
+    let mut config = Config::from_vars(all).expect("test configuration is valid");
+    // Background balance reads would hit every test's mock providers: only the tests of
+    // balances turn them on.
+    config.followup.balance_every = None;
+    config
 }
 
 /// Starts the application with `vars` and a recording provider.
@@ -179,14 +186,27 @@ pub async fn spawn_configured_app(vars: &[(&str, &str)]) -> TestApp {
     run(app, None)
 }
 
+/// As [`spawn_configured_app`], with the given follow-up timing (which no variable sets).
+pub async fn spawn_configured_app_with_followups(
+    vars: &[(&str, &str)],
+    followup: FollowupSettings,
+) -> TestApp {
+    let mut config = test_config(vars);
+    config.followup = followup;
+    let app = Application::build(config).expect("application builds");
+    run(app, None)
+}
+
 fn run(app: Application, provider: Option<Arc<RecordingProvider>>) -> TestApp {
     capture_logs();
     let address = format!("http://127.0.0.1:{}", app.port());
+    let followups = app.followups();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: reqwest::Client::new(),
         provider,
+        followups,
     }
 }
 

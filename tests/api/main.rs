@@ -3,6 +3,7 @@
 mod auth;
 mod cli;
 mod compat;
+mod costs;
 mod fakes;
 mod guards;
 mod health;

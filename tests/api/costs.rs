@@ -1,0 +1,453 @@
+//! What each message cost and what is left on the accounts: the record's `cost`, the
+//! money metrics, SendPulse's campaign polling and Twilio's price lookup, each against
+//! a mock of the provider's documented wire format.
+
+use std::time::Duration;
+
+use otp_relay::followup::FollowupSettings;
+use serde_json::{json, Value};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted, TWILIO_SID};
+use crate::helpers::{run_binary, spawn_configured_app_with_followups, TestApp};
+use crate::receipts::{status_of, twilio_callback, twilio_signature};
+
+const PUBLIC: &str = "https://otp.example.com";
+const CAMPAIGN_PATH: &str = "/sms/campaigns/info/2623085";
+const SID: &str = "SM0123456789abcdef0123456789abcdef";
+
+/// Follow-ups at test speed: polls 10 ms apart, doubling up to 40 ms.
+fn fast() -> FollowupSettings {
+    FollowupSettings {
+        first_poll: Duration::from_millis(10),
+        max_poll_interval: Duration::from_millis(40),
+        price_delay: Duration::ZERO,
+        balance_every: None,
+        ..FollowupSettings::default()
+    }
+}
+
+/// Waits for the app's lookups to finish, within a bound.
+async fn settled(app: &TestApp) {
+    tokio::time::timeout(Duration::from_secs(20), app.followups.settled())
+        .await
+        .expect("the follow-ups finish");
+}
+
+async fn metrics(app: &TestApp) -> String {
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
+async fn send(app: &TestApp, body: Value) -> Value {
+    let response = app.post_json("/v1/messages", &body).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn owned(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn sendpulse_vars(base: &str) -> Vec<(String, String)> {
+    owned(&[
+        ("PROVIDERS", "sendpulse"),
+        ("AUTH_DISABLED", "true"),
+        ("SENDPULSE_CLIENT_ID", "sp-id"),
+        ("SENDPULSE_CLIENT_SECRET", "sp-secret"),
+        ("SENDPULSE_SENDER", "OtpRelay"),
+        ("SENDPULSE_BASE_URL", base),
+    ])
+}
+
+async fn spawn(vars: &[(String, String)], followup: FollowupSettings) -> TestApp {
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    spawn_configured_app_with_followups(&pairs, followup).await
+}
+
+/// A SendPulse that issues tokens and accepts SMS as campaign 2623085.
+async fn sendpulse() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/access_token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "tok-1", "token_type": "Bearer", "expires_in": 3600}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/sms/send"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"result": true, "campaign_id": 2623085, "counters": {"exceptions": 0, "sends": 1}}),
+        ))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The campaign's info (sendpulse_sms.yml `getSmsCampaignInfo`, fields as the SDKs
+/// read them) with its one phone in `status`.
+fn campaign(status: i64, explain: &str, currency: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "result": true,
+        "data": {
+            "id": 2623085, "currency": currency, "company_price": 0.0821,
+            "send_date": "2026-11-30 02:00:00", "date_created": "2026-11-30 02:00:00",
+            "sender_name": "OtpRelay",
+            "task_phones_info": [{"phone": 5511966191717u64, "status": status,
+                                  "status_explain": explain, "country_code": "BR",
+                                  "money_spent": 0.0821}]
+        }
+    }))
+}
+
+#[tokio::test]
+async fn sendpulse_sms_is_polled_until_delivered_and_priced() {
+    let server = sendpulse().await;
+    // On its way at the first poll, delivered at the second.
+    Mock::given(method("GET"))
+        .and(path(CAMPAIGN_PATH))
+        .and(header("authorization", "Bearer tok-1"))
+        .respond_with(campaign(1, "Sent", "UAH"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(CAMPAIGN_PATH))
+        .respond_with(campaign(2, "Delivered", "UAH"))
+        .mount(&server)
+        .await;
+    let app = spawn(&sendpulse_vars(&server.uri()), fast()).await;
+
+    let sent = send(
+        &app,
+        json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
+    )
+    .await;
+    assert_eq!(sent["status"], "queued");
+    settled(&app).await;
+
+    let record = status_of(&app, sent["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "delivered", "{record}");
+    assert_eq!(record["provider_status"], "Delivered");
+    assert_eq!(
+        record["cost"],
+        json!({"amount": "0.0821", "currency": "UAH"})
+    );
+    let polls = server.received_requests().await.unwrap();
+    let polls = polls
+        .iter()
+        .filter(|r| r.url.path() == CAMPAIGN_PATH)
+        .count();
+    assert_eq!(polls, 2, "no poll after the final status");
+    // Only this test spends hryvnias.
+    assert!(
+        metrics(&app)
+            .await
+            .contains(r#"otp_relay_cost_total{provider="sendpulse",currency="UAH"} 0.0821"#),
+        "{}",
+        metrics(&app).await
+    );
+}
+
+#[tokio::test]
+async fn sendpulse_polling_backs_off_and_stops_at_the_messages_ttl() {
+    let server = sendpulse().await;
+    Mock::given(method("GET"))
+        .and(path(CAMPAIGN_PATH))
+        .respond_with(campaign(1, "Sent", "UAH"))
+        .mount(&server)
+        .await;
+    let app = spawn(&sendpulse_vars(&server.uri()), fast()).await;
+
+    let sent = send(
+        &app,
+        json!({"mobile": "+5511966191717", "totp": "Code 123456", "ttl": 1}),
+    )
+    .await;
+    settled(&app).await;
+
+    let record = status_of(&app, sent["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "queued", "{record}");
+    assert!(
+        record.get("cost").is_none(),
+        "no price before a final status"
+    );
+    let polls = server.received_requests().await.unwrap();
+    let polls = polls
+        .iter()
+        .filter(|r| r.url.path() == CAMPAIGN_PATH)
+        .count();
+    // Polls 10, 20, 40, 40, ... ms apart within the 1 s ttl: at most 1 + 1000 / 40 + 2.
+    assert!((2..=28).contains(&polls), "{polls} polls");
+}
+
+#[tokio::test]
+async fn a_full_followup_queue_drops_and_counts_and_the_record_stays_queued() {
+    let server = sendpulse().await;
+    let followup = FollowupSettings {
+        // Nothing comes due during the test: the one place stays taken.
+        first_poll: Duration::from_secs(3600),
+        queue: 1,
+        ..fast()
+    };
+    let app = spawn(&sendpulse_vars(&server.uri()), followup).await;
+
+    send(
+        &app,
+        json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
+    )
+    .await;
+    let second = send(
+        &app,
+        json!({"mobile": "+5511966191718", "totp": "Code 123457"}),
+    )
+    .await;
+
+    assert_eq!(
+        status_of(&app, second["id"].as_str().unwrap()).await["status"],
+        "queued"
+    );
+    let text = metrics(&app).await;
+    assert!(
+        text.contains(r#"otp_relay_followups_total{provider="sendpulse",outcome="dropped"}"#),
+        "{text}"
+    );
+    assert!(crate::helpers::captured_logs().contains("follow-up queue full"));
+}
+
+#[tokio::test]
+async fn twilio_price_is_looked_up_once_after_a_final_status() {
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let message_path = format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages/{SID}.json");
+    // The Message resource with its price (negative: a charge), in a currency no other
+    // test uses.
+    Mock::given(method("GET"))
+        .and(path(message_path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "sid": SID, "account_sid": TWILIO_SID, "status": "delivered",
+            "error_code": null, "price": "-0.04210", "price_unit": "CHF"
+        })))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let mut vars = provider_vars(&twilio.uri(), None);
+    vars.extend(owned(&[("PUBLIC_BASE_URL", PUBLIC)]));
+    let app = spawn(&vars, fast()).await;
+
+    let sent = send(
+        &app,
+        json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
+    )
+    .await;
+    let id = sent["id"].as_str().unwrap();
+    let url = format!("{PUBLIC}/webhooks/twilio");
+    let delivered = [
+        ("MessageSid", SID),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", TWILIO_SID),
+    ];
+    // Twilio repeats a callback it thinks was lost: the price is still asked once.
+    for _ in 0..2 {
+        let signature = twilio_signature(&url, &delivered);
+        assert_eq!(
+            twilio_callback(&app, &delivered, Some(signature))
+                .await
+                .status(),
+            204
+        );
+    }
+    settled(&app).await;
+
+    let record = status_of(&app, id).await;
+    assert_eq!(record["status"], "delivered");
+    assert_eq!(
+        record["cost"],
+        json!({"amount": "0.04210", "currency": "CHF"})
+    );
+    // Counted once, whatever repeated.
+    let text = metrics(&app).await;
+    assert!(
+        text.contains(r#"otp_relay_cost_total{provider="twilio",currency="CHF"} 0.0421"#),
+        "{text}"
+    );
+    assert_eq!(hits(&twilio).await, 2, "one send and one lookup");
+}
+
+#[tokio::test]
+async fn vonage_sms_parts_are_summed_into_the_cost_and_the_balance_shown() {
+    let vonage = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sms/json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "message-count": "2",
+            "messages": [
+                {"to": "5511966191717", "message-id": "0A0000001234", "status": "0",
+                 "remaining-balance": "7.96670000", "message-price": "0.03330000", "network": "72405"},
+                {"to": "5511966191717", "message-id": "0A0000001235", "status": "0",
+                 "remaining-balance": "7.93340000", "message-price": "0.03330000", "network": "72405"}
+            ]
+        })))
+        .mount(&vonage)
+        .await;
+    let vars = owned(&[
+        ("PROVIDERS", "vonage"),
+        ("AUTH_DISABLED", "true"),
+        ("VONAGE_API_KEY", "fake-key"),
+        ("VONAGE_API_SECRET", "fake-secret"),
+        ("VONAGE_FROM", "AcmeOTP"),
+        ("VONAGE_SMS_BASE_URL", &vonage.uri()),
+    ]);
+    let app = spawn(&vars, fast()).await;
+
+    let sent = send(
+        &app,
+        json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
+    )
+    .await;
+
+    let record = status_of(&app, sent["id"].as_str().unwrap()).await;
+    // Summed digit-exact, in the account's euros; nothing to follow up.
+    assert_eq!(
+        record["cost"],
+        json!({"amount": "0.06660000", "currency": "EUR"})
+    );
+    settled(&app).await;
+    let text = metrics(&app).await;
+    assert!(
+        text.contains(r#"otp_relay_provider_balance{provider="vonage",currency="EUR"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"otp_relay_cost_total{provider="vonage",currency="EUR"}"#),
+        "{text}"
+    );
+}
+
+/// Twilio's Balance resource, answering a currency no other test uses.
+async fn twilio_with_balance(balance: &str, currency: &str) -> MockServer {
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{TWILIO_SID}/Balance.json"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "account_sid": TWILIO_SID, "balance": balance, "currency": currency
+        })))
+        .mount(&twilio)
+        .await;
+    twilio
+}
+
+#[tokio::test]
+async fn balances_are_read_at_start_and_shown_as_a_gauge() {
+    let twilio = twilio_with_balance("42.42", "NZD").await;
+    let vars = provider_vars(&twilio.uri(), None);
+    let followup = FollowupSettings {
+        balance_every: Some(Duration::from_secs(3600)),
+        ..fast()
+    };
+    let app = spawn(&vars, followup).await;
+
+    settled(&app).await;
+
+    let text = metrics(&app).await;
+    assert!(
+        text.contains(r#"otp_relay_provider_balance{provider="twilio",currency="NZD"} 42.42"#),
+        "{text}"
+    );
+    assert_eq!(hits(&twilio).await, 1, "one read per period");
+}
+
+#[tokio::test]
+async fn check_prints_each_accounts_balance() {
+    let twilio = twilio_with_balance("17.05", "USD").await;
+    Mock::given(method("GET"))
+        .and(path(format!("/2010-04-01/Accounts/{TWILIO_SID}.json")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "sid": TWILIO_SID, "status": "active", "type": "Full"
+        })))
+        .mount(&twilio)
+        .await;
+
+    let output = run_binary(&["check"], &provider_vars(&twilio.uri(), None)).await;
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok   twilio: balance 17.05 USD"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_look_a_price_up_once() {
+    let Some(redis) = crate::redis_server::RedisServer::start().await else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{TWILIO_SID}/Messages/{SID}.json"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "sid": SID, "account_sid": TWILIO_SID, "status": "delivered",
+            "price": "-0.0512", "price_unit": "SEK"
+        })))
+        .mount(&twilio)
+        .await;
+    let mut vars = provider_vars(&twilio.uri(), None);
+    vars.extend(owned(&[
+        ("PUBLIC_BASE_URL", PUBLIC),
+        ("REDIS_URL", &redis.url()),
+    ]));
+    // Both replicas hear of the final status before either looks the price up.
+    let followup = FollowupSettings {
+        price_delay: Duration::from_millis(300),
+        ..fast()
+    };
+    let first = spawn(&vars, followup.clone()).await;
+    let second = spawn(&vars, followup).await;
+
+    let sent = send(
+        &first,
+        json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
+    )
+    .await;
+    let url = format!("{PUBLIC}/webhooks/twilio");
+    let delivered = [
+        ("MessageSid", SID),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", TWILIO_SID),
+    ];
+    for replica in [&first, &second] {
+        let signature = twilio_signature(&url, &delivered);
+        let response = twilio_callback(replica, &delivered, Some(signature)).await;
+        assert_eq!(response.status(), 204);
+    }
+    settled(&first).await;
+    settled(&second).await;
+
+    let lookups = twilio.received_requests().await.unwrap();
+    let lookups = lookups
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .count();
+    assert_eq!(lookups, 1, "one replica claimed the lookup");
+    let record = status_of(&second, sent["id"].as_str().unwrap()).await;
+    assert_eq!(
+        record["cost"],
+        json!({"amount": "0.0512", "currency": "SEK"})
+    );
+    assert!(
+        metrics(&first)
+            .await
+            .contains(r#"otp_relay_cost_total{provider="twilio",currency="SEK"} 0.0512"#),
+        "counted once"
+    );
+}
