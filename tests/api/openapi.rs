@@ -79,5 +79,17 @@ async fn the_document_lists_every_route_and_each_exists() {
         assert!(schemas[name].is_object(), "schema {name}");
     }
     assert!(schemas["SendRequest"]["properties"]["mobile"].is_object());
+    // The record's price: a decimal string and an ISO 4217 code (or null).
+    let record = &schemas["MessageRecord"];
+    assert!(record["properties"]["cost"].is_object(), "{record}");
+    assert!(
+        !record["required"]
+            .as_array()
+            .is_some_and(|required| required.contains(&Value::from("cost"))),
+        "cost is absent until the provider states it"
+    );
+    let cost = &schemas["Cost"];
+    assert_eq!(cost["properties"]["amount"]["type"], "string", "{cost}");
+    assert!(cost["properties"]["currency"].is_object(), "{cost}");
     assert!(document["components"]["securitySchemes"]["bearer"].is_object());
 }
