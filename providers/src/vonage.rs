@@ -527,16 +527,9 @@ impl MessageProvider for VonageProvider {
 
     /// Reads the account balance, which needs the key and secret.
     async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
-        let Some((key, secret)) = self.settings.key_pair() else {
+        let Some(request) = self.balance_request() else {
             return Ok(ProbeOutcome::NotSupported);
         };
-        let request = self
-            .client
-            .get(format!(
-                "{}/account/get-balance",
-                self.settings.sms_base_url
-            ))
-            .basic_auth(key, Some(secret.expose_secret()));
         read_balance_reply(http::exchange(request).await?)
     }
 

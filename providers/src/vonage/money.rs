@@ -25,18 +25,21 @@ use crate::{Money, ProviderError, Receipt};
 pub const CURRENCY: &str = "EUR";
 
 impl VonageProvider {
+    /// `GET account/get-balance`, which needs the key and secret (`None` without them).
+    pub(super) fn balance_request(&self) -> Option<reqwest::RequestBuilder> {
+        let (key, secret) = self.settings.key_pair()?;
+        Some(
+            self.client
+                .get(format!("{}/account/get-balance", self.settings.sms_base_url))
+                .basic_auth(key, Some(secret.expose_secret())),
+        )
+    }
+
     pub(super) async fn fetch_balance(&self) -> Result<Option<Money>, ProviderError> {
-        let Some((key, secret)) = self.settings.key_pair() else {
-            return Ok(None);
-        };
-        let request = self
-            .client
-            .get(format!(
-                "{}/account/get-balance",
-                self.settings.sms_base_url
-            ))
-            .basic_auth(key, Some(secret.expose_secret()));
-        read_account_balance(http::exchange(request).await?)
+        match self.balance_request() {
+            Some(request) => read_account_balance(http::exchange(request).await?),
+            None => Ok(None),
+        }
     }
 }
 
