@@ -219,22 +219,40 @@ async fn a_full_followup_queue_drops_and_counts_and_the_record_stays_queued() {
     assert!(crate::helpers::captured_logs().contains("follow-up queue full"));
 }
 
-#[tokio::test]
-async fn twilio_price_is_looked_up_once_after_a_final_status() {
+/// A Twilio that accepts sends and answers the Message resource priced `price` (a
+/// negative charge) in `currency`, a currency no other test uses.
+async fn twilio_priced(price: &str, currency: &str) -> MockServer {
     let twilio = MockServer::start().await;
     mount_twilio(&twilio, twilio_accepted()).await;
-    let message_path = format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages/{SID}.json");
-    // The Message resource with its price (negative: a charge), in a currency no other
-    // test uses.
     Mock::given(method("GET"))
-        .and(path(message_path))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{TWILIO_SID}/Messages/{SID}.json"
+        )))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "sid": SID, "account_sid": TWILIO_SID, "status": "delivered",
-            "error_code": null, "price": "-0.04210", "price_unit": "CHF"
+            "error_code": null, "price": price, "price_unit": currency
         })))
-        .expect(1)
         .mount(&twilio)
         .await;
+    twilio
+}
+
+/// Reports the message delivered to `app`'s Twilio webhook, signed.
+async fn report_delivered(app: &TestApp) {
+    let url = format!("{PUBLIC}/webhooks/twilio");
+    let delivered = [
+        ("MessageSid", SID),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", TWILIO_SID),
+    ];
+    let signature = twilio_signature(&url, &delivered);
+    let response = twilio_callback(app, &delivered, Some(signature)).await;
+    assert_eq!(response.status(), 204);
+}
+
+#[tokio::test]
+async fn twilio_price_is_looked_up_once_after_a_final_status() {
+    let twilio = twilio_priced("-0.04210", "CHF").await;
     let mut vars = provider_vars(&twilio.uri(), None);
     vars.extend(owned(&[("PUBLIC_BASE_URL", PUBLIC)]));
     let app = spawn(&vars, fast()).await;
@@ -245,22 +263,9 @@ async fn twilio_price_is_looked_up_once_after_a_final_status() {
     )
     .await;
     let id = sent["id"].as_str().unwrap();
-    let url = format!("{PUBLIC}/webhooks/twilio");
-    let delivered = [
-        ("MessageSid", SID),
-        ("MessageStatus", "delivered"),
-        ("AccountSid", TWILIO_SID),
-    ];
     // Twilio repeats a callback it thinks was lost: the price is still asked once.
-    for _ in 0..2 {
-        let signature = twilio_signature(&url, &delivered);
-        assert_eq!(
-            twilio_callback(&app, &delivered, Some(signature))
-                .await
-                .status(),
-            204
-        );
-    }
+    report_delivered(&app).await;
+    report_delivered(&app).await;
     settled(&app).await;
 
     let record = status_of(&app, id).await;
@@ -389,18 +394,7 @@ async fn replicas_sharing_redis_look_a_price_up_once() {
     let Some(redis) = crate::redis_server::RedisServer::start().await else {
         return;
     };
-    let twilio = MockServer::start().await;
-    mount_twilio(&twilio, twilio_accepted()).await;
-    Mock::given(method("GET"))
-        .and(path(format!(
-            "/2010-04-01/Accounts/{TWILIO_SID}/Messages/{SID}.json"
-        )))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "sid": SID, "account_sid": TWILIO_SID, "status": "delivered",
-            "price": "-0.0512", "price_unit": "SEK"
-        })))
-        .mount(&twilio)
-        .await;
+    let twilio = twilio_priced("-0.0512", "SEK").await;
     let mut vars = provider_vars(&twilio.uri(), None);
     vars.extend(owned(&[
         ("PUBLIC_BASE_URL", PUBLIC),
@@ -419,16 +413,8 @@ async fn replicas_sharing_redis_look_a_price_up_once() {
         json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
     )
     .await;
-    let url = format!("{PUBLIC}/webhooks/twilio");
-    let delivered = [
-        ("MessageSid", SID),
-        ("MessageStatus", "delivered"),
-        ("AccountSid", TWILIO_SID),
-    ];
     for replica in [&first, &second] {
-        let signature = twilio_signature(&url, &delivered);
-        let response = twilio_callback(replica, &delivered, Some(signature)).await;
-        assert_eq!(response.status(), 204);
+        report_delivered(replica).await;
     }
     settled(&first).await;
     settled(&second).await;

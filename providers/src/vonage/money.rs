@@ -30,7 +30,10 @@ impl VonageProvider {
         let (key, secret) = self.settings.key_pair()?;
         Some(
             self.client
-                .get(format!("{}/account/get-balance", self.settings.sms_base_url))
+                .get(format!(
+                    "{}/account/get-balance",
+                    self.settings.sms_base_url
+                ))
                 .basic_auth(key, Some(secret.expose_secret())),
         )
     }
