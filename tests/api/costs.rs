@@ -35,9 +35,13 @@ async fn settled(app: &TestApp) {
         .expect("the follow-ups finish");
 }
 
-async fn metrics(app: &TestApp) -> String {
+/// Asserts that `app`'s `/metrics` holds each of `expected`.
+async fn metrics_show(app: &TestApp, expected: &[&str]) {
     let response = app.client.get(app.url("/metrics")).send().await.unwrap();
-    response.text().await.unwrap()
+    let text = response.text().await.unwrap();
+    for line in expected {
+        assert!(text.contains(line), "missing {line}\n{text}");
+    }
 }
 
 async fn send(app: &TestApp, body: Value) -> Value {
@@ -104,6 +108,15 @@ fn campaign(status: i64, explain: &str, currency: &str) -> ResponseTemplate {
     }))
 }
 
+/// How often the campaign was polled.
+async fn campaign_polls(server: &MockServer) -> usize {
+    let requests = server.received_requests().await.unwrap();
+    requests
+        .iter()
+        .filter(|r| r.url.path() == CAMPAIGN_PATH)
+        .count()
+}
+
 #[tokio::test]
 async fn sendpulse_sms_is_polled_until_delivered_and_priced() {
     let server = sendpulse().await;
@@ -137,20 +150,14 @@ async fn sendpulse_sms_is_polled_until_delivered_and_priced() {
         record["cost"],
         json!({"amount": "0.0821", "currency": "UAH"})
     );
-    let polls = server.received_requests().await.unwrap();
-    let polls = polls
-        .iter()
-        .filter(|r| r.url.path() == CAMPAIGN_PATH)
-        .count();
+    let polls = campaign_polls(&server).await;
     assert_eq!(polls, 2, "no poll after the final status");
     // Only this test spends hryvnias.
-    assert!(
-        metrics(&app)
-            .await
-            .contains(r#"otp_relay_cost_total{provider="sendpulse",currency="UAH"} 0.0821"#),
-        "{}",
-        metrics(&app).await
-    );
+    metrics_show(
+        &app,
+        &[r#"otp_relay_cost_total{provider="sendpulse",currency="UAH"} 0.0821"#],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -176,11 +183,7 @@ async fn sendpulse_polling_backs_off_and_stops_at_the_messages_ttl() {
         record.get("cost").is_none(),
         "no price before a final status"
     );
-    let polls = server.received_requests().await.unwrap();
-    let polls = polls
-        .iter()
-        .filter(|r| r.url.path() == CAMPAIGN_PATH)
-        .count();
+    let polls = campaign_polls(&server).await;
     // Polls 10, 20, 40, 40, ... ms apart within the 1 s ttl: at most 1 + 1000 / 40 + 2.
     assert!((2..=28).contains(&polls), "{polls} polls");
 }
@@ -211,11 +214,11 @@ async fn a_full_followup_queue_drops_and_counts_and_the_record_stays_queued() {
         status_of(&app, second["id"].as_str().unwrap()).await["status"],
         "queued"
     );
-    let text = metrics(&app).await;
-    assert!(
-        text.contains(r#"otp_relay_followups_total{provider="sendpulse",outcome="dropped"}"#),
-        "{text}"
-    );
+    metrics_show(
+        &app,
+        &[r#"otp_relay_followups_total{provider="sendpulse",outcome="dropped"}"#],
+    )
+    .await;
     assert!(crate::helpers::captured_logs().contains("follow-up queue full"));
 }
 
@@ -275,11 +278,11 @@ async fn twilio_price_is_looked_up_once_after_a_final_status() {
         json!({"amount": "0.04210", "currency": "CHF"})
     );
     // Counted once, whatever repeated.
-    let text = metrics(&app).await;
-    assert!(
-        text.contains(r#"otp_relay_cost_total{provider="twilio",currency="CHF"} 0.0421"#),
-        "{text}"
-    );
+    metrics_show(
+        &app,
+        &[r#"otp_relay_cost_total{provider="twilio",currency="CHF"} 0.0421"#],
+    )
+    .await;
     assert_eq!(hits(&twilio).await, 2, "one send and one lookup");
 }
 
@@ -322,15 +325,14 @@ async fn vonage_sms_parts_are_summed_into_the_cost_and_the_balance_shown() {
         json!({"amount": "0.06660000", "currency": "EUR"})
     );
     settled(&app).await;
-    let text = metrics(&app).await;
-    assert!(
-        text.contains(r#"otp_relay_provider_balance{provider="vonage",currency="EUR"}"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"otp_relay_cost_total{provider="vonage",currency="EUR"}"#),
-        "{text}"
-    );
+    metrics_show(
+        &app,
+        &[
+            r#"otp_relay_provider_balance{provider="vonage",currency="EUR"}"#,
+            r#"otp_relay_cost_total{provider="vonage",currency="EUR"}"#,
+        ],
+    )
+    .await;
 }
 
 /// Twilio's Balance resource, answering a currency no other test uses.
@@ -360,11 +362,11 @@ async fn balances_are_read_at_start_and_shown_as_a_gauge() {
 
     settled(&app).await;
 
-    let text = metrics(&app).await;
-    assert!(
-        text.contains(r#"otp_relay_provider_balance{provider="twilio",currency="NZD"} 42.42"#),
-        "{text}"
-    );
+    metrics_show(
+        &app,
+        &[r#"otp_relay_provider_balance{provider="twilio",currency="NZD"} 42.42"#],
+    )
+    .await;
     assert_eq!(hits(&twilio).await, 1, "one read per period");
 }
 
@@ -430,10 +432,9 @@ async fn replicas_sharing_redis_look_a_price_up_once() {
         record["cost"],
         json!({"amount": "0.0512", "currency": "SEK"})
     );
-    assert!(
-        metrics(&first)
-            .await
-            .contains(r#"otp_relay_cost_total{provider="twilio",currency="SEK"} 0.0512"#),
-        "counted once"
-    );
+    metrics_show(
+        &first,
+        &[r#"otp_relay_cost_total{provider="twilio",currency="SEK"} 0.0512"#],
+    )
+    .await;
 }
