@@ -44,6 +44,9 @@ pub struct FollowupSettings {
     pub queue: usize,
     /// How long a replica's claim on one lookup holds off the others.
     pub claim_ttl: Duration,
+    /// From start to the first background read of the balances: not at once, so a
+    /// starting replica's first calls are the sends it is there for.
+    pub balance_first: Duration,
     /// How often balances are read (`None`: never, in the background).
     pub balance_every: Option<Duration>,
 }
@@ -56,6 +59,7 @@ impl Default for FollowupSettings {
             price_delay: Duration::from_secs(5),
             queue: 4096,
             claim_ttl: Duration::from_secs(300),
+            balance_first: Duration::from_secs(60),
             balance_every: Some(Duration::from_secs(300)),
         }
     }
@@ -145,7 +149,8 @@ impl Followups {
         };
         tokio::spawn(worker.run(incoming));
         if let Some(every) = settings.balance_every {
-            spawn_balance_refresh(providers.clone(), every, Arc::clone(&pending));
+            let first = settings.balance_first;
+            spawn_balance_refresh(providers.clone(), first, every, Arc::clone(&pending));
         }
         Followups {
             jobs,
@@ -426,16 +431,18 @@ pub async fn refresh_balances(
     balances
 }
 
-/// Reads the balances now and then every `every`, for as long as the runtime runs. A
-/// round counts as pending work (see [`Followups::settled`]); the first from now on.
+/// Reads the balances after `first`, then every `every`, for as long as the runtime
+/// runs. A round counts as pending work (see [`Followups::settled`]); the first from now
+/// on.
 fn spawn_balance_refresh(
     providers: Vec<Arc<dyn MessageProvider>>,
+    first: Duration,
     every: Duration,
     pending: Arc<watch::Sender<usize>>,
 ) {
     pending.send_modify(|pending| *pending += 1);
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
+        let mut ticks = tokio::time::interval_at(Instant::now() + first, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut first = true;
         loop {

@@ -351,10 +351,11 @@ async fn twilio_with_balance(balance: &str, currency: &str) -> MockServer {
 }
 
 #[tokio::test]
-async fn balances_are_read_at_start_and_shown_as_a_gauge() {
+async fn balances_are_read_in_the_background_and_shown_as_a_gauge() {
     let twilio = twilio_with_balance("42.42", "NZD").await;
     let vars = provider_vars(&twilio.uri(), None);
     let followup = FollowupSettings {
+        balance_first: Duration::ZERO,
         balance_every: Some(Duration::from_secs(3600)),
         ..fast()
     };
@@ -437,4 +438,114 @@ async fn replicas_sharing_redis_look_a_price_up_once() {
         &[r#"otp_relay_cost_total{provider="twilio",currency="SEK"} 0.0512"#],
     )
     .await;
+}
+
+#[tokio::test]
+async fn telegram_gateway_cost_is_in_unnamed_credits_and_its_balance_shown() {
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sendVerificationMessage"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true,
+            "result": {"request_id": "7d3c1f2a9b", "phone_number": "+5511966191717",
+                       "request_cost": 0.01, "remaining_balance": 12.5}
+        })))
+        .mount(&gateway)
+        .await;
+    let vars = owned(&[
+        ("PROVIDERS", "telegram"),
+        ("DEFAULT_CHANNEL", "telegram"),
+        ("AUTH_DISABLED", "true"),
+        ("TELEGRAM_GATEWAY_TOKEN", "gateway-token-costs"),
+        ("TELEGRAM_GATEWAY_BASE_URL", &gateway.uri()),
+    ]);
+    let app = spawn(&vars, fast()).await;
+
+    let sent = send(
+        &app,
+        json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
+    )
+    .await;
+
+    let record = status_of(&app, sent["id"].as_str().unwrap()).await;
+    // RequestStatus.request_cost is in the Gateway's credits: no currency is named.
+    assert_eq!(record["cost"], json!({"amount": "0.01", "currency": null}));
+    metrics_show(
+        &app,
+        &[r#"otp_relay_provider_balance{provider="telegram",currency="unknown"} 12.5"#],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn vonage_messages_status_webhooks_price_the_record_once() {
+    use sha2::Digest;
+    let vonage = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .set_body_json(json!({"message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"})),
+        )
+        .mount(&vonage)
+        .await;
+    let vars = owned(&[
+        ("PROVIDERS", "vonage"),
+        ("AUTH_DISABLED", "true"),
+        ("VONAGE_API", "messages"),
+        ("VONAGE_API_KEY", "fake-key"),
+        ("VONAGE_API_SECRET", "fake-secret"),
+        ("VONAGE_FROM", "14155550100"),
+        ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
+        ("VONAGE_MESSAGES_BASE_URL", &vonage.uri()),
+    ]);
+    let app = spawn(&vars, fast()).await;
+    let sent = send(
+        &app,
+        json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
+    )
+    .await;
+    let id = sent["id"].as_str().unwrap();
+
+    // A status webhook (vonage_messages_v1.yml, "messageStatusUsage"), signed as Vonage
+    // does: an HS256 JWT whose payload_hash is the body's SHA-256.
+    let report = |status: &str, price: &str| {
+        let body = json!({"message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab",
+                          "status": status, "to": "5511966191717", "channel": "sms",
+                          "timestamp": "2026-11-30T00:00:00Z",
+                          "usage": {"currency": "EUR", "price": price}})
+        .to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let hash: String = sha2::Sha256::digest(body.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let claims = json!({"iat": now, "jti": format!("jti-{status}"), "iss": "Vonage",
+                            "payload_hash": hash});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"vonage-signature-secret"),
+        )
+        .unwrap();
+        app.client
+            .post(app.url("/webhooks/vonage"))
+            .header("Content-Type", "application/json")
+            .header("Authorization", format!("Bearer {token}"))
+            .body(body)
+            .send()
+    };
+    assert_eq!(report("submitted", "0.0333").await.unwrap().status(), 204);
+    // A later report stating another price changes nothing about it.
+    assert_eq!(report("delivered", "0.0400").await.unwrap().status(), 204);
+
+    let record = status_of(&app, id).await;
+    assert_eq!(record["status"], "delivered");
+    assert_eq!(
+        record["cost"],
+        json!({"amount": "0.0333", "currency": "EUR"})
+    );
 }
