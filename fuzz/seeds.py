@@ -82,6 +82,11 @@ replies = {
     "telegram_gateway_error": reply(8, 400, j({"ok": False, "error": "FLOOD_WAIT_30"})),
     "telegram_bot": reply(9, 200, j({"ok": True, "result": {"message_id": 42, "chat": {"id": 123}}})),
     "telegram_bot_error": reply(9, 429, j({"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 5", "parameters": {"retry_after": 5}})),
+    "twilio_message_priced": reply(10, 200, j({"sid": "SM01", "status": "delivered", "price": "-0.00750", "price_unit": "USD", "error_code": None})),
+    "twilio_balance": reply(11, 200, j({"account_sid": "AC01", "balance": "12.50", "currency": "USD"})),
+    "vonage_account_balance": reply(12, 200, j({"value": 10.28, "autoReload": False})),
+    "sendpulse_campaign": reply(13, 200, j({"result": True, "data": {"id": 2623085, "currency": "UAH", "company_price": 0.54, "task_phones_info": [{"phone": 5511966191717, "status": 2, "status_explain": "Delivered", "money_spent": 0.27}]}})),
+    "sendpulse_balance": reply(14, 200, j({"balance": {"main": "9.36", "bonus": "0.00", "currency": "USD"}})),
 }
 for name, data in replies.items():
     write("provider_reply", name, data)

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         retry_after: (*retry != 0).then(|| Duration::from_secs(u64::from(*retry))),
         body: body.to_vec(),
     };
-    match selector % 10 {
+    match selector % 15 {
         0 => check(twilio::read_send_reply(reply()), None),
         1 => check(twilio::read_probe_reply(reply()), None),
         2 => check(
@@ -54,10 +54,15 @@ fuzz_target!(|data: &[u8]| {
             telegram::read_gateway_reply(&reply(), GATEWAY_TOKEN),
             Some(GATEWAY_TOKEN),
         ),
-        _ => check(
+        9 => check(
             telegram::read_bot_reply::<serde_json::Value>(&reply(), BOT_TOKEN),
             Some(BOT_SECRET),
         ),
+        10 => check(twilio::read_message_reply(reply()), None),
+        11 => check(twilio::read_balance_reply(reply()), None),
+        12 => check(vonage::read_account_balance(reply()), None),
+        13 => check(sendpulse::read_campaign_reply(&reply(), "2623085"), None),
+        _ => check(sendpulse::read_balance_reply(&reply()), None),
     }
 });
 

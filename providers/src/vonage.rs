@@ -42,6 +42,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::http::{self, scrub, Reply};
+
+pub use money::read_account_balance;
 use crate::settings::{Env, SettingError};
 use crate::{
     Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome, ProviderContext,
