@@ -148,9 +148,10 @@ async fn handle_send(
         .get("idempotency-key")
         .map(|v| v.to_str().map_err(|_| IdempotencyError::InvalidKey))
         .transpose()?;
+    let identity = caller.identity.to_string();
     let source = KeySource {
         header,
-        caller: &caller.identity,
+        caller: &identity,
         e164: message.to.e164(),
         channel: message.channel.as_str(),
         text: &message.text,
