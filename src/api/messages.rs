@@ -1,4 +1,5 @@
-//! `GET /v1/messages/{id}`: what is known of a sent message.
+//! `GET /v1/messages/{id}`: what is known of a sent message, for the caller that sent
+//! it; anyone else is told it does not exist.
 
 use actix_web::{web, HttpResponse};
 
@@ -7,7 +8,7 @@ use crate::guards::access::Caller;
 use crate::startup::AppState;
 
 pub async fn get_message(
-    _caller: Caller,
+    caller: Caller,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -16,7 +17,7 @@ pub async fn get_message(
     if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::MessageNotFound);
     }
-    match state.records.get(&id).await? {
+    match state.records.get(&id, &caller.identity.to_string()).await? {
         Some(record) => Ok(HttpResponse::Ok().json(record)),
         None => Err(ApiError::MessageNotFound),
     }

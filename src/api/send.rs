@@ -232,7 +232,7 @@ async fn deliver(
         return Err(ApiError::RateLimited(limited));
     }
     let result = state.dispatcher.send(message, deadline).await;
-    keep_record(state, message, &result).await;
+    keep_record(state, message, &caller.identity.to_string(), &result).await;
     match result {
         Ok(delivery) => {
             let receipt = &delivery.receipt;
@@ -270,11 +270,13 @@ async fn deliver(
     }
 }
 
-/// Records the send's outcome for `GET /v1/messages/{id}` and delivery reports. A
+/// Records the send's outcome for `GET /v1/messages/{id}` (shown to `sender` only)
+/// and delivery reports. A
 /// record that cannot be kept is logged; the send itself stands.
 async fn keep_record(
     state: &AppState,
     message: &OutboundMessage,
+    sender: &str,
     result: &Result<crate::dispatch::Delivery, crate::dispatch::DispatchError>,
 ) {
     let now = timestamp(SystemTime::now());
@@ -297,7 +299,7 @@ async fn keep_record(
             }
         }
     };
-    if let Err(error) = state.records.save(&record).await {
+    if let Err(error) = state.records.save(&record, sender).await {
         tracing::warn!(message_id = %message.id, %error, "could not keep the message record");
     }
 }

@@ -145,6 +145,47 @@ async fn twilio_reports_update_the_record_and_never_move_it_back() {
         "a late sent does not undo delivered"
     );
     assert_eq!(record["provider_status"], "delivered");
+
+    let failed = [("MessageSid", sid), ("MessageStatus", "failed")];
+    let failed = twilio_callback(&app, &failed, Some(twilio_signature(&url, &failed))).await;
+    assert_eq!(failed.status(), 204);
+    let record = status_of(&app, id).await;
+    assert_eq!(record["status"], "delivered", "a final status is final");
+    assert_eq!(record["provider_status"], "delivered");
+}
+
+#[tokio::test]
+async fn a_record_is_shown_only_to_the_caller_that_sent_it() {
+    let app =
+        crate::helpers::spawn_app(&[("AUTH_API_KEYS", "caller-a,caller-b")]).await;
+    let get = |id: String, key: &'static str| {
+        app.client
+            .get(app.url(&format!("/v1/messages/{id}")))
+            .header("X-API-Key", key)
+            .send()
+    };
+    let sent = app
+        .client
+        .post(app.url("/api/sms"))
+        .header("Content-Type", "application/json")
+        .header("X-API-Key", "caller-a")
+        .body(QIAM)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let id = sent.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let own = get(id.clone(), "caller-a").await.unwrap();
+    assert_eq!(own.status(), 200);
+    let own: Value = own.json().await.unwrap();
+    assert_eq!(own["id"], id.as_str());
+    assert!(own.get("owner").is_none(), "{own}");
+    let other = get(id, "caller-b").await.unwrap();
+    problem(other, 404, "message_not_found").await;
 }
 
 /// Vonage SMS API: each parameter as `&name=value` (with `&` and `=` in values
