@@ -505,7 +505,8 @@ fn check_access_is_configured(
     Ok(())
 }
 
-/// The `PROVIDERS` list, lower-cased, each a known provider and none twice.
+/// The `PROVIDERS` list, lower-cased, each a known provider and none twice; the
+/// console alone or not at all.
 fn parse_provider_names(var: &Var<'_>) -> Result<Vec<&'static str>, ConfigError> {
     let names = var.list();
     if names.is_empty() {
@@ -531,7 +532,18 @@ fn parse_provider_names(var: &Var<'_>) -> Result<Vec<&'static str>, ConfigError>
             }
             Ok(known)
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|names| {
+            // Behind a failing real provider the console would "deliver" to the logs: the
+            // login succeeds, the user gets nothing, the code sits in the output.
+            if names.len() > 1 && names.contains(&"console") {
+                return Err(var.invalid(
+                    "console prints messages instead of sending them and cannot be listed \
+                     beside a real provider; list only real providers, or console alone",
+                ));
+            }
+            Ok(names)
+        })
 }
 
 fn parse_access(raw: &RawConfig) -> Result<AccessPolicy, ConfigError> {
@@ -768,13 +780,25 @@ mod tests {
             "{message}"
         );
         let c = config(&[
-            ("PROVIDERS", "telegram, console"),
+            ("PROVIDERS", "telegram, twilio"),
             ("AUTH_DISABLED", "true"),
             ("TELEGRAM_GATEWAY_TOKEN", "gateway-token"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_FROM", "+14155552671"),
         ])
         .unwrap();
         let names: Vec<&str> = c.providers.iter().map(|p| p.name()).collect();
-        assert_eq!(names, ["telegram", "console"]);
+        assert_eq!(names, ["telegram", "twilio"]);
+    }
+
+    #[test]
+    fn the_console_beside_a_real_provider_is_refused() {
+        for list in ["twilio,console", "console, telegram"] {
+            let message = error(&[("PROVIDERS", list), ("AUTH_DISABLED", "true")]);
+            assert!(message.starts_with("PROVIDERS: "), "{list}: {message}");
+            assert!(message.contains("beside a real provider"), "{list}: {message}");
+        }
     }
 
     #[test]
