@@ -111,7 +111,7 @@ fn v1_messages() {}
     responses(
         (status = 200, description = "The record", body = MessageRecord),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such message (or older than MESSAGE_RETENTION)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message, sent by another caller, or older than MESSAGE_RETENTION", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
