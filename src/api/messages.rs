@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse};
 
 use crate::api::error::ApiError;
-use crate::guards::access::Caller;
+use crate::guards::access::{Caller, Identity};
 use crate::startup::AppState;
 
 pub async fn get_message(
@@ -15,6 +15,10 @@ pub async fn get_message(
     let id = id.into_inner();
     // Ids are ULIDs; anything else cannot name a record.
     if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::MessageNotFound);
+    }
+    // A caller whose address could not be known cannot be told from another such one.
+    if caller.identity == Identity::Unknown {
         return Err(ApiError::MessageNotFound);
     }
     match state.records.get(&id, &caller.identity.to_string()).await? {

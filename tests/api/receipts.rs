@@ -188,6 +188,37 @@ async fn a_record_is_shown_only_to_the_caller_that_sent_it() {
     problem(other, 404, "message_not_found").await;
 }
 
+#[tokio::test]
+async fn a_caller_of_unknown_address_reads_no_record() {
+    let app = crate::helpers::spawn_app(&[
+        ("AUTH_DISABLED", "true"),
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let request = |method: reqwest::Method, path: String| {
+        app.client
+            .request(method, app.url(&path))
+            .header("Content-Type", "application/json")
+            .header("X-Forwarded-For", "junk")
+    };
+    let sent = request(reqwest::Method::POST, "/api/sms".into())
+        .body(QIAM)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let id = sent.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let read = request(reqwest::Method::GET, format!("/v1/messages/{id}"))
+        .send()
+        .await
+        .unwrap();
+    problem(read, 404, "message_not_found").await;
+}
+
 /// Vonage SMS API: each parameter as `&name=value` (with `&` and `=` in values
 /// replaced by `_`), sorted by name, HMAC-SHA256 keyed by the signature secret, hex.
 fn vonage_signed(params: &[(&str, String)]) -> Vec<(String, String)> {
