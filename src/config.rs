@@ -797,7 +797,10 @@ mod tests {
         for list in ["twilio,console", "console, telegram"] {
             let message = error(&[("PROVIDERS", list), ("AUTH_DISABLED", "true")]);
             assert!(message.starts_with("PROVIDERS: "), "{list}: {message}");
-            assert!(message.contains("beside a real provider"), "{list}: {message}");
+            assert!(
+                message.contains("beside a real provider"),
+                "{list}: {message}"
+            );
         }
     }
 

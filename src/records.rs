@@ -182,7 +182,9 @@ impl Records {
             return Ok(None);
         };
         let kept = Kept::read(&json)?;
-        let owned = kept.owner.is_some_and(|owner| owner == owner_digest(reader));
+        let owned = kept
+            .owner
+            .is_some_and(|owner| owner == owner_digest(reader));
         Ok(owned.then_some(kept.record))
     }
 
@@ -346,10 +348,16 @@ mod tests {
         let records = Records::new(Arc::clone(&store), Duration::from_secs(60));
         let sent = record(DeliveryStatus::Sent);
         records.save(&sent, "key:aaaa").await.unwrap();
-        assert_eq!(records.get("01J", "key:aaaa").await.unwrap(), Some(sent.clone()));
+        assert_eq!(
+            records.get("01J", "key:aaaa").await.unwrap(),
+            Some(sent.clone())
+        );
         assert_eq!(records.get("01J", "key:bbbb").await.unwrap(), None);
         // A report keeps the owner.
-        records.apply(&update(DeliveryStatus::Delivered)).await.unwrap();
+        records
+            .apply(&update(DeliveryStatus::Delivered))
+            .await
+            .unwrap();
         let read = records.get("01J", "key:aaaa").await.unwrap().unwrap();
         assert_eq!(read.status, DeliveryStatus::Delivered);
         // The owner is kept as a digest only.
@@ -358,7 +366,10 @@ mod tests {
 
         // A record from before owners were kept is shown to nobody.
         let legacy = serde_json::to_string(&record(DeliveryStatus::Sent)).unwrap();
-        store.put(&[("msg:01K", legacy.as_str())], None).await.unwrap();
+        store
+            .put(&[("msg:01K", legacy.as_str())], None)
+            .await
+            .unwrap();
         assert_eq!(records.get("01K", "key:aaaa").await.unwrap(), None);
     }
 }

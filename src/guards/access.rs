@@ -86,7 +86,10 @@ impl AccessPolicy {
     ) -> Self {
         AccessPolicy {
             key_digests: api_keys.iter().map(|k| digest(k.expose_secret())).collect(),
-            allowed_networks: allowed_networks.into_iter().map(canonical_network).collect(),
+            allowed_networks: allowed_networks
+                .into_iter()
+                .map(canonical_network)
+                .collect(),
             disabled,
             trusted_proxies: trusted_proxies.into_iter().map(canonical_network).collect(),
         }
@@ -334,7 +337,11 @@ mod tests {
         assert_eq!(ip_seen, ip("203.0.113.9"));
         assert_eq!(p.check(ip_seen, None), Err(AccessDenied::AddressNotAllowed));
         assert_eq!(
-            p.client_ip(ip("127.0.0.1"), &["203.0.113.9", "10.1.2.3, 127.0.0.1"], false),
+            p.client_ip(
+                ip("127.0.0.1"),
+                &["203.0.113.9", "10.1.2.3, 127.0.0.1"],
+                false
+            ),
             ip("10.1.2.3")
         );
     }

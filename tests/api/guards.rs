@@ -174,8 +174,7 @@ mod over_the_wire {
             ("PROVIDER_TIMEOUT".to_owned(), "1s".to_owned()),
             ("RETRY_MAX".to_owned(), "0".to_owned()),
         ]);
-        let pairs: Vec<(&str, &str)> =
-            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         spawn_configured_app(&pairs).await
     }
 
@@ -220,7 +219,10 @@ mod over_the_wire {
 
         let refused = post(&app, "login-8").await;
         let refused = problem(refused, 503, "no_provider_available").await;
-        assert_eq!(refused["attempts"][0]["code"], "connect_failed", "{refused}");
+        assert_eq!(
+            refused["attempts"][0]["code"], "connect_failed",
+            "{refused}"
+        );
 
         let listener = socket.listen(16).unwrap().into_std().unwrap();
         let twilio = MockServer::builder().listener(listener).start().await;

@@ -156,8 +156,7 @@ async fn twilio_reports_update_the_record_and_never_move_it_back() {
 
 #[tokio::test]
 async fn a_record_is_shown_only_to_the_caller_that_sent_it() {
-    let app =
-        crate::helpers::spawn_app(&[("AUTH_API_KEYS", "caller-a,caller-b")]).await;
+    let app = crate::helpers::spawn_app(&[("AUTH_API_KEYS", "caller-a,caller-b")]).await;
     let get = |id: String, key: &'static str| {
         app.client
             .get(app.url(&format!("/v1/messages/{id}")))
@@ -190,11 +189,9 @@ async fn a_record_is_shown_only_to_the_caller_that_sent_it() {
 
 #[tokio::test]
 async fn a_caller_of_unknown_address_reads_no_record() {
-    let app = crate::helpers::spawn_app(&[
-        ("AUTH_DISABLED", "true"),
-        ("TRUSTED_PROXIES", "127.0.0.1"),
-    ])
-    .await;
+    let app =
+        crate::helpers::spawn_app(&[("AUTH_DISABLED", "true"), ("TRUSTED_PROXIES", "127.0.0.1")])
+            .await;
     let request = |method: reqwest::Method, path: String| {
         app.client
             .request(method, app.url(&path))
