@@ -5,11 +5,15 @@ use crate::helpers::{problem, spawn_app, TestApp};
 const BODY: &str = r#"{"mobile": "+5511966191717", "totp": "Your code is 246810"}"#;
 
 async fn send(app: &TestApp, headers: &[(&str, &str)]) -> reqwest::Response {
+    send_body(app, headers, BODY.to_owned()).await
+}
+
+async fn send_body(app: &TestApp, headers: &[(&str, &str)], body: String) -> reqwest::Response {
     let mut request = app
         .client
         .post(app.url("/api/sms"))
         .header("Content-Type", "application/json")
-        .body(BODY);
+        .body(body);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -199,35 +203,24 @@ async fn ipv6_clients_share_the_per_client_limit_of_their_64() {
         ("RATE_LIMIT_PER_CLIENT", "1/1h"),
     ])
     .await;
+    let app = &app;
     let from = |client: &'static str, number: &'static str| {
-        app.client
-            .post(app.url("/api/sms"))
-            .header("Content-Type", "application/json")
-            .header("X-Forwarded-For", client)
-            .body(format!(r#"{{"mobile": "{number}", "totp": "Code 5555"}}"#))
-            .send()
+        let body = format!(r#"{{"mobile": "{number}", "totp": "Code 5555"}}"#);
+        async move { send_body(app, &[("X-Forwarded-For", client)], body).await }
     };
 
     assert_eq!(
-        from("2001:db8:1:2::a", "+5511966191717")
-            .await
-            .unwrap()
-            .status(),
+        from("2001:db8:1:2::a", "+5511966191717").await.status(),
         200
     );
     problem(
-        from("2001:db8:1:2:ffff::b", "+5511966191718")
-            .await
-            .unwrap(),
+        from("2001:db8:1:2:ffff::b", "+5511966191718").await,
         429,
         "rate_limited",
     )
     .await;
     assert_eq!(
-        from("2001:db8:1:3::a", "+5511966191719")
-            .await
-            .unwrap()
-            .status(),
+        from("2001:db8:1:3::a", "+5511966191719").await.status(),
         200,
         "another /64 has its own allowance"
     );

@@ -16,10 +16,15 @@ fn body(mobile: &str, text: &str) -> String {
 }
 
 async fn post_with_key(app: &TestApp, key: &str, body: String) -> reqwest::Response {
+    post_with(app, ("Idempotency-Key", key), body).await
+}
+
+/// Posts `body` to the canonical path with one extra header.
+async fn post_with(app: &TestApp, (name, value): (&str, &str), body: String) -> reqwest::Response {
     app.client
         .post(app.url("/v1/messages"))
         .header("Content-Type", "application/json")
-        .header("Idempotency-Key", key)
+        .header(name, value)
         .body(body)
         .send()
         .await
@@ -134,17 +139,16 @@ async fn dedupe_is_per_caller() {
     ])
     .await;
     let send = |key: &'static str| {
-        app.client
-            .post(app.url("/api/sms"))
-            .header("Content-Type", "application/json")
-            .header("X-API-Key", key)
-            .body(body("+5511966191717", "Code 121212"))
-            .send()
+        post_with(
+            &app,
+            ("X-API-Key", key),
+            body("+5511966191717", "Code 121212"),
+        )
     };
 
-    let a = send("caller-a").await.unwrap();
-    let b = send("caller-b").await.unwrap();
-    let a_again = send("caller-a").await.unwrap();
+    let a = send("caller-a").await;
+    let b = send("caller-b").await;
+    let a_again = send("caller-a").await;
 
     assert_eq!(a.status(), 200);
     assert_eq!(b.status(), 200);
@@ -179,14 +183,7 @@ mod over_the_wire {
     }
 
     async fn post(app: &TestApp, key: &str) -> reqwest::Response {
-        app.client
-            .post(app.url("/v1/messages"))
-            .header("Content-Type", "application/json")
-            .header("Idempotency-Key", key)
-            .body(BODY)
-            .send()
-            .await
-            .unwrap()
+        super::post_with_key(app, key, BODY.to_owned()).await
     }
 
     #[tokio::test]

@@ -40,6 +40,22 @@ async fn send(app: &TestApp) -> Value {
     response.json().await.unwrap()
 }
 
+/// Sends the QIAM body with one extra header; the id of the message.
+async fn send_with(app: &TestApp, (name, value): (&str, &str)) -> String {
+    let sent = app
+        .client
+        .post(app.url("/api/sms"))
+        .header("Content-Type", "application/json")
+        .header(name, value)
+        .body(QIAM)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let sent: Value = sent.json().await.unwrap();
+    sent["id"].as_str().unwrap().to_owned()
+}
+
 async fn get_record(app: &TestApp, id: &str) -> reqwest::Response {
     app.client
         .get(app.url(&format!("/v1/messages/{id}")))
@@ -163,20 +179,7 @@ async fn a_record_is_shown_only_to_the_caller_that_sent_it() {
             .header("X-API-Key", key)
             .send()
     };
-    let sent = app
-        .client
-        .post(app.url("/api/sms"))
-        .header("Content-Type", "application/json")
-        .header("X-API-Key", "caller-a")
-        .body(QIAM)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
-    let id = sent.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = send_with(&app, ("X-API-Key", "caller-a")).await;
 
     let own = get(id.clone(), "caller-a").await.unwrap();
     assert_eq!(own.status(), 200);
@@ -192,24 +195,12 @@ async fn a_caller_of_unknown_address_reads_no_record() {
     let app =
         crate::helpers::spawn_app(&[("AUTH_DISABLED", "true"), ("TRUSTED_PROXIES", "127.0.0.1")])
             .await;
-    let request = |method: reqwest::Method, path: String| {
-        app.client
-            .request(method, app.url(&path))
-            .header("Content-Type", "application/json")
-            .header("X-Forwarded-For", "junk")
-    };
-    let sent = request(reqwest::Method::POST, "/api/sms".into())
-        .body(QIAM)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
-    let id = sent.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = send_with(&app, ("X-Forwarded-For", "junk")).await;
 
-    let read = request(reqwest::Method::GET, format!("/v1/messages/{id}"))
+    let read = app
+        .client
+        .get(app.url(&format!("/v1/messages/{id}")))
+        .header("X-Forwarded-For", "junk")
         .send()
         .await
         .unwrap();
