@@ -61,11 +61,6 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// The address as it is compared: an IPv4-mapped IPv6 address is its IPv4 address.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
-}
-
 /// A network as it is compared: `::ffff:a.b.c.d/n` (n >= 96) is the IPv4 network it maps.
 fn canonical_network(net: IpNet) -> IpNet {
     match net {
@@ -112,7 +107,8 @@ impl AccessPolicy {
         forwarded_for: &[&str],
         rfc7239_forwarded: bool,
     ) -> Option<IpAddr> {
-        let peer = canonical(peer?);
+        // Compared as IPv4 when IPv4-mapped, like every address here.
+        let peer = peer?.to_canonical();
         if !self.is_trusted_proxy(peer) {
             return Some(peer);
         }
@@ -120,16 +116,13 @@ impl AccessPolicy {
             // The proxy speaking for itself, unless it says it forwards someone else.
             return (!rfc7239_forwarded).then_some(peer);
         }
-        // The lines are one list: the proxy appended its hop to the last one.
-        let hops: Vec<&str> = forwarded_for
-            .iter()
-            .flat_map(|line| line.split(','))
-            .collect();
+        // The lines are one list, walked from its end: the proxy appended to the last line.
+        let hops_from_the_right = forwarded_for.iter().rev().flat_map(|line| line.rsplit(','));
         let mut client = None;
-        for hop in hops.iter().rev() {
+        for hop in hops_from_the_right {
             // A hop we cannot read is where believing stops, and there the client is
             // unknown: never the proxy that forwarded it.
-            let ip = canonical(hop.trim().parse::<IpAddr>().ok()?);
+            let ip = hop.trim().parse::<IpAddr>().ok()?.to_canonical();
             client = Some(ip);
             if !self.is_trusted_proxy(ip) {
                 break;
@@ -162,7 +155,7 @@ impl AccessPolicy {
             };
         }
         let address_allowed = client_ip
-            .map(canonical)
+            .map(|ip| ip.to_canonical())
             .is_some_and(|ip| self.allowed_networks.iter().any(|n| n.contains(&ip)));
         if address_allowed {
             Ok(())
