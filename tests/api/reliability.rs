@@ -164,7 +164,7 @@ async fn all_providers_down_is_503_with_retry_after() {
 #[tokio::test]
 async fn a_deadline_shorter_than_the_provider_is_504() {
     let (app, primary, secondary) =
-        two_providers(&[("REQUEST_DEADLINE", "300ms"), ("PROVIDER_TIMEOUT", "5s")]).await;
+        two_providers(&[("REQUEST_DEADLINE", "300ms"), ("PROVIDER_TIMEOUT", "300ms")]).await;
     mount_twilio(&primary, twilio_accepted().set_delay(SLOW)).await;
     mount_vonage(&secondary, vonage_accepted()).await;
 
