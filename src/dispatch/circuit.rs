@@ -328,6 +328,14 @@ mod tests {
         pass(circuit, now).record(true, now);
     }
 
+    /// A circuit opened by one failure, and the moment its 5 s cooldown ends.
+    fn cooled_down() -> (Circuit, Instant) {
+        let circuit = circuit(1, Duration::from_secs(5));
+        let t0 = Instant::now();
+        fail(&circuit, t0);
+        (circuit, t0 + Duration::from_secs(5))
+    }
+
     #[test]
     fn opens_after_consecutive_transient_failures_then_half_opens_and_closes() {
         let circuit = circuit(3, Duration::from_secs(30));
@@ -380,10 +388,7 @@ mod tests {
 
     #[test]
     fn a_trial_dropped_unresolved_is_given_back_to_the_next_request() {
-        let circuit = circuit(1, Duration::from_secs(5));
-        let t0 = Instant::now();
-        fail(&circuit, t0);
-        let after = t0 + Duration::from_secs(5);
+        let (circuit, after) = cooled_down();
         drop(pass(&circuit, after));
         assert_eq!(circuit.current(after), CircuitState::HalfOpen);
 
@@ -399,10 +404,7 @@ mod tests {
 
     #[test]
     fn a_trial_unresolved_within_its_time_counts_as_failed() {
-        let circuit = circuit(1, Duration::from_secs(5));
-        let t0 = Instant::now();
-        fail(&circuit, t0);
-        let after = t0 + Duration::from_secs(5);
+        let (circuit, after) = cooled_down();
         let lost = pass(&circuit, after);
         // Held, never resolved: at its expiry (5 s) it failed, so the circuit is open
         // for a cooldown from then, and a fresh trial follows.
@@ -432,10 +434,7 @@ mod tests {
 
     #[test]
     fn no_trial_is_admitted_to_a_send_without_time_to_run_it() {
-        let circuit = circuit(1, Duration::from_secs(5));
-        let t0 = Instant::now();
-        fail(&circuit, t0);
-        let after = t0 + Duration::from_secs(5);
+        let (circuit, after) = cooled_down();
         assert!(matches!(
             circuit.admit(after, Duration::from_secs(4)),
             Admission::Rejected { .. }

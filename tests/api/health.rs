@@ -4,7 +4,19 @@ use otp_relay::startup::Application;
 use wiremock::MockServer;
 
 use crate::fakes::{mount_twilio, provider_vars, twilio_error};
-use crate::helpers::{spawn_app, spawn_configured_app, test_config};
+use crate::helpers::{spawn_app, spawn_configured_app, test_config, TestApp};
+
+/// `GET /health/ready`: its status and body.
+pub async fn ready(app: &TestApp) -> (u16, serde_json::Value) {
+    let response = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
 
 #[tokio::test]
 async fn live_and_ready_answer() {
@@ -18,14 +30,8 @@ async fn live_and_ready_answer() {
         .unwrap();
     assert_eq!(live.status(), 200);
 
-    let ready = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let body: serde_json::Value = ready.json().await.unwrap();
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, 200);
     assert_eq!(body["status"], "ready");
     assert_eq!(body["providers"], serde_json::json!({"recorder": "closed"}));
     assert_eq!(
@@ -65,17 +71,7 @@ async fn ready_is_unavailable_while_the_only_provider_is_skipped() {
     ]);
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let app = spawn_configured_app(&pairs).await;
-    let ready = || async {
-        let response = app
-            .client
-            .get(app.url("/health/ready"))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json::<serde_json::Value>().await.unwrap())
-    };
-    assert_eq!(ready().await.0, 200);
+    assert_eq!(ready(&app).await.0, 200);
 
     let sent = app
         .post_raw(
@@ -85,7 +81,7 @@ async fn ready_is_unavailable_while_the_only_provider_is_skipped() {
         .await;
     assert_eq!(sent.status(), 503);
 
-    let (status, body) = ready().await;
+    let (status, body) = ready(&app).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["providers"], serde_json::json!({"twilio": "open"}));

@@ -10,6 +10,7 @@ use crate::fakes::{
     hits, mount_twilio, mount_vonage, provider_vars, twilio_accepted, twilio_error, twilio_path,
     vonage_accepted, vonage_error_500, SLOW,
 };
+use crate::health::ready;
 use crate::helpers::{problem, spawn_configured_app, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::{Request, Respond, ResponseTemplate};
@@ -217,13 +218,7 @@ async fn the_circuit_opens_half_opens_and_closes() {
         json!([{"provider": "twilio", "outcome": "skipped", "code": "circuit_open"}])
     );
     assert_eq!(hits(&primary).await, 2);
-    let ready = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready(&app).await.0, 503);
 
     // The cooldown itself is what is tested here: nothing to await but time.
     tokio::time::sleep(cooldown).await;
@@ -233,16 +228,7 @@ async fn the_circuit_opens_half_opens_and_closes() {
     let body = ok_body(app.post_raw("/api/sms", BODY).await).await;
     assert_eq!(body["provider"], "twilio");
     assert_eq!(hits(&primary).await, 1, "the half-open trial went through");
-    let ready: Value = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["providers"]["twilio"], "closed");
+    assert_eq!(ready(&app).await.1["providers"]["twilio"], "closed");
 }
 
 #[tokio::test]
@@ -327,16 +313,28 @@ async fn a_bounded_load_with_a_flaky_primary_loses_nothing() {
     );
 }
 
-/// Twilio's 503 for the first request, then `then` for every later one.
-async fn one_503_then(server: &MockServer, then: ResponseTemplate) {
+/// An app with `primary` alone and `CIRCUIT_FAILURES=1` (and `extra`), whose circuit a
+/// first send answered 503 has opened; later requests are accepted unless the test
+/// mounts a reply of higher priority.
+async fn tripped_app(primary: &MockServer, extra: &[(&str, &str)]) -> TestApp {
+    let mut vars = vec![("CIRCUIT_FAILURES", "1")];
+    vars.extend_from_slice(extra);
+    let app = app_for(primary, None, &vars).await;
     Mock::given(method("POST"))
         .and(path(twilio_path()))
         .respond_with(twilio_error(503, 20503, "Service Unavailable"))
         .up_to_n_times(1)
         .with_priority(1)
-        .mount(server)
+        .mount(primary)
         .await;
-    mount_twilio(server, then).await;
+    mount_twilio(primary, twilio_accepted()).await;
+    problem(
+        app.post_raw("/api/sms", BODY).await,
+        503,
+        "no_provider_available",
+    )
+    .await;
+    app
 }
 
 /// `POST /api/sms` with `BODY`, as bytes for a raw connection.
@@ -369,38 +367,18 @@ async fn post_in_two_parts(app: &TestApp, pause: Duration) -> u16 {
         .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"))
 }
 
-async fn ready(app: &TestApp) -> (u16, Value) {
-    let response = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn a_slow_body_neither_spends_the_deadline_nor_strands_the_circuit() {
     // As observed: one 503 opens the circuit; the next send's body takes longer than
     // both the cooldown and the whole request deadline to arrive.
     let primary = MockServer::start().await;
-    let app = app_for(
+    let app = tripped_app(
         &primary,
-        None,
         &[
-            ("CIRCUIT_FAILURES", "1"),
             ("CIRCUIT_COOLDOWN", "1s"),
             ("REQUEST_DEADLINE", "1s"),
             ("PROVIDER_TIMEOUT", "1s"),
         ],
-    )
-    .await;
-    one_503_then(&primary, twilio_accepted()).await;
-    problem(
-        app.post_raw("/api/sms", BODY).await,
-        503,
-        "no_provider_available",
     )
     .await;
 
@@ -412,7 +390,8 @@ async fn a_slow_body_neither_spends_the_deadline_nor_strands_the_circuit() {
     assert_eq!(hits(&primary).await, 3);
 }
 
-/// Answers after `delay`, and says on `arrived` when a request comes in.
+/// Answers `reply` (held as long as it says), and says on `arrived` when a request
+/// comes in.
 struct Held {
     reply: ResponseTemplate,
     arrived: tokio::sync::mpsc::UnboundedSender<()>,
@@ -430,24 +409,13 @@ async fn a_send_dropped_during_the_trial_gives_the_trial_back_and_ready_follows(
     let primary = MockServer::start().await;
     // The trial's attempt time is long: only giving the trial back, not its expiry,
     // can free the circuit within the bound below.
-    let app = app_for(
+    let app = tripped_app(
         &primary,
-        None,
-        &[
-            ("CIRCUIT_FAILURES", "1"),
-            ("CIRCUIT_COOLDOWN", "300ms"),
-            ("PROVIDER_TIMEOUT", "8s"),
-        ],
+        &[("CIRCUIT_COOLDOWN", "300ms"), ("PROVIDER_TIMEOUT", "8s")],
     )
     .await;
     let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
-    Mock::given(method("POST"))
-        .and(path(twilio_path()))
-        .respond_with(twilio_error(503, 20503, "Service Unavailable"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&primary)
-        .await;
+    // The trial, held.
     Mock::given(method("POST"))
         .and(path(twilio_path()))
         .respond_with(Held {
@@ -458,13 +426,6 @@ async fn a_send_dropped_during_the_trial_gives_the_trial_back_and_ready_follows(
         .with_priority(2)
         .mount(&primary)
         .await;
-    mount_twilio(&primary, twilio_accepted()).await;
-    problem(
-        app.post_raw("/api/sms", BODY).await,
-        503,
-        "no_provider_available",
-    )
-    .await;
     // The cooldown itself is what is waited for here.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
