@@ -173,7 +173,8 @@ fn compat_keycloak_mfa_plugins() {}
 #[allow(dead_code)]
 fn health_live() {}
 
-/// Readiness: the state store answers and a provider's circuit is not open.
+/// Readiness: the state store answers and a provider's circuit admits a send (closed, or
+/// half-open with no trial out).
 #[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 #[allow(dead_code)]

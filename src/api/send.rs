@@ -130,9 +130,10 @@ async fn handle_send(
     dialect: Dialect,
 ) -> Result<HttpResponse, ApiError> {
     let limits = &state.config.limits;
-    let deadline = Instant::now() + limits.request_deadline;
-    // The body first, within its own bound: a client still sending holds no send slot.
+    // The body first, within its own bound: a client still sending holds no send slot,
+    // and a slow one does not spend the send's time: the deadline starts once it is in.
     let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
+    let deadline = Instant::now() + limits.request_deadline;
     // Refuse at once rather than queue: the caller is a login waiting on us.
     let _permit = state
         .in_flight
