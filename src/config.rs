@@ -481,10 +481,6 @@ impl Config {
     }
 }
 
-/// Store operations wait at most this long by default (Redis answers in well under a
-/// millisecond when healthy).
-const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// `REDIS_URL`, `REDIS_CLUSTER` and `REDIS_TIMEOUT`.
 fn parse_redis(
     raw: &RawConfig,
@@ -540,13 +536,13 @@ fn parse_redis(
             Some(SecretString::from(url.to_owned()))
         }
     };
-    let timeout_var = Var::new("REDIS_TIMEOUT", &raw.redis_timeout, "500ms");
+    let timeout_var = Var::new("REDIS_TIMEOUT", &raw.redis_timeout, "1s");
     let deadline = limits.request_deadline;
     let timeout = match timeout_var.value {
         // A store call must leave the request time to send.
-        None => DEFAULT_REDIS_TIMEOUT.min(deadline),
+        None => crate::store::redis::DEFAULT_TIMEOUT.min(deadline),
         Some(_) => {
-            let timeout = timeout_var.duration("500ms", false)?;
+            let timeout = timeout_var.duration("1s", false)?;
             if timeout >= deadline {
                 return Err(timeout_var.invalid(format!(
                     "must be shorter than REQUEST_DEADLINE ({})",
@@ -733,7 +729,7 @@ mod tests {
         assert_eq!(c.message_retention, Duration::from_secs(86_400));
         assert!(c.redis_url.is_none());
         assert!(!c.redis_cluster);
-        assert_eq!(c.redis_timeout, Duration::from_millis(500));
+        assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(c.memory_store_bytes, crate::store::memory::DEFAULT_BUDGET);
         assert_eq!(
             c.workers,

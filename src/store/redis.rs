@@ -49,7 +49,9 @@ const TAGGED: &[(&str, &str)] = &[
 ];
 
 /// How long one store operation may take when nothing else is said (`REDIS_TIMEOUT`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+/// A healthy Redis answers in well under a millisecond; this leaves room for a busy
+/// one (a fork for a snapshot, a slow disk) before falling back to local memory.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How the Redis deployment is laid out (`REDIS_CLUSTER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
