@@ -516,19 +516,26 @@ fn parse_redis(
             for node in nodes {
                 let scheme = node.split("://").next().unwrap_or_default();
                 let ok = if cluster {
-                    matches!(scheme, "redis" | "rediss") && node.contains("://")
+                    scheme == "redis" && node.contains("://")
                 } else {
-                    matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix")
+                    matches!(scheme, "redis" | "redis+unix" | "unix")
                 };
+                if scheme == "rediss" {
+                    // The redis client is built without TLS (no TLS stack in the tree).
+                    return Err(invalid(
+                        "rediss:// (TLS) is not supported by this build",
+                        "redis://redis:6379",
+                    ));
+                }
                 if !ok && cluster {
                     return Err(invalid(
-                        "each cluster node must start with redis:// or rediss://",
+                        "each cluster node must start with redis://",
                         "redis://node-1:6379,redis://node-2:6379",
                     ));
                 }
                 if !ok {
                     return Err(invalid(
-                        "must start with redis://, rediss:// or unix://",
+                        "must start with redis:// or unix://",
                         "redis://redis:6379",
                     ));
                 }
@@ -924,6 +931,7 @@ mod tests {
                 ],
                 "REDIS_URL",
             ),
+            (vec![("REDIS_URL", "rediss://:hunter2@a:6379")], "TLS"),
         ] {
             let message = error(&vars);
             assert!(message.contains(named), "{vars:?}: {message}");
