@@ -34,6 +34,22 @@ async fn send(app: &TestApp, mobile: &str, text: &str, key: Option<&str>) -> req
     request.send().await.unwrap()
 }
 
+/// Sends `count` codes to `mobile`, in turn through `a` and `b`; how many were
+/// accepted (the others rate limited).
+async fn sends_accepted(a: &TestApp, b: &TestApp, mobile: &str, count: usize) -> usize {
+    let mut accepted = 0;
+    for i in 0..count {
+        let app = if i % 2 == 0 { a } else { b };
+        let response = send(app, mobile, &format!("Code 5000{i:02}"), None).await;
+        match response.status().as_u16() {
+            200 => accepted += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    accepted
+}
+
 async fn ready_status(app: &TestApp) -> u16 {
     readiness(app).await.0
 }
@@ -109,16 +125,7 @@ async fn the_per_number_limit_is_shared_across_replicas() {
     let a = replica(&twilio, &redis.url(), &limit).await;
     let b = replica(&twilio, &redis.url(), &limit).await;
 
-    let mut accepted = 0;
-    for i in 0..12 {
-        let app = if i % 2 == 0 { &a } else { &b };
-        let response = send(app, "+5511966191717", &format!("Code 5000{i:02}"), None).await;
-        match response.status().as_u16() {
-            200 => accepted += 1,
-            429 => {}
-            other => panic!("unexpected {other}"),
-        }
-    }
+    let accepted = sends_accepted(&a, &b, "+5511966191717", 12).await;
 
     assert_eq!(accepted, 5);
     assert_eq!(hits(&twilio).await, 5);
@@ -244,17 +251,8 @@ async fn replicas_sharing_a_cluster_enforce_one_limit_per_number() {
     let b = replica(&twilio, &cluster.nodes[2].url(), &vars).await;
 
     let numbers: Vec<String> = (10..18).map(|i| format!("+55119661917{i}")).collect();
-    for (n, number) in numbers.iter().enumerate() {
-        let mut accepted = 0;
-        for attempt in 0..3 {
-            let app = if (n + attempt) % 2 == 0 { &a } else { &b };
-            let response = send(app, number, &format!("Code 9{n}{attempt}001"), None).await;
-            match response.status().as_u16() {
-                200 => accepted += 1,
-                429 => {}
-                other => panic!("unexpected {other}"),
-            }
-        }
+    for number in &numbers {
+        let accepted = sends_accepted(&a, &b, number, 3).await;
         assert_eq!(accepted, 2, "{number}: one limit for both replicas");
     }
     assert_eq!(hits(&twilio).await, 2 * numbers.len());
@@ -291,15 +289,7 @@ async fn a_cluster_addressed_as_one_server_is_not_ready() {
     assert_eq!(status, 503, "{store}");
     assert_eq!(store["reachable"], true);
     assert_eq!(store["degraded"], true);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"otp_relay_store_errors_total{backend="redis",operation="#),
         "{metrics}"
