@@ -159,8 +159,9 @@ pub trait Store: Send + Sync {
     /// Gives up the holder's claim so that a repeat may try again.
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError>;
 
-    /// Stores each value under its key, all in one step, for `ttl` or (with `None`)
-    /// until deleted.
+    /// Stores each value under its key, for `ttl` or (with `None`) until deleted: all in
+    /// one step, except on a Redis Cluster for keys in different slots, which are
+    /// written one after another in the order given (see [`redis`]).
     async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError>;
 
     /// The value under `key`, if any.

@@ -418,10 +418,11 @@ impl Store for RedisStore {
         // One round trip, applied together (MULTI/EXEC), where the keys allow it: always
         // on one server, on a cluster when they share a slot. Otherwise one after the
         // other, in the order given.
-        let one_slot = keyed
-            .windows(2)
-            .all(|pair| Slot::for_key(&pair[0].0) == Slot::for_key(&pair[1].0));
-        let steps: Vec<Pipeline> = if self.topology == Topology::Single || one_slot {
+        let together = self.topology == Topology::Single
+            || keyed
+                .windows(2)
+                .all(|pair| Slot::for_key(&pair[0].0) == Slot::for_key(&pair[1].0));
+        let steps: Vec<Pipeline> = if together {
             let mut pipeline = redis::pipe();
             pipeline.atomic();
             for (key, value) in &keyed {
