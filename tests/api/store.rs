@@ -201,12 +201,38 @@ async fn the_redis_store_keeps_the_contract_on_a_cluster() {
     let timeout = Duration::from_secs(5);
     // One seed is enough: the other nodes are discovered.
     let seed = SecretString::from(cluster.nodes[1].url());
-    let store = RedisStore::connect_with(&seed, Topology::Cluster, timeout).unwrap();
-    contract(Arc::new(store)).await;
+    let store = Arc::new(RedisStore::connect_with(&seed, Topology::Cluster, timeout).unwrap());
+    contract(Arc::clone(&store) as Arc<dyn Store>).await;
 
     // The keys were spread over the nodes, and each node answered for its own.
     let counts = cluster.keys_per_node().await;
     assert!(counts.iter().all(|&n| n > 0), "keys per node: {counts:?}");
+
+    // A node that lost its scripts (a restart, a failover) answers NOSCRIPT: the
+    // script is loaded again and the call goes through.
+    for node in &cluster.nodes {
+        let mut flush = redis::cmd("SCRIPT");
+        flush.arg("FLUSH");
+        node.query::<()>(&flush).await;
+    }
+    let spec = RateSpec {
+        count: 1,
+        per: Duration::from_secs(60),
+    };
+    let limits = [
+        RateLimit {
+            key: "rate:number:flushed",
+            spec,
+        },
+        RateLimit {
+            key: "rate:global:",
+            spec,
+        },
+    ];
+    assert_eq!(
+        store.rate_acquire(&limits).await.unwrap(),
+        RateDecision::Allowed
+    );
 }
 
 #[tokio::test]
