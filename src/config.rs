@@ -219,7 +219,14 @@ pub struct Config {
     pub log_filter: String,
     pub access: AccessPolicy,
     pub limits: Limits,
+    /// `REDIS_URL`: one server, or with `redis_cluster` one or more seeds of a cluster
+    /// (a comma list).
     pub redis_url: Option<SecretString>,
+    /// `REDIS_CLUSTER`: `redis_url` names a Redis Cluster.
+    pub redis_cluster: bool,
+    /// `REDIS_TIMEOUT`: the longest one store operation may take, within
+    /// `REQUEST_DEADLINE`.
+    pub redis_timeout: Duration,
     pub message_retention: Duration,
     /// Most memory the in-process store may use, in bytes (`MEMORY_STORE_MIB`).
     pub memory_store_bytes: u64,
@@ -259,6 +266,8 @@ struct RawConfig {
     max_in_flight: Option<String>,
     workers: Option<String>,
     redis_url: Option<String>,
+    redis_cluster: Option<String>,
+    redis_timeout: Option<String>,
     message_retention: Option<String>,
     memory_store_mib: Option<String>,
 }
@@ -491,23 +500,7 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let limits = parse_limits(&raw)?;
 
-        let redis_var = Var::new("REDIS_URL", &raw.redis_url, "redis://redis:6379");
-        let redis_url = match redis_var.value {
-            None => None,
-            Some(url) => {
-                let scheme = url.split("://").next().unwrap_or_default();
-                if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
-                    // The URL may hold a password: do not echo it.
-                    return Err(ConfigError::Invalid {
-                        var: "REDIS_URL",
-                        value: None,
-                        problem: "must start with redis://, rediss:// or unix://".into(),
-                        example: "redis://redis:6379",
-                    });
-                }
-                Some(SecretString::from(url.to_owned()))
-            }
-        };
+        let (redis_url, redis_cluster, redis_timeout) = parse_redis(&raw, &limits)?;
         let message_retention = Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h")
             .duration("24h", MESSAGE_RETENTION_BOUNDS)?;
         let memory_store_mib: u64 =
@@ -528,12 +521,95 @@ impl Config {
             access,
             limits,
             redis_url,
+            redis_cluster,
+            redis_timeout,
             message_retention,
             memory_store_bytes: memory_store_mib << 20,
             workers,
             http: HttpLimits::default(),
         })
     }
+}
+
+/// `REDIS_URL`, `REDIS_CLUSTER` and `REDIS_TIMEOUT`.
+fn parse_redis(
+    raw: &RawConfig,
+    limits: &Limits,
+) -> Result<(Option<SecretString>, bool, Duration), ConfigError> {
+    let cluster = Var::new("REDIS_CLUSTER", &raw.redis_cluster, "true").boolean(false)?;
+    let url = Var::new("REDIS_URL", &raw.redis_url, "redis://redis:6379").value;
+    let url = match url {
+        None if cluster => {
+            return Err(ConfigError::Invalid {
+                var: "REDIS_CLUSTER",
+                value: Some("true".into()),
+                problem: "needs REDIS_URL (one or more of the cluster's nodes)".into(),
+                example: "true with REDIS_URL=redis://node-1:6379,redis://node-2:6379",
+            })
+        }
+        None => None,
+        Some(url) => {
+            // The URLs may hold a password: never echo them.
+            let invalid = |problem: &str, example| ConfigError::Invalid {
+                var: "REDIS_URL",
+                value: None,
+                problem: problem.into(),
+                example,
+            };
+            let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+            if nodes.len() > 1 && !cluster {
+                return Err(invalid(
+                    "a comma list names the nodes of a Redis Cluster: set REDIS_CLUSTER=true",
+                    "redis://node-1:6379,redis://node-2:6379",
+                ));
+            }
+            for node in nodes {
+                let scheme = node.split("://").next().unwrap_or_default();
+                let ok = if cluster {
+                    scheme == "redis" && node.contains("://")
+                } else {
+                    matches!(scheme, "redis" | "redis+unix" | "unix")
+                };
+                if scheme == "rediss" {
+                    // The redis client is built without TLS (no TLS stack in the tree).
+                    return Err(invalid(
+                        "rediss:// (TLS) is not supported by this build",
+                        "redis://redis:6379",
+                    ));
+                }
+                if !ok && cluster {
+                    return Err(invalid(
+                        "each cluster node must start with redis://",
+                        "redis://node-1:6379,redis://node-2:6379",
+                    ));
+                }
+                if !ok {
+                    return Err(invalid(
+                        "must start with redis:// or unix://",
+                        "redis://redis:6379",
+                    ));
+                }
+            }
+            Some(SecretString::from(url.to_owned()))
+        }
+    };
+    let timeout_var = Var::new("REDIS_TIMEOUT", &raw.redis_timeout, "1s");
+    let deadline = limits.request_deadline;
+    let timeout = match timeout_var.value {
+        // A store call must leave the request time to send.
+        None => crate::store::redis::DEFAULT_TIMEOUT.min(deadline),
+        Some(_) => {
+            let timeout = timeout_var.duration("1s", false)?;
+            if timeout >= deadline {
+                return Err(timeout_var.invalid(format!(
+                    "must be shorter than REQUEST_DEADLINE ({})",
+                    humantime::format_duration(deadline)
+                )));
+            }
+            timeout
+        }
+    };
+    Ok((url, cluster, timeout))
 }
 
 /// A real provider sends paid messages: an open endpoint would let anyone spend the
@@ -730,6 +806,8 @@ mod tests {
         assert_eq!(c.limits.max_in_flight, 1024);
         assert_eq!(c.message_retention, Duration::from_secs(86_400));
         assert!(c.redis_url.is_none());
+        assert!(!c.redis_cluster);
+        assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(c.memory_store_bytes, crate::store::memory::DEFAULT_BUDGET);
         assert_eq!(
             c.workers,
@@ -962,6 +1040,56 @@ mod tests {
         }
         // The console provider sends nothing real and needs no access setting.
         assert!(config(&[("PROVIDERS", "console")]).is_ok());
+    }
+
+    #[test]
+    fn a_redis_cluster_is_named_by_one_or_more_seeds() {
+        let c = config(&[
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_URL", "redis://node-1:6379, redis://node-2:6379"),
+        ])
+        .unwrap();
+        assert!(c.redis_cluster);
+        let c = config(&[("REDIS_CLUSTER", "yes"), ("REDIS_URL", "redis://cfg:6379")]).unwrap();
+        assert!(c.redis_cluster);
+        for (vars, named) in [
+            (vec![("REDIS_CLUSTER", "true")], "REDIS_CLUSTER"),
+            (vec![("REDIS_CLUSTER", "maybe")], "REDIS_CLUSTER"),
+            (
+                vec![("REDIS_URL", "redis://:hunter2@a:6379,redis://b:6379")],
+                "REDIS_URL",
+            ),
+            (
+                vec![
+                    ("REDIS_CLUSTER", "true"),
+                    ("REDIS_URL", "redis://:hunter2@a:6379,unix:///tmp/r.sock"),
+                ],
+                "REDIS_URL",
+            ),
+            (vec![("REDIS_URL", "rediss://:hunter2@a:6379")], "TLS"),
+        ] {
+            let message = error(&vars);
+            assert!(message.contains(named), "{vars:?}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_redis_timeout_fits_within_the_request_deadline() {
+        let c = config(&[("REDIS_TIMEOUT", "200ms")]).unwrap();
+        assert_eq!(c.redis_timeout, Duration::from_millis(200));
+        // The default never outlasts a short deadline.
+        let c = config(&[("REQUEST_DEADLINE", "300ms")]).unwrap();
+        assert_eq!(c.redis_timeout, Duration::from_millis(300));
+        for bad in [
+            vec![("REDIS_TIMEOUT", "0s")],
+            vec![("REDIS_TIMEOUT", "soon")],
+            vec![("REDIS_TIMEOUT", "10s")],
+            vec![("REDIS_TIMEOUT", "2s"), ("REQUEST_DEADLINE", "1s")],
+        ] {
+            let message = error(&bad);
+            assert!(message.contains("REDIS_TIMEOUT"), "{bad:?}: {message}");
+        }
     }
 
     #[test]

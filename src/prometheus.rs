@@ -108,7 +108,11 @@ fn describe() {
         "Repeated requests answered from the first send"
     );
     describe_gauge!(IN_FLIGHT, "Sends in progress");
-    describe_counter!(STORE_ERRORS, "Failed state store operations by backend");
+    describe_counter!(
+        STORE_ERRORS,
+        "Failed state store operations (served from per-replica memory instead), by backend \
+         and operation"
+    );
     describe_gauge!(
         MEMORY_STORE_BYTES,
         Unit::Bytes,

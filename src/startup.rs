@@ -62,8 +62,7 @@ pub struct Application {
 impl Application {
     /// Builds the providers named in the configuration and binds the server.
     pub fn build(config: Config) -> Result<Self, StartupError> {
-        let store = store::open(config.redis_url.as_ref(), config.memory_store_bytes)
-            .map_err(StartupError::Store)?;
+        let store = store::open(&config).map_err(StartupError::Store)?;
         let records = Records::new(Arc::clone(&store), config.message_retention);
         let context = provider_context(&config, Arc::new(records.clone()));
         let providers = build_providers(&config, &context)?;
@@ -77,8 +76,7 @@ impl Application {
         config: Config,
         providers: Vec<Arc<dyn MessageProvider>>,
     ) -> Result<Self, StartupError> {
-        let store = store::open(config.redis_url.as_ref(), config.memory_store_bytes)
-            .map_err(StartupError::Store)?;
+        let store = store::open(&config).map_err(StartupError::Store)?;
         let records = Records::new(Arc::clone(&store), config.message_retention);
         Self::assemble(config, store, records, providers, None)
     }

@@ -32,13 +32,15 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(prometheus::handle().render())
 }
 
-/// Ready while the state store answers and at least one provider is usable: its circuit
-/// would admit a send now (closed, or half-open with no trial out). The body shows each
-/// provider's circuit and the store.
+/// Ready while the state store answers and serves (no operation of the shared store
+/// failed lately: the replica would be counting limits on its own), and at least one
+/// provider is usable: its circuit would admit a send now (closed, or half-open with no
+/// trial out). The body shows each provider's circuit and the store.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let circuits = state.dispatcher.provider_states();
     let usable = circuits.iter().any(|(_, c)| c.admits());
-    let store_ok = state.store.ping().await.is_ok();
+    let store = state.store.health().await;
+    let store_ok = store.is_ready();
     let providers: Map<String, Value> = circuits
         .iter()
         .map(|(name, circuit)| (name.to_string(), json!(circuit.as_str())))
@@ -46,7 +48,11 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let body = json!({
         "status": if usable && store_ok { "ready" } else { "unavailable" },
         "providers": providers,
-        "store": { "backend": state.store.backend(), "reachable": store_ok },
+        "store": {
+            "backend": state.store.backend(),
+            "reachable": store.reachable,
+            "degraded": store.degraded,
+        },
     });
     if usable && store_ok {
         HttpResponse::Ok().json(body)

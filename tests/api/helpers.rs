@@ -116,6 +116,12 @@ impl TestApp {
             .expect("request failed")
     }
 
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response.expect("request failed").text().await.unwrap()
+    }
+
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.post_raw(path, body.to_string()).await
     }
