@@ -149,6 +149,8 @@ const DEDUPE_WINDOW_BOUNDS: DurationBounds = millis(0, DAY);
 /// `MESSAGE_TTL`: the same range a request's `ttl` may ask for.
 const MESSAGE_TTL_BOUNDS: DurationBounds = millis(SECOND, DAY);
 const MESSAGE_RETENTION_BOUNDS: DurationBounds = millis(MINUTE, 90 * DAY);
+/// `REDIS_TIMEOUT`; it must also be shorter than `REQUEST_DEADLINE`.
+const REDIS_TIMEOUT_BOUNDS: DurationBounds = millis(10 * MS, MINUTE);
 /// The period of a rate limit (`N/PERIOD`).
 const RATE_PERIOD_BOUNDS: DurationBounds = millis(SECOND, 31 * DAY);
 
@@ -599,7 +601,7 @@ fn parse_redis(
         // A store call must leave the request time to send.
         None => crate::store::redis::DEFAULT_TIMEOUT.min(deadline),
         Some(_) => {
-            let timeout = timeout_var.duration("1s", false)?;
+            let timeout = timeout_var.duration("1s", REDIS_TIMEOUT_BOUNDS)?;
             if timeout >= deadline {
                 return Err(timeout_var.invalid(format!(
                     "must be shorter than REQUEST_DEADLINE ({})",
