@@ -89,6 +89,19 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, Provide
     })
 }
 
+/// The receipt for a message a provider accepted (it answered 2xx, or its own success
+/// marker) whose reply could not be read or carries no id: the message is with the
+/// provider, so it is a receipt (no id, `queued`), never a failure that would send the
+/// code a second time through another provider. Delivery reports cannot be matched to it.
+pub fn unreadable_acceptance(provider: &str) -> crate::Receipt {
+    crate::Receipt {
+        provider: provider.to_owned(),
+        provider_message_id: None,
+        status: crate::DeliveryStatus::Queued,
+        raw_status: None,
+    }
+}
+
 /// A reply that is not of the shape the provider documents.
 pub fn protocol_error(status: StatusCode, body: &[u8]) -> ProviderError {
     let cut = &body[..body.len().min(MAX_REPLY_DETAIL)];
