@@ -440,12 +440,12 @@ pub fn read_send_reply(reply: Reply) -> Result<Receipt, ProviderError> {
         .describe();
         return Err(code_error(code, detail.clone()).unwrap_or(ProviderError::Rejected { detail }));
     }
-    Ok(Receipt {
-        provider: "twilio".to_owned(),
-        status: delivery,
-        provider_message_id: Some(created.sid),
-        raw_status: Some(created.status),
-    })
+    Ok(Receipt::new(
+        "twilio",
+        Some(created.sid),
+        delivery,
+        Some(created.status),
+    ))
 }
 
 fn unknown_status() -> String {
