@@ -2,7 +2,9 @@
 //!
 //! A record holds what an operator needs to answer "did it arrive?": ids, channel,
 //! provider, status, error code, the masked number and times. Never the text or the
-//! code. Records live `MESSAGE_RETENTION`; chat links live until the user unlinks.
+//! code. Records live `MESSAGE_RETENTION`; chat links live `TELEGRAM_LINK_TTL` from
+//! the last delivery (so a recycled number stops reaching the old owner), or until the
+//! user unlinks (`/stop`) or blocks the bot.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,6 +35,18 @@ pub struct MessageRecord {
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
+    /// The parts of a message the provider split and reports on one by one (Vonage SMS
+    /// API); `status` is computed over them. Empty for a message of one piece.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartStatus>,
+}
+
+/// One part of a multi-part message: the provider's id for it and its latest status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PartStatus {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub status: DeliveryStatus,
 }
 
 /// RFC 3339 time, to the second.
@@ -50,8 +64,55 @@ fn progress(status: DeliveryStatus) -> u8 {
 }
 
 impl MessageRecord {
+    /// The record of a message whose parts the provider reports on one by one: the first
+    /// part's id is `provider_message_id`, every part starts at the record's status.
+    pub fn with_parts(mut self, more_part_ids: &[String]) -> MessageRecord {
+        if let (Some(first), false) = (&self.provider_message_id, more_part_ids.is_empty()) {
+            self.parts = std::iter::once(first)
+                .chain(more_part_ids)
+                .map(|id| PartStatus {
+                    id: id.clone(),
+                    status: self.status,
+                })
+                .collect();
+        }
+        self
+    }
+
+    /// The status of a message of several parts: a part that failed makes the message
+    /// fail (the user cannot read the code); otherwise the message is as far as its
+    /// least advanced part.
+    fn status_over_parts(&self) -> Option<DeliveryStatus> {
+        let failed = self.parts.iter().map(|p| p.status).find(|s| {
+            matches!(s, DeliveryStatus::Failed | DeliveryStatus::Undelivered)
+        });
+        failed.or_else(|| self.parts.iter().map(|p| p.status).min_by_key(|s| progress(*s)))
+    }
+
     /// Applies a provider's report, unless it would move a final status back.
     fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
+        if let Some(part) = self
+            .parts
+            .iter_mut()
+            .find(|part| part.id == update.provider_message_id)
+        {
+            if progress(update.status) < progress(part.status) {
+                return false;
+            }
+            part.status = update.status;
+            let overall = self.status_over_parts().unwrap_or(update.status);
+            // The message moves when all its parts did (or one failed); a final status
+            // stays (see `progress`).
+            if overall != self.status && progress(overall) >= progress(self.status) {
+                self.status = overall;
+                self.provider_status = Some(update.raw_status.clone());
+            }
+            if update.error_code.is_some() {
+                self.error_code.clone_from(&update.error_code);
+            }
+            self.updated_at = timestamp(now);
+            return true;
+        }
         if progress(update.status) < progress(self.status) {
             return false;
         }
@@ -70,6 +131,8 @@ impl MessageRecord {
 pub struct Records {
     store: Arc<dyn Store>,
     retention: Duration,
+    /// How long a Telegram chat link lives without a delivery (`TELEGRAM_LINK_TTL`).
+    link_ttl: Duration,
 }
 
 fn message_key(id: &str) -> String {
@@ -110,22 +173,36 @@ const UPDATE_ATTEMPTS: usize = 5;
 
 impl Records {
     pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
-        Records { store, retention }
+        Records {
+            store,
+            retention,
+            link_ttl: otp_relay_providers::telegram::DEFAULT_LINK_TTL,
+        }
     }
 
-    /// Stores a new record, indexed by our id and by the provider's.
+    /// The same records with Telegram chat links that live `ttl` from the last delivery.
+    pub fn with_link_ttl(mut self, ttl: Duration) -> Self {
+        self.link_ttl = ttl;
+        self
+    }
+
+    /// Stores a new record, indexed by our id and by the provider's id of each part.
     pub async fn save(&self, record: &MessageRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).expect("a record serializes");
         let key = message_key(&record.id);
-        let index = match (&record.provider, &record.provider_message_id) {
-            (Some(provider), Some(provider_id)) => Some(provider_key(provider, provider_id)),
-            _ => None,
+        let provider_ids = record
+            .provider_message_id
+            .iter()
+            .chain(record.parts.iter().map(|part| &part.id).skip(1));
+        let indexes: Vec<String> = match &record.provider {
+            Some(provider) => provider_ids
+                .map(|provider_id| provider_key(provider, provider_id))
+                .collect(),
+            None => Vec::new(),
         };
-        // Both in one store operation (one Redis round trip).
+        // All in one store operation (one Redis round trip).
         let mut entries = vec![(key.as_str(), json.as_str())];
-        if let Some(index) = &index {
-            entries.push((index.as_str(), record.id.as_str()));
-        }
+        entries.extend(indexes.iter().map(|index| (index.as_str(), record.id.as_str())));
         self.store.put(&entries, Some(self.retention)).await
     }
 
@@ -163,9 +240,14 @@ impl Records {
         Err(StoreError("the record kept changing; try again".into()))
     }
 
-    /// Links `phone` to a Telegram chat (replacing an earlier link of either).
+    /// Links `phone` to a Telegram chat (replacing an earlier link of either) for
+    /// `TELEGRAM_LINK_TTL`.
     pub async fn link_chat(&self, phone: &Phone, chat_id: i64) -> Result<(), StoreError> {
         self.unlink_chat(chat_id).await?;
+        self.put_link(phone, chat_id).await
+    }
+
+    async fn put_link(&self, phone: &Phone, chat_id: i64) -> Result<(), StoreError> {
         let key = chat_key(phone);
         let chat = chat_id.to_string();
         let owner = chat_owner_key(chat_id);
@@ -175,7 +257,7 @@ impl Records {
                     (key.as_str(), chat.as_str()),
                     (owner.as_str(), key.as_str()),
                 ],
-                None,
+                Some(self.link_ttl),
             )
             .await
     }
@@ -196,14 +278,29 @@ impl Records {
 #[async_trait]
 impl ChatDirectory for Records {
     async fn chat_for(&self, phone: &Phone) -> Result<Option<i64>, ProviderError> {
-        let linked =
-            self.store
-                .get(&chat_key(phone))
-                .await
-                .map_err(|e| ProviderError::Unavailable {
-                    detail: e.to_string(),
-                })?;
+        let linked = self.store.get(&chat_key(phone)).await.map_err(store_down)?;
         Ok(linked.and_then(|chat| chat.parse().ok()))
+    }
+
+    async fn renew(&self, phone: &Phone, chat_id: i64) -> Result<(), ProviderError> {
+        // Only a link that still points at the chat the message went to.
+        if self.chat_for(phone).await? == Some(chat_id) {
+            self.put_link(phone, chat_id).await.map_err(store_down)?;
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, phone: &Phone, chat_id: i64) -> Result<(), ProviderError> {
+        if self.chat_for(phone).await? == Some(chat_id) {
+            self.unlink_chat(chat_id).await.map_err(store_down)?;
+        }
+        Ok(())
+    }
+}
+
+fn store_down(error: StoreError) -> ProviderError {
+    ProviderError::Unavailable {
+        detail: error.to_string(),
     }
 }
 
@@ -223,6 +320,7 @@ mod tests {
             to: "+55119*****17".into(),
             created_at: "2026-11-28T00:00:00Z".into(),
             updated_at: "2026-11-28T00:00:00Z".into(),
+            parts: Vec::new(),
         }
     }
 
@@ -265,6 +363,43 @@ mod tests {
         let hashed = provider_key("twilio", "a b");
         assert!(hashed.starts_with("msg-by-provider:twilio:#"), "{hashed}");
         assert!(!provider_key("twilio", &"x".repeat(500)).contains("xxx"));
+    }
+
+    #[tokio::test]
+    async fn a_receipt_for_any_part_finds_the_record_whose_status_is_over_all_parts() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+        let records = Records::new(store, Duration::from_secs(60));
+        let saved = record(DeliveryStatus::Queued).with_parts(&["SM2".into(), "SM3".into()]);
+        records.save(&saved).await.unwrap();
+        let report = |id: &str, status| StatusUpdate {
+            provider_message_id: id.into(),
+            ..update(status)
+        };
+
+        let after = records.apply(&report("SM3", DeliveryStatus::Delivered)).await;
+        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Queued);
+        let after = records.apply(&report("SM1", DeliveryStatus::Delivered)).await;
+        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Queued);
+        let after = records.apply(&report("SM2", DeliveryStatus::Sent)).await;
+        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Sent);
+        let after = records.apply(&report("SM2", DeliveryStatus::Delivered)).await;
+        let after = after.unwrap().unwrap();
+        assert_eq!(after.status, DeliveryStatus::Delivered);
+        assert!(after
+            .parts
+            .iter()
+            .all(|p| p.status == DeliveryStatus::Delivered));
+
+        // One failed part fails the message: the user cannot read the code.
+        let mut split = record(DeliveryStatus::Queued);
+        split.id = "01K".into();
+        split.provider_message_id = Some("SM9".into());
+        let split = split.with_parts(&["SM8".into()]);
+        records.save(&split).await.unwrap();
+        let after = records.apply(&report("SM8", DeliveryStatus::Undelivered)).await;
+        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Undelivered);
+        let after = records.apply(&report("SM9", DeliveryStatus::Delivered)).await;
+        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Undelivered);
     }
 
     #[test]

@@ -69,12 +69,12 @@ impl MessageProvider for RecordingProvider {
         });
         match &self.failure {
             Some(error) => Err(error.clone()),
-            None => Ok(Receipt {
-                provider: self.name.into(),
-                provider_message_id: Some(format!("rec-{}", message.id)),
-                status: DeliveryStatus::Queued,
-                raw_status: Some("accepted".into()),
-            }),
+            None => Ok(Receipt::new(
+                self.name,
+                Some(format!("rec-{}", message.id)),
+                DeliveryStatus::Queued,
+                Some("accepted".into()),
+            )),
         }
     }
 }
@@ -308,11 +308,11 @@ impl MessageProvider for GatedProvider {
     async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
         self.arrived.notify_one();
         self.release.acquire().await.expect("gate open").forget();
-        Ok(Receipt {
-            provider: "gated".into(),
-            provider_message_id: Some(message.id.clone()),
-            status: DeliveryStatus::Queued,
-            raw_status: None,
-        })
+        Ok(Receipt::new(
+            "gated",
+            Some(message.id.clone()),
+            DeliveryStatus::Queued,
+            None,
+        ))
     }
 }
