@@ -196,3 +196,148 @@ async fn without_an_sms_provider_an_unlinked_number_is_refused() {
     .await;
     assert!(sent(&bot).await.is_empty());
 }
+
+/// A bot, a Twilio for the SMS fallback, and an app using both (and `extra`).
+async fn bot_and_sms(bot: &MockServer, twilio: &MockServer, extra: &[(&str, &str)]) -> TestApp {
+    mount_twilio(twilio, twilio_accepted()).await;
+    let twilio_url = twilio.uri();
+    let bot_url = bot.uri();
+    let mut vars = vec![
+        ("PROVIDERS", "telegram,twilio"),
+        ("AUTH_DISABLED", "true"),
+        ("TWILIO_ACCOUNT_SID", TWILIO_SID),
+        ("TWILIO_AUTH_TOKEN", "fake-token"),
+        ("TWILIO_FROM", "+14155550100"),
+        ("TWILIO_BASE_URL", &twilio_url),
+        ("TELEGRAM_MODE", "bot"),
+        ("TELEGRAM_BOT_TOKEN", TOKEN),
+        ("TELEGRAM_BOT_BASE_URL", &bot_url),
+        ("TELEGRAM_WEBHOOK_SECRET", SECRET),
+    ];
+    vars.extend_from_slice(extra);
+    spawn_configured_app(&vars).await
+}
+
+async fn link_own_number(app: &TestApp) {
+    let own = update(
+        json!({"contact": {"phone_number": "5511966191717", "first_name": "Ana", "user_id": CHAT}}),
+    );
+    assert_eq!(webhook(app, Some(SECRET), own).await.status(), 200);
+}
+
+/// Bot API 403 "Forbidden: bot was blocked by the user": the user is not reachable on
+/// Telegram (it was a 422 on every login before). The chat is unlinked and the code
+/// goes by SMS, now and on later logins, without asking Telegram again.
+#[tokio::test]
+async fn a_user_who_blocked_the_bot_is_unlinked_and_gets_the_code_by_sms() {
+    let bot = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/bot{TOKEN}/sendMessage")))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"text": "Your code is 555123"}),
+        ))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({
+            "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"
+        })))
+        .mount(&bot)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/bot{TOKEN}/sendMessage")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true, "result": {"message_id": 1, "date": 1732752000, "chat": {"id": CHAT, "type": "private"}}
+        })))
+        .mount(&bot)
+        .await;
+    let twilio = MockServer::start().await;
+    let app = bot_and_sms(&bot, &twilio, &[]).await;
+    link_own_number(&app).await;
+    let replies = sent(&bot).await.len();
+
+    let first: Value = send_telegram(&app, "+5511966191717").await.json().await.unwrap();
+    assert_eq!(first["channel"], "sms");
+    assert_eq!(
+        first["attempts"],
+        json!([
+            {"provider": "telegram", "outcome": "failed", "code": "recipient_not_registered"},
+            {"provider": "twilio", "outcome": "sent", "code": null}
+        ])
+    );
+    assert_eq!(sent(&bot).await.len(), replies + 1);
+
+    let second: Value = send_telegram(&app, "+5511966191717").await.json().await.unwrap();
+    assert_eq!(second["channel"], "sms");
+    assert_eq!(sent(&bot).await.len(), replies + 1, "the link is gone");
+    assert_eq!(crate::fakes::hits(&twilio).await, 2);
+}
+
+/// Links live TELEGRAM_LINK_TTL (in Redis, so every replica sees the same expiry) and
+/// each delivery starts that time again: a recycled number stops reaching the old owner.
+#[tokio::test]
+async fn links_expire_after_the_link_ttl_and_each_delivery_renews_them() {
+    let Some(redis) = crate::redis_server::RedisServer::start().await else {
+        return;
+    };
+    let bot = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/bot{TOKEN}/sendMessage")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true, "result": {"message_id": 1, "date": 1732752000, "chat": {"id": CHAT, "type": "private"}}
+        })))
+        .mount(&bot)
+        .await;
+    let twilio = MockServer::start().await;
+    let redis_url = redis.url();
+    let app = bot_and_sms(
+        &bot,
+        &twilio,
+        &[("REDIS_URL", &redis_url), ("TELEGRAM_LINK_TTL", "2h")],
+    )
+    .await;
+    link_own_number(&app).await;
+
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*chat*")
+        .query_async(&mut redis_connection)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "the number's link and the chat's owner: {keys:?}");
+    for key in &keys {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut redis_connection)
+            .await
+            .unwrap();
+        assert!((7000..=7200).contains(&ttl), "{key}: {ttl}");
+        // As if most of the time had passed.
+        let _: () = redis::cmd("EXPIRE")
+            .arg(key)
+            .arg(60)
+            .query_async(&mut redis_connection)
+            .await
+            .unwrap();
+    }
+
+    let delivered: Value = send_telegram(&app, "+5511966191717").await.json().await.unwrap();
+    assert_eq!(delivered["channel"], "telegram");
+    for key in &keys {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut redis_connection)
+            .await
+            .unwrap();
+        assert!((7000..=7200).contains(&ttl), "renewed: {key}: {ttl}");
+    }
+
+    // Gone (as after the TTL): the number is no longer linked, the code goes by SMS.
+    for key in &keys {
+        let _: () = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut redis_connection)
+            .await
+            .unwrap();
+    }
+    let later: Value = send_telegram(&app, "+5511966191717").await.json().await.unwrap();
+    assert_eq!(later["channel"], "sms");
+}
