@@ -33,7 +33,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Ready while the state store answers and at least one provider is usable (its circuit
-/// is not open). The body shows each provider's circuit and the store.
+/// is not open). The body shows each provider's circuit and the store, and under
+/// `config_errors` the latest error each provider blamed on our configuration.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let circuits = state.dispatcher.provider_states();
     let usable = circuits.iter().any(|(_, c)| *c != CircuitState::Open);
@@ -42,11 +43,23 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         .iter()
         .map(|(name, circuit)| (name.to_string(), json!(circuit.as_str())))
         .collect();
-    let body = json!({
+    // The latest error each provider blamed on our configuration: it fails every send
+    // there until an operator fixes it, yet does not make the service unready.
+    let config_errors: Map<String, Value> = circuits
+        .iter()
+        .filter_map(|(name, _)| {
+            let last = state.dispatcher.last_config_error(name)?;
+            Some((name.to_string(), json!(last)))
+        })
+        .collect();
+    let mut body = json!({
         "status": if usable && store_ok { "ready" } else { "unavailable" },
         "providers": providers,
         "store": { "backend": state.store.backend(), "reachable": store_ok },
     });
+    if !config_errors.is_empty() {
+        body["config_errors"] = Value::Object(config_errors);
+    }
     if usable && store_ok {
         HttpResponse::Ok().json(body)
     } else {

@@ -382,3 +382,66 @@ async fn records_past_the_memory_budget_go_oldest_first() {
     assert_eq!(status_of(&app, &last).await["id"], last.as_str());
     problem(get_record(&app, &first).await, 404, "message_not_found").await;
 }
+
+/// Vonage SMS API: a long message goes as parts, each with its own message-id and
+/// delivery receipt. A receipt for any part finds the record, whose status is over all
+/// parts: delivered only once every part is. A reply in which only some parts were
+/// accepted is still an acceptance (200, no failover: the user would get two codes).
+#[tokio::test]
+async fn vonage_multipart_receipts_update_the_record_over_all_parts() {
+    let vonage = MockServer::start().await;
+    mount_vonage(
+        &vonage,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "message-count": "3",
+            "messages": [
+                {"to": "5511966191717", "message-id": "0A00000000P1", "status": "0"},
+                {"to": "5511966191717", "message-id": "0A00000000P2", "status": "0"},
+                {"to": "5511966191717", "status": "1", "error-text": "Throttled"}
+            ]
+        })),
+    )
+    .await;
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
+    vars.retain(|(k, _)| k != "PROVIDERS");
+    let app = app_with(
+        vars,
+        &[
+            ("PROVIDERS", "vonage,twilio"),
+            ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
+            ("VONAGE_SIGNATURE_METHOD", "sha256"),
+        ],
+    )
+    .await;
+    let sent = send(&app).await;
+    assert_eq!(sent["provider"], "vonage");
+    assert_eq!(sent["provider_message_id"], "0A00000000P1");
+    assert_eq!(crate::fakes::hits(&twilio).await, 0, "no second code");
+    let id = sent["id"].as_str().unwrap().to_owned();
+
+    let receipt = |part: &str| {
+        vonage_signed(&[
+            ("messageId", part.into()),
+            ("msisdn", "5511966191717".into()),
+            ("status", "delivered".into()),
+            ("err-code", "0".into()),
+            ("nonce", format!("nonce-{part}")),
+            ("timestamp", unix_now().to_string()),
+        ])
+    };
+    let post_form = |params: Vec<(String, String)>| {
+        app.client
+            .post(app.url("/webhooks/vonage"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded_like(&params))
+            .send()
+    };
+    assert_eq!(post_form(receipt("0A00000000P2")).await.unwrap().status(), 200);
+    let record = status_of(&app, &id).await;
+    assert_eq!(record["status"], "queued", "part 1 is not delivered yet");
+    assert_eq!(record["parts"][1], json!({"id": "0A00000000P2", "status": "delivered"}));
+    assert_eq!(post_form(receipt("0A00000000P1")).await.unwrap().status(), 200);
+    assert_eq!(status_of(&app, &id).await["status"], "delivered");
+}
