@@ -83,10 +83,17 @@ impl MessageRecord {
     /// fail (the user cannot read the code); otherwise the message is as far as its
     /// least advanced part.
     fn status_over_parts(&self) -> Option<DeliveryStatus> {
-        let failed = self.parts.iter().map(|p| p.status).find(|s| {
-            matches!(s, DeliveryStatus::Failed | DeliveryStatus::Undelivered)
-        });
-        failed.or_else(|| self.parts.iter().map(|p| p.status).min_by_key(|s| progress(*s)))
+        let failed = self
+            .parts
+            .iter()
+            .map(|p| p.status)
+            .find(|s| matches!(s, DeliveryStatus::Failed | DeliveryStatus::Undelivered));
+        failed.or_else(|| {
+            self.parts
+                .iter()
+                .map(|p| p.status)
+                .min_by_key(|s| progress(*s))
+        })
     }
 
     /// Applies a provider's report, unless it would move a final status back.
@@ -202,7 +209,11 @@ impl Records {
         };
         // All in one store operation (one Redis round trip).
         let mut entries = vec![(key.as_str(), json.as_str())];
-        entries.extend(indexes.iter().map(|index| (index.as_str(), record.id.as_str())));
+        entries.extend(
+            indexes
+                .iter()
+                .map(|index| (index.as_str(), record.id.as_str())),
+        );
         self.store.put(&entries, Some(self.retention)).await
     }
 
@@ -376,13 +387,19 @@ mod tests {
             ..update(status)
         };
 
-        let after = records.apply(&report("SM3", DeliveryStatus::Delivered)).await;
+        let after = records
+            .apply(&report("SM3", DeliveryStatus::Delivered))
+            .await;
         assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Queued);
-        let after = records.apply(&report("SM1", DeliveryStatus::Delivered)).await;
+        let after = records
+            .apply(&report("SM1", DeliveryStatus::Delivered))
+            .await;
         assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Queued);
         let after = records.apply(&report("SM2", DeliveryStatus::Sent)).await;
         assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Sent);
-        let after = records.apply(&report("SM2", DeliveryStatus::Delivered)).await;
+        let after = records
+            .apply(&report("SM2", DeliveryStatus::Delivered))
+            .await;
         let after = after.unwrap().unwrap();
         assert_eq!(after.status, DeliveryStatus::Delivered);
         assert!(after
@@ -396,9 +413,13 @@ mod tests {
         split.provider_message_id = Some("SM9".into());
         let split = split.with_parts(&["SM8".into()]);
         records.save(&split).await.unwrap();
-        let after = records.apply(&report("SM8", DeliveryStatus::Undelivered)).await;
+        let after = records
+            .apply(&report("SM8", DeliveryStatus::Undelivered))
+            .await;
         assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Undelivered);
-        let after = records.apply(&report("SM9", DeliveryStatus::Delivered)).await;
+        let after = records
+            .apply(&report("SM9", DeliveryStatus::Delivered))
+            .await;
         assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Undelivered);
     }
 

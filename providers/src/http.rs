@@ -94,12 +94,7 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, Provide
 /// provider, so it is a receipt (no id, `queued`), never a failure that would send the
 /// code a second time through another provider. Delivery reports cannot be matched to it.
 pub fn unreadable_acceptance(provider: &str) -> crate::Receipt {
-    crate::Receipt::new(
-        provider,
-        None,
-        crate::DeliveryStatus::Queued,
-        None,
-    )
+    crate::Receipt::new(provider, None, crate::DeliveryStatus::Queued, None)
 }
 
 /// A reply that is not of the shape the provider documents.

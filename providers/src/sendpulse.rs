@@ -666,7 +666,12 @@ pub fn read_sms(reply: &Reply) -> Result<Receipt, ProviderError> {
             ),
         });
     }
-    Ok(Receipt::new(NAME, campaign_id, DeliveryStatus::Queued, None))
+    Ok(Receipt::new(
+        NAME,
+        campaign_id,
+        DeliveryStatus::Queued,
+        None,
+    ))
 }
 
 /// A 2xx without SendPulse's `false`: the message is with SendPulse, id unknown.

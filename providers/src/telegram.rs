@@ -608,7 +608,9 @@ pub fn read_gateway_reply(reply: &Reply, token: &str) -> Result<Receipt, Provide
             error: Some(error),
             ..
         }) => Err(gateway_error(&error, clean(token, &error), reply)),
-        Some(GatewayReply { ok: Some(false), .. }) => Err(unexpected(token, reply)),
+        Some(GatewayReply {
+            ok: Some(false), ..
+        }) => Err(unexpected(token, reply)),
         // A 2xx without Telegram's `"ok": false` is an acceptance, read or not.
         _ if reply.status.is_success() => {
             let result = parsed
@@ -795,7 +797,10 @@ fn gateway_error(error: &str, detail: String, reply: &Reply) -> ProviderError {
         // Our configuration: the callback URL, ttl or payload we send, the sender channel
         // we named. Every send fails alike until an operator fixes it.
         e if e.starts_with("SENDER_")
-            || matches!(e, "CALLBACK_URL_INVALID" | "TTL_INVALID" | "PAYLOAD_INVALID") =>
+            || matches!(
+                e,
+                "CALLBACK_URL_INVALID" | "TTL_INVALID" | "PAYLOAD_INVALID"
+            ) =>
         {
             ProviderError::Misconfigured {
                 // The name is Telegram's, upper case and short; scrubbed for the label.

@@ -387,7 +387,6 @@ async fn gateway_empty_balance_or_bad_sender_is_account_unusable() {
     );
     assert_eq!(error.code(), "account_unusable");
     assert!(error.is_permanent() && error.another_provider_may_succeed());
-
 }
 
 /// Errors about what we send (callback URL, ttl, payload) or the sender we named: our
@@ -475,9 +474,10 @@ async fn gateway_2xx_without_ok_false_is_an_acceptance_even_unreadable() {
         );
     }
     // `"ok": false` on a 200 is a refusal.
-    let error =
-        gateway_failure(ResponseTemplate::new(200).set_body_json(gateway_error("PHONE_NUMBER_INVALID")))
-            .await;
+    let error = gateway_failure(
+        ResponseTemplate::new(200).set_body_json(gateway_error("PHONE_NUMBER_INVALID")),
+    )
+    .await;
     assert_eq!(error.code(), "invalid_recipient");
 }
 
@@ -764,7 +764,8 @@ async fn bot_2xx_without_ok_false_is_an_acceptance_even_unreadable() {
         );
     }
     let error = bot_failure(
-        ResponseTemplate::new(200).set_body_json(bot_error(400, "Bad Request: message text is empty")),
+        ResponseTemplate::new(200)
+            .set_body_json(bot_error(400, "Bad Request: message text is empty")),
     )
     .await;
     assert_eq!(error.code(), "rejected");

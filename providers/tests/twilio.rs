@@ -514,7 +514,10 @@ async fn account_errors_are_account_unusable() {
         (20005, "Account not active"),
         (63038, "Account exceeded the daily messages limit"),
         (21660, "Mismatch between the 'From' number and the account"),
-        (63007, "Twilio could not find a Channel with the specified From address"),
+        (
+            63007,
+            "Twilio could not find a Channel with the specified From address",
+        ),
     ] {
         let error = sms_error(twilio_error(400, code, text)).await;
         assert_eq!(

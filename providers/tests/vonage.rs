@@ -790,8 +790,18 @@ async fn messages_api_problem_replies_map_to_precise_errors() {
         (422, "1022", "Invalid template", "provider_misconfigured"),
         (422, "1480", "Entity Filter", "provider_misconfigured"),
         (403, "1070", "Provider quota exceeded", "account_unusable"),
-        (422, "1460", "Daily message limit exceeded", "account_unusable"),
-        (422, "1474", "Fraud Defender country block", "region_not_enabled"),
+        (
+            422,
+            "1460",
+            "Daily message limit exceeded",
+            "account_unusable",
+        ),
+        (
+            422,
+            "1474",
+            "Fraud Defender country block",
+            "region_not_enabled",
+        ),
         (
             422,
             "1340",

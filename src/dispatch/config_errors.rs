@@ -114,7 +114,10 @@ mod tests {
         assert!(errors.due_for_log("twilio", "21609", start));
         assert!(!errors.due_for_log("twilio", "21609", start + LOG_INTERVAL / 2));
         assert!(errors.due_for_log("twilio", "21606", start), "another code");
-        assert!(errors.due_for_log("vonage", "21609", start), "another provider");
+        assert!(
+            errors.due_for_log("vonage", "21609", start),
+            "another provider"
+        );
         assert!(errors.due_for_log("twilio", "21609", start + LOG_INTERVAL));
 
         errors.note(

@@ -438,10 +438,19 @@ async fn vonage_multipart_receipts_update_the_record_over_all_parts() {
             .body(serde_urlencoded_like(&params))
             .send()
     };
-    assert_eq!(post_form(receipt("0A00000000P2")).await.unwrap().status(), 200);
+    assert_eq!(
+        post_form(receipt("0A00000000P2")).await.unwrap().status(),
+        200
+    );
     let record = status_of(&app, &id).await;
     assert_eq!(record["status"], "queued", "part 1 is not delivered yet");
-    assert_eq!(record["parts"][1], json!({"id": "0A00000000P2", "status": "delivered"}));
-    assert_eq!(post_form(receipt("0A00000000P1")).await.unwrap().status(), 200);
+    assert_eq!(
+        record["parts"][1],
+        json!({"id": "0A00000000P2", "status": "delivered"})
+    );
+    assert_eq!(
+        post_form(receipt("0A00000000P1")).await.unwrap().status(),
+        200
+    );
     assert_eq!(status_of(&app, &id).await["status"], "delivered");
 }

@@ -367,7 +367,9 @@ async fn a_configuration_error_fails_over_and_is_counted_logged_once_and_shown()
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"otp_relay_provider_config_errors_total{provider="twilio",code="21609"} 2"#),
+        metrics.contains(
+            r#"otp_relay_provider_config_errors_total{provider="twilio",code="21609"} 2"#
+        ),
         "{metrics}"
     );
     // Two failures, one error line (no other test makes Twilio answer 21609).
@@ -421,7 +423,8 @@ async fn a_2xx_without_an_id_is_an_acceptance_never_failed_over() {
     let (app, primary, secondary) = two_providers(&[]).await;
     mount_twilio(
         &primary,
-        wiremock::ResponseTemplate::new(201).set_body_raw("{\"status\":\"queued\"}", "application/json"),
+        wiremock::ResponseTemplate::new(201)
+            .set_body_raw("{\"status\":\"queued\"}", "application/json"),
     )
     .await;
     mount_vonage(&secondary, vonage_accepted()).await;

@@ -253,7 +253,11 @@ async fn a_user_who_blocked_the_bot_is_unlinked_and_gets_the_code_by_sms() {
     link_own_number(&app).await;
     let replies = sent(&bot).await.len();
 
-    let first: Value = send_telegram(&app, "+5511966191717").await.json().await.unwrap();
+    let first: Value = send_telegram(&app, "+5511966191717")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["channel"], "sms");
     assert_eq!(
         first["attempts"],
@@ -264,7 +268,11 @@ async fn a_user_who_blocked_the_bot_is_unlinked_and_gets_the_code_by_sms() {
     );
     assert_eq!(sent(&bot).await.len(), replies + 1);
 
-    let second: Value = send_telegram(&app, "+5511966191717").await.json().await.unwrap();
+    let second: Value = send_telegram(&app, "+5511966191717")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(second["channel"], "sms");
     assert_eq!(sent(&bot).await.len(), replies + 1, "the link is gone");
     assert_eq!(crate::fakes::hits(&twilio).await, 2);
@@ -302,7 +310,11 @@ async fn links_expire_after_the_link_ttl_and_each_delivery_renews_them() {
         .query_async(&mut redis_connection)
         .await
         .unwrap();
-    assert_eq!(keys.len(), 2, "the number's link and the chat's owner: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        2,
+        "the number's link and the chat's owner: {keys:?}"
+    );
     for key in &keys {
         let ttl: i64 = redis::cmd("TTL")
             .arg(key)
@@ -319,7 +331,11 @@ async fn links_expire_after_the_link_ttl_and_each_delivery_renews_them() {
             .unwrap();
     }
 
-    let delivered: Value = send_telegram(&app, "+5511966191717").await.json().await.unwrap();
+    let delivered: Value = send_telegram(&app, "+5511966191717")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(delivered["channel"], "telegram");
     for key in &keys {
         let ttl: i64 = redis::cmd("TTL")
@@ -338,6 +354,10 @@ async fn links_expire_after_the_link_ttl_and_each_delivery_renews_them() {
             .await
             .unwrap();
     }
-    let later: Value = send_telegram(&app, "+5511966191717").await.json().await.unwrap();
+    let later: Value = send_telegram(&app, "+5511966191717")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(later["channel"], "sms");
 }
