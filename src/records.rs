@@ -382,30 +382,19 @@ mod tests {
         let records = Records::new(store, Duration::from_secs(60));
         let saved = record(DeliveryStatus::Queued).with_parts(&["SM2".into(), "SM3".into()]);
         records.save(&saved).await.unwrap();
-        let report = |id: &str, status| StatusUpdate {
-            provider_message_id: id.into(),
-            ..update(status)
-        };
-
-        let after = records
-            .apply(&report("SM3", DeliveryStatus::Delivered))
-            .await;
-        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Queued);
-        let after = records
-            .apply(&report("SM1", DeliveryStatus::Delivered))
-            .await;
-        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Queued);
-        let after = records.apply(&report("SM2", DeliveryStatus::Sent)).await;
-        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Sent);
-        let after = records
-            .apply(&report("SM2", DeliveryStatus::Delivered))
-            .await;
-        let after = after.unwrap().unwrap();
-        assert_eq!(after.status, DeliveryStatus::Delivered);
-        assert!(after
-            .parts
-            .iter()
-            .all(|p| p.status == DeliveryStatus::Delivered));
+        use DeliveryStatus::*;
+        for (part, reported, message) in [
+            ("SM3", Delivered, Queued),
+            ("SM1", Delivered, Queued),
+            ("SM2", Sent, Sent),
+            ("SM2", Delivered, Delivered),
+        ] {
+            assert_eq!(
+                after_report(&records, part, reported).await,
+                message,
+                "{part}"
+            );
+        }
 
         // One failed part fails the message: the user cannot read the code.
         let mut split = record(DeliveryStatus::Queued);
@@ -413,14 +402,20 @@ mod tests {
         split.provider_message_id = Some("SM9".into());
         let split = split.with_parts(&["SM8".into()]);
         records.save(&split).await.unwrap();
-        let after = records
-            .apply(&report("SM8", DeliveryStatus::Undelivered))
-            .await;
-        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Undelivered);
-        let after = records
-            .apply(&report("SM9", DeliveryStatus::Delivered))
-            .await;
-        assert_eq!(after.unwrap().unwrap().status, DeliveryStatus::Undelivered);
+        assert_eq!(
+            after_report(&records, "SM8", Undelivered).await,
+            Undelivered
+        );
+        assert_eq!(after_report(&records, "SM9", Delivered).await, Undelivered);
+    }
+
+    /// The record's status after the report that part `id` is `status`.
+    async fn after_report(records: &Records, id: &str, status: DeliveryStatus) -> DeliveryStatus {
+        let report = StatusUpdate {
+            provider_message_id: id.into(),
+            ..update(status)
+        };
+        records.apply(&report).await.unwrap().unwrap().status
     }
 
     #[test]

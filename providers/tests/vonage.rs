@@ -414,21 +414,26 @@ async fn sms_api_unreadable_200_is_an_acceptance_without_id() {
             .set_body_json(json!({"message-count": "1", "messages": [{"status": "0"}]})),
     ];
     for reply in replies {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(reply)
-            .mount(&server)
-            .await;
-        let provider = VonageProvider::new(sms_settings(&server.uri()), &context(None)).unwrap();
-
-        let receipt = provider
-            .send(&message("Your code is 123456", None, Channel::Sms))
-            .await
-            .unwrap();
-
-        assert_eq!(receipt.provider_message_id, None);
-        assert_eq!(receipt.status, DeliveryStatus::Queued);
+        accepted_without_id(reply, |uri| sms_settings(uri)).await;
     }
+}
+
+/// Sends an SMS to a Vonage answering `reply`: it must be an acceptance without an id.
+async fn accepted_without_id(reply: ResponseTemplate, settings: impl Fn(&str) -> VonageSettings) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(reply)
+        .mount(&server)
+        .await;
+    let provider = VonageProvider::new(settings(&server.uri()), &context(None)).unwrap();
+
+    let receipt = provider
+        .send(&message("Your code is 123456", None, Channel::Sms))
+        .await
+        .unwrap();
+
+    assert_eq!(receipt.provider_message_id, None);
+    assert_eq!(receipt.status, DeliveryStatus::Queued);
 }
 
 #[tokio::test]
@@ -940,19 +945,7 @@ async fn messages_api_2xx_without_a_readable_uuid_is_an_acceptance() {
         ResponseTemplate::new(202).set_body_json(json!({"id": "x"})),
         ResponseTemplate::new(202).set_body_string("accepted"),
     ] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(reply)
-            .mount(&server)
-            .await;
-        let provider =
-            VonageProvider::new(messages_settings(&server.uri(), true), &context(None)).unwrap();
-        let receipt = provider
-            .send(&message("Your code is 123456", None, Channel::Sms))
-            .await
-            .unwrap();
-        assert_eq!(receipt.provider_message_id, None);
-        assert_eq!(receipt.status, DeliveryStatus::Queued);
+        accepted_without_id(reply, |uri| messages_settings(uri, true)).await;
     }
 }
 

@@ -231,15 +231,7 @@ async fn the_circuit_opens_half_opens_and_closes() {
     let body = ok_body(app.post_raw("/api/sms", BODY).await).await;
     assert_eq!(body["provider"], "twilio");
     assert_eq!(hits(&primary).await, 1, "the half-open trial went through");
-    let ready: Value = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = serde_json::from_str(&app.get_text("/health/ready").await).unwrap();
     assert_eq!(ready["providers"]["twilio"], "closed");
 }
 
@@ -345,27 +337,11 @@ async fn a_configuration_error_fails_over_and_is_counted_logged_once_and_shown()
         assert_eq!(body["attempts"][0]["code"], "provider_misconfigured");
     }
 
-    let ready: Value = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = serde_json::from_str(&app.get_text("/health/ready").await).unwrap();
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["config_errors"]["twilio"]["code"], "21609");
     assert!(ready["config_errors"].get("vonage").is_none());
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains(
             r#"otp_relay_provider_config_errors_total{provider="twilio",code="21609"} 2"#
