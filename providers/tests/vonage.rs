@@ -829,7 +829,6 @@ async fn messages_api_problem_replies_map_to_precise_errors() {
         (402, "low-balance", "Low balance", "account_unusable"),
         (403, "forbidden", "Forbidden", "unauthorized"),
         (500, "1030", "Internal error", "unavailable"),
-        (429, "1000", "Throttled", "rate_limited"),
         // A 4xx other than 429 is never transient, whatever the code: it must not trip
         // the circuit.
         (
