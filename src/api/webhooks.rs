@@ -9,7 +9,7 @@
 //! exactly 200 up to 10 times (<https://core.telegram.org/gateway/api#report-delivery>),
 //! Vonage's SMS API and Messages API specs name 200 as the answer that accepts a delivery
 //! receipt or status webhook, Twilio's status callbacks and the Bot API's webhooks take
-//! any 2xx. Reports about unknown messages, and Gateway reports that carry no delivery
+//! any 2xx (<https://www.twilio.com/docs/api/errors/11217>: anything else is an error). Reports about unknown messages, and Gateway reports that carry no delivery
 //! status (code verification only), are acknowledged too, so providers do not retry them.
 
 use std::time::SystemTime;
