@@ -75,7 +75,13 @@ async fn the_document_lists_every_route_and_each_exists() {
     }
 
     let schemas = &document["components"]["schemas"];
-    for name in ["SendRequest", "SendResponse", "Attempt", "Problem", "PartStatus"] {
+    for name in [
+        "SendRequest",
+        "SendResponse",
+        "Attempt",
+        "Problem",
+        "PartStatus",
+    ] {
         assert!(schemas[name].is_object(), "schema {name}");
     }
     assert!(schemas["SendRequest"]["properties"]["mobile"].is_object());
