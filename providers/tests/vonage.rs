@@ -414,7 +414,7 @@ async fn sms_api_unreadable_200_is_an_acceptance_without_id() {
             .set_body_json(json!({"message-count": "1", "messages": [{"status": "0"}]})),
     ];
     for reply in replies {
-        accepted_without_id(reply, |uri| sms_settings(uri)).await;
+        accepted_without_id(reply, sms_settings).await;
     }
 }
 
