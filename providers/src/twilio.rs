@@ -541,11 +541,14 @@ fn code_error(code: u32, detail: String) -> Option<ProviderError> {
                 detail,
             }
         }
-        // Our account, not the number: 20005 the account is suspended or closed, 21608 a
-        // trial account may only send to verified numbers, 63038 the account's daily
-        // message limit is spent, 21660 From belongs to another account, 63007 no
-        // WhatsApp sender for From in this account.
-        20005 | 21608 | 63038 | 21660 | 63007 => ProviderError::AccountUnusable { detail },
+        // Our account, not the number: 10001 the account is not active, 20005 it is
+        // suspended or closed (which is also what an exhausted balance leads to), 21608 a
+        // trial account may only send to verified numbers, 30454 a trial account's
+        // message limit and 63038 the account's daily message limit are spent, 21660 From
+        // belongs to another account, 63007 no WhatsApp sender for From in this account.
+        10001 | 20005 | 21608 | 30454 | 63038 | 21660 | 63007 => {
+            ProviderError::AccountUnusable { detail }
+        }
         // 21611: the From sender's queue is full; the message was not created.
         21611 => ProviderError::RateLimited {
             detail,

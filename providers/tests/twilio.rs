@@ -506,12 +506,15 @@ async fn our_configuration_errors_are_misconfigured_and_fail_over() {
     }
 }
 
-/// <https://www.twilio.com/docs/errors/63038> (daily limit), /20005 (suspended), /21660
-/// and /63007 (sender of another account, no WhatsApp sender): the account cannot send.
+/// <https://www.twilio.com/docs/errors/63038> (daily limit), /30454 (trial limit), /20005
+/// and /10001 (suspended, not active: also where an empty balance ends), /21660 and /63007
+/// (sender of another account, no WhatsApp sender): the account cannot send.
 #[tokio::test]
 async fn account_errors_are_account_unusable() {
     for (code, text) in [
         (20005, "Account not active"),
+        (10001, "Account is not active"),
+        (30454, "Account exceeded the messages limit"),
         (63038, "Account exceeded the daily messages limit"),
         (21660, "Mismatch between the 'From' number and the account"),
         (
