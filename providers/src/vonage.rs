@@ -25,7 +25,9 @@
 //!   `message_type: "custom"` with `custom: {type: "template", template: {name, language:
 //!   {policy: "deterministic", code}, components: [body parameter = code, button
 //!   (sub_type url, index 0) parameter = code]}}`
-//!   (<https://developer.vonage.com/en/messages/code-snippets/whatsapp/send-authentication-template>),
+//!   (<https://developer.vonage.com/en/messages/code-snippets/whatsapp/send-authentication-template>;
+//!   the Node SDK's `WhatsAppCustom` sends the same `custom` object through as is; the
+//!   button `index` is the string `"0"`, as Meta's Cloud API examples write it),
 //!   so `VONAGE_WHATSAPP_TEMPLATE` (`name` or `name:language`, default `en_US`) is
 //!   required with whatsapp. Auth is `Bearer` with an RS256 JWT
 //!   (`application_id`, `iat`, `jti`, `exp`) signed with the application's private key,
