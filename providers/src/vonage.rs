@@ -604,14 +604,15 @@ pub fn read_sms_api_reply(reply: Reply, secret: &str) -> Result<Receipt, Provide
         tracing::warn!("vonage answered 200 with a reply that cannot be read");
         return Ok(http::unreadable_acceptance(NAME));
     };
-    let mut accepted = reply.messages.iter().filter(|part| part.status == "0");
-    let Some(first) = accepted.next() else {
-        return match reply.messages.first() {
+    let (accepted, failed): (Vec<&SmsPart>, Vec<&SmsPart>) =
+        reply.messages.iter().partition(|part| part.status == "0");
+    let Some(first) = accepted.first() else {
+        return match failed.first() {
             Some(failed) => Err(sms_error(failed)),
             None => Ok(http::unreadable_acceptance(NAME)),
         };
     };
-    if let Some(failed) = reply.messages.iter().find(|part| part.status != "0") {
+    if let Some(failed) = failed.first() {
         // Some parts went out: the message is with Vonage, so this is no failure to
         // fail over (the user would get the code twice), only a partial one to log.
         tracing::warn!(
@@ -619,11 +620,7 @@ pub fn read_sms_api_reply(reply: Reply, secret: &str) -> Result<Receipt, Provide
             "vonage accepted only some parts of the message"
         );
     }
-    let mut ids = reply
-        .messages
-        .iter()
-        .filter(|part| part.status == "0")
-        .filter_map(|part| part.message_id.clone());
+    let mut ids = accepted.iter().filter_map(|part| part.message_id.clone());
     let mut receipt = receipt(ids.next(), &first.status);
     receipt.part_ids = ids.collect();
     Ok(receipt)
