@@ -2,7 +2,9 @@
 //!
 //! A record holds what an operator needs to answer "did it arrive?": ids, channel,
 //! provider, status, error code, the masked number and times. Never the text or the
-//! code. Records live `MESSAGE_RETENTION`; chat links live until the user unlinks.
+//! code. Records live `MESSAGE_RETENTION`; chat links live `TELEGRAM_LINK_TTL` from
+//! the last delivery (so a recycled number stops reaching the old owner), or until the
+//! user unlinks (`/stop`) or blocks the bot.
 //!
 //! Each record is kept with a digest of the caller identity that sent it, and shown
 //! only to that caller. Records kept without one (written before owners were kept)
@@ -37,6 +39,18 @@ pub struct MessageRecord {
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
+    /// The parts of a message the provider split and reports on one by one (Vonage SMS
+    /// API); `status` is computed over them. Empty for a message of one piece.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartStatus>,
+}
+
+/// One part of a multi-part message: the provider's id for it and its latest status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PartStatus {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub status: DeliveryStatus,
 }
 
 /// A record as kept in the store: the record and who sent it.
@@ -83,17 +97,76 @@ fn is_final(status: DeliveryStatus) -> bool {
     progress(status) == 2
 }
 
+/// Whether a report may move a status from `from` to `to`: never back, and never from
+/// one final status to another.
+fn may_move(from: DeliveryStatus, to: DeliveryStatus) -> bool {
+    if is_final(from) {
+        to == from
+    } else {
+        progress(to) >= progress(from)
+    }
+}
+
 impl MessageRecord {
+    /// The record of a message whose parts the provider reports on one by one: the first
+    /// part's id is `provider_message_id`, every part starts at the record's status.
+    pub fn with_parts(mut self, more_part_ids: &[String]) -> MessageRecord {
+        if let (Some(first), false) = (&self.provider_message_id, more_part_ids.is_empty()) {
+            self.parts = std::iter::once(first)
+                .chain(more_part_ids)
+                .map(|id| PartStatus {
+                    id: id.clone(),
+                    status: self.status,
+                })
+                .collect();
+        }
+        self
+    }
+
+    /// The status of a message of several parts: a part that failed makes the message
+    /// fail (the user cannot read the code); otherwise the message is as far as its
+    /// least advanced part.
+    fn status_over_parts(&self) -> Option<DeliveryStatus> {
+        let failed = self
+            .parts
+            .iter()
+            .map(|p| p.status)
+            .find(|s| matches!(s, DeliveryStatus::Failed | DeliveryStatus::Undelivered));
+        failed.or_else(|| {
+            self.parts
+                .iter()
+                .map(|p| p.status)
+                .min_by_key(|s| progress(*s))
+        })
+    }
+
     /// Applies a provider's report, unless it would move the status back or replace a
     /// final status with another (reports arrive out of order and are retried; the first
     /// final word stands). A repeat of the final status may still refine its details.
     fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
-        let allowed = if is_final(self.status) {
-            update.status == self.status
-        } else {
-            progress(update.status) >= progress(self.status)
-        };
-        if !allowed {
+        if let Some(part) = self
+            .parts
+            .iter_mut()
+            .find(|part| part.id == update.provider_message_id)
+        {
+            if !may_move(part.status, update.status) {
+                return false;
+            }
+            part.status = update.status;
+            let overall = self.status_over_parts().unwrap_or(update.status);
+            // The message moves when all its parts did (or one failed); a final status
+            // stays (see `progress`).
+            if overall != self.status && may_move(self.status, overall) {
+                self.status = overall;
+                self.provider_status = Some(update.raw_status.clone());
+            }
+            if update.error_code.is_some() {
+                self.error_code.clone_from(&update.error_code);
+            }
+            self.updated_at = timestamp(now);
+            return true;
+        }
+        if !may_move(self.status, update.status) {
             return false;
         }
         self.status = update.status;
@@ -111,6 +184,8 @@ impl MessageRecord {
 pub struct Records {
     store: Arc<dyn Store>,
     retention: Duration,
+    /// How long a Telegram chat link lives without a delivery (`TELEGRAM_LINK_TTL`).
+    link_ttl: Duration,
 }
 
 fn message_key(id: &str) -> String {
@@ -151,11 +226,21 @@ const UPDATE_ATTEMPTS: usize = 5;
 
 impl Records {
     pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
-        Records { store, retention }
+        Records {
+            store,
+            retention,
+            link_ttl: otp_relay_providers::telegram::DEFAULT_LINK_TTL,
+        }
+    }
+
+    /// The same records with Telegram chat links that live `ttl` from the last delivery.
+    pub fn with_link_ttl(mut self, ttl: Duration) -> Self {
+        self.link_ttl = ttl;
+        self
     }
 
     /// Stores a new record sent by `owner` (a caller identity), indexed by our id and by
-    /// the provider's.
+    /// the provider's id of each part.
     pub async fn save(&self, record: &MessageRecord, owner: &str) -> Result<(), StoreError> {
         let json = Kept {
             record: record.clone(),
@@ -163,15 +248,23 @@ impl Records {
         }
         .to_json();
         let key = message_key(&record.id);
-        let index = match (&record.provider, &record.provider_message_id) {
-            (Some(provider), Some(provider_id)) => Some(provider_key(provider, provider_id)),
-            _ => None,
+        let provider_ids = record
+            .provider_message_id
+            .iter()
+            .chain(record.parts.iter().map(|part| &part.id).skip(1));
+        let indexes: Vec<String> = match &record.provider {
+            Some(provider) => provider_ids
+                .map(|provider_id| provider_key(provider, provider_id))
+                .collect(),
+            None => Vec::new(),
         };
-        // Both in one store operation (one Redis round trip).
+        // All in one store operation (one Redis round trip).
         let mut entries = vec![(key.as_str(), json.as_str())];
-        if let Some(index) = &index {
-            entries.push((index.as_str(), record.id.as_str()));
-        }
+        entries.extend(
+            indexes
+                .iter()
+                .map(|index| (index.as_str(), record.id.as_str())),
+        );
         self.store.put(&entries, Some(self.retention)).await
     }
 
@@ -211,9 +304,14 @@ impl Records {
         Err(StoreError("the record kept changing; try again".into()))
     }
 
-    /// Links `phone` to a Telegram chat (replacing an earlier link of either).
+    /// Links `phone` to a Telegram chat (replacing an earlier link of either) for
+    /// `TELEGRAM_LINK_TTL`.
     pub async fn link_chat(&self, phone: &Phone, chat_id: i64) -> Result<(), StoreError> {
         self.unlink_chat(chat_id).await?;
+        self.put_link(phone, chat_id).await
+    }
+
+    async fn put_link(&self, phone: &Phone, chat_id: i64) -> Result<(), StoreError> {
         let key = chat_key(phone);
         let chat = chat_id.to_string();
         let owner = chat_owner_key(chat_id);
@@ -223,7 +321,7 @@ impl Records {
                     (key.as_str(), chat.as_str()),
                     (owner.as_str(), key.as_str()),
                 ],
-                None,
+                Some(self.link_ttl),
             )
             .await
     }
@@ -244,14 +342,29 @@ impl Records {
 #[async_trait]
 impl ChatDirectory for Records {
     async fn chat_for(&self, phone: &Phone) -> Result<Option<i64>, ProviderError> {
-        let linked =
-            self.store
-                .get(&chat_key(phone))
-                .await
-                .map_err(|e| ProviderError::Unavailable {
-                    detail: e.to_string(),
-                })?;
+        let linked = self.store.get(&chat_key(phone)).await.map_err(store_down)?;
         Ok(linked.and_then(|chat| chat.parse().ok()))
+    }
+
+    async fn renew(&self, phone: &Phone, chat_id: i64) -> Result<(), ProviderError> {
+        // Only a link that still points at the chat the message went to.
+        if self.chat_for(phone).await? == Some(chat_id) {
+            self.put_link(phone, chat_id).await.map_err(store_down)?;
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, phone: &Phone, chat_id: i64) -> Result<(), ProviderError> {
+        if self.chat_for(phone).await? == Some(chat_id) {
+            self.unlink_chat(chat_id).await.map_err(store_down)?;
+        }
+        Ok(())
+    }
+}
+
+fn store_down(error: StoreError) -> ProviderError {
+    ProviderError::Unavailable {
+        detail: error.to_string(),
     }
 }
 
@@ -271,6 +384,7 @@ mod tests {
             to: "+55119*****17".into(),
             created_at: "2026-11-28T00:00:00Z".into(),
             updated_at: "2026-11-28T00:00:00Z".into(),
+            parts: Vec::new(),
         }
     }
 
@@ -313,6 +427,48 @@ mod tests {
         let hashed = provider_key("twilio", "a b");
         assert!(hashed.starts_with("msg-by-provider:twilio:#"), "{hashed}");
         assert!(!provider_key("twilio", &"x".repeat(500)).contains("xxx"));
+    }
+
+    #[tokio::test]
+    async fn a_receipt_for_any_part_finds_the_record_whose_status_is_over_all_parts() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+        let records = Records::new(store, Duration::from_secs(60));
+        let saved = record(DeliveryStatus::Queued).with_parts(&["SM2".into(), "SM3".into()]);
+        records.save(&saved, "ip:10.0.0.1").await.unwrap();
+        use DeliveryStatus::*;
+        for (part, reported, message) in [
+            ("SM3", Delivered, Queued),
+            ("SM1", Delivered, Queued),
+            ("SM2", Sent, Sent),
+            ("SM2", Delivered, Delivered),
+        ] {
+            assert_eq!(
+                after_report(&records, part, reported).await,
+                message,
+                "{part}"
+            );
+        }
+
+        // One failed part fails the message: the user cannot read the code.
+        let mut split = record(DeliveryStatus::Queued);
+        split.id = "01K".into();
+        split.provider_message_id = Some("SM9".into());
+        let split = split.with_parts(&["SM8".into()]);
+        records.save(&split, "ip:10.0.0.1").await.unwrap();
+        assert_eq!(
+            after_report(&records, "SM8", Undelivered).await,
+            Undelivered
+        );
+        assert_eq!(after_report(&records, "SM9", Delivered).await, Undelivered);
+    }
+
+    /// The record's status after the report that part `id` is `status`.
+    async fn after_report(records: &Records, id: &str, status: DeliveryStatus) -> DeliveryStatus {
+        let report = StatusUpdate {
+            provider_message_id: id.into(),
+            ..update(status)
+        };
+        records.apply(&report).await.unwrap().unwrap().status
     }
 
     #[test]

@@ -63,7 +63,13 @@ impl Application {
     /// Builds the providers named in the configuration and binds the server.
     pub fn build(config: Config) -> Result<Self, StartupError> {
         let store = store::open(&config).map_err(StartupError::Store)?;
-        let records = Records::new(Arc::clone(&store), config.message_retention);
+        let mut records = Records::new(Arc::clone(&store), config.message_retention);
+        if let Some(ttl) = config.providers.iter().find_map(|p| match p {
+            ProviderSettings::Telegram(settings) => Some(settings.link_ttl),
+            _ => None,
+        }) {
+            records = records.with_link_ttl(ttl);
+        }
         let context = provider_context(&config, Arc::new(records.clone()));
         let providers = build_providers(&config, &context)?;
         let telegram_bot = telegram_bot(&config, &context)?;

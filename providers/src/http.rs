@@ -13,7 +13,9 @@ pub const USER_AGENT: &str = concat!("otp-relay/", env!("CARGO_PKG_VERSION"));
 pub const MAX_REPLY_DETAIL: usize = 512;
 
 /// The one client every adapter shares: pooled keep-alive connections, rustls, and a
-/// whole-request timeout of `timeout` (`PROVIDER_TIMEOUT`).
+/// whole-request timeout of `timeout` (`PROVIDER_TIMEOUT`). Connecting has its own,
+/// shorter bound, so that a provider that cannot be reached is told apart from one that
+/// took the request and did not answer (see [`transport_error`]).
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -27,14 +29,19 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 
 /// Maps a failure to get any reply at all. The URL is dropped from the message: some
 /// providers (the Telegram Bot API) carry the token in the path.
+///
+/// A connect timeout is a connect error (reqwest flags it both `is_connect` and
+/// `is_timeout`): no byte of the request left, so it is [`ProviderError::Connect`] and
+/// safe to retry. Only a timeout after the connection was made is
+/// [`ProviderError::Timeout`], whose outcome is unknown.
 pub fn transport_error(error: reqwest::Error) -> ProviderError {
     let error = error.without_url();
-    if error.is_timeout() {
-        ProviderError::Timeout
-    } else if error.is_connect() {
+    if error.is_connect() {
         ProviderError::Connect {
             detail: error.to_string(),
         }
+    } else if error.is_timeout() {
+        ProviderError::Timeout
     } else {
         ProviderError::Unavailable {
             detail: error.to_string(),
@@ -80,6 +87,14 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, Provide
         retry_after,
         body,
     })
+}
+
+/// The receipt for a message a provider accepted (it answered 2xx, or its own success
+/// marker) whose reply could not be read or carries no id: the message is with the
+/// provider, so it is a receipt (no id, `queued`), never a failure that would send the
+/// code a second time through another provider. Delivery reports cannot be matched to it.
+pub fn unreadable_acceptance(provider: &str) -> crate::Receipt {
+    crate::Receipt::new(provider, None, crate::DeliveryStatus::Queued, None)
 }
 
 /// A reply that is not of the shape the provider documents.

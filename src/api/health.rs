@@ -35,7 +35,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// Ready while the state store answers and serves (no operation of the shared store
 /// failed lately: the replica would be counting limits on its own), and at least one
 /// provider is usable: its circuit would admit a send now (closed, or half-open with no
-/// trial out). The body shows each provider's circuit and the store.
+/// trial out). The body shows each provider's circuit and the store, and under
+/// `config_errors` the latest error each provider blamed on our configuration.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let circuits = state.dispatcher.provider_states();
     let usable = circuits.iter().any(|(_, c)| c.admits());
@@ -45,7 +46,16 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         .iter()
         .map(|(name, circuit)| (name.to_string(), json!(circuit.as_str())))
         .collect();
-    let body = json!({
+    // The latest error each provider blamed on our configuration: it fails every send
+    // there until an operator fixes it, yet does not make the service unready.
+    let config_errors: Map<String, Value> = circuits
+        .iter()
+        .filter_map(|(name, _)| {
+            let last = state.dispatcher.last_config_error(name)?;
+            Some((name.to_string(), json!(last)))
+        })
+        .collect();
+    let mut body = json!({
         "status": if usable && store_ok { "ready" } else { "unavailable" },
         "providers": providers,
         "store": {
@@ -54,6 +64,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "degraded": store.degraded,
         },
     });
+    if !config_errors.is_empty() {
+        body["config_errors"] = Value::Object(config_errors);
+    }
     if usable && store_ok {
         HttpResponse::Ok().json(body)
     } else {

@@ -119,19 +119,19 @@ fn get_message() {}
 
 /// Twilio status callback (form), `X-Twilio-Signature` over `PUBLIC_BASE_URL/webhooks/twilio`.
 #[utoipa::path(post, path = "/webhooks/twilio", tag = "webhooks", security(()),
-    responses((status = 204, description = "Recorded"), (status = 401, description = "Bad or missing signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Twilio or PUBLIC_BASE_URL not configured", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Acknowledged (empty body)"), (status = 401, description = "Bad or missing signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Twilio or PUBLIC_BASE_URL not configured", body = Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 fn webhook_twilio() {}
 
 /// Vonage SMS API receipt (signed parameters) or Messages API status (signed JWT).
 #[utoipa::path(post, path = "/webhooks/vonage", tag = "webhooks", security(()),
-    responses((status = 204, description = "Recorded"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Vonage or VONAGE_SIGNATURE_SECRET not configured", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Acknowledged (empty body)"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Vonage or VONAGE_SIGNATURE_SECRET not configured", body = Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 fn webhook_vonage() {}
 
 /// Telegram Gateway delivery report, `X-Request-Timestamp` + `X-Request-Signature`.
 #[utoipa::path(post, path = "/webhooks/telegram-gateway", tag = "webhooks", security(()),
-    responses((status = 204, description = "Recorded"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Telegram gateway not configured", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Acknowledged (empty body)"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Telegram gateway not configured", body = Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 fn webhook_telegram_gateway() {}
 

@@ -290,7 +290,8 @@ async fn keep_record(
             provider_status: delivery.receipt.raw_status.clone(),
             error_code: None,
             ..new_record(message, &now)
-        },
+        }
+        .with_parts(&delivery.receipt.part_ids),
         Err(error) => {
             let last = error.attempts().last();
             MessageRecord {
@@ -317,6 +318,7 @@ fn new_record(message: &OutboundMessage, now: &str) -> MessageRecord {
         to: message.to.masked(),
         created_at: now.to_owned(),
         updated_at: now.to_owned(),
+        parts: Vec::new(),
     }
 }
 

@@ -12,6 +12,7 @@
 //! - Each attempt is bounded by `PROVIDER_TIMEOUT`, the whole send by `REQUEST_DEADLINE`.
 
 pub mod circuit;
+pub mod config_errors;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use circuit::{Admission, Circuit, CircuitState, Pass};
+use config_errors::{ConfigErrors, LastConfigError};
 
 use crate::prometheus;
 
@@ -145,6 +147,7 @@ struct Route {
 pub struct Dispatcher {
     routes: Vec<Route>,
     policy: DispatchPolicy,
+    config_errors: ConfigErrors,
 }
 
 /// Where the attempt loop for one provider ended.
@@ -170,7 +173,16 @@ impl Dispatcher {
                 provider,
             })
             .collect();
-        Dispatcher { routes, policy }
+        Dispatcher {
+            routes,
+            policy,
+            config_errors: ConfigErrors::default(),
+        }
+    }
+
+    /// The latest error of `provider` that was our configuration's fault, if any.
+    pub fn last_config_error(&self, provider: &str) -> Option<LastConfigError> {
+        self.config_errors.last(provider)
     }
 
     /// The providers, in priority order, with their circuit states.
@@ -292,6 +304,7 @@ impl Dispatcher {
                         transient = error.is_transient(),
                         "provider attempt failed: {error}"
                     );
+                    self.config_errors.note(name, &error);
                     if !error.another_provider_may_succeed() {
                         return Err(DispatchError::Rejected {
                             error,

@@ -149,12 +149,12 @@ async fn twilio_reports_update_the_record_and_never_move_it_back() {
     );
 
     let ok = twilio_callback(&app, &delivered, Some(twilio_signature(&url, &delivered))).await;
-    assert_eq!(ok.status(), 204);
+    assert_eq!(ok.status(), 200);
     assert_eq!(status_of(&app, id).await["status"], "delivered");
 
     let late = [("MessageSid", sid), ("MessageStatus", "sent")];
     let late = twilio_callback(&app, &late, Some(twilio_signature(&url, &late))).await;
-    assert_eq!(late.status(), 204);
+    assert_eq!(late.status(), 200);
     let record = status_of(&app, id).await;
     assert_eq!(
         record["status"], "delivered",
@@ -278,7 +278,7 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
             .await
             .unwrap()
             .status(),
-        204
+        200
     );
     assert_eq!(status_of(&app, &id).await["status"], "delivered");
 
@@ -304,7 +304,7 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
             .send()
     };
     problem(post_json(altered).await.unwrap(), 401, "invalid_signature").await;
-    assert_eq!(post_json(body).await.unwrap().status(), 204);
+    assert_eq!(post_json(body).await.unwrap().status(), 200);
     assert_eq!(status_of(&app, &id).await["provider_status"], "read");
 }
 
@@ -384,9 +384,21 @@ async fn telegram_gateway_reports_are_verified() {
     .await;
     assert_eq!(status_of(&app, &id).await["status"], "queued");
 
+    // A report of code verification only: authentic, acknowledged with exactly 200 (any
+    // other answer is repeated up to 10 times), and nothing changes.
+    let verification_only = json!({"request_id": "7d3c1f2a9b", "phone_number": "+5511966191717",
+        "request_cost": 0.01, "verification_status": {"status": "code_valid", "updated_at": now}})
+    .to_string();
+    let answer = post(now, sign(now, &verification_only), verification_only)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(status_of(&app, &id).await["status"], "queued");
+
+    // https://core.telegram.org/gateway/api#report-delivery: exactly 200, not 204.
     assert_eq!(
         post(now, sign(now, &body), body).await.unwrap().status(),
-        204
+        200
     );
     assert_eq!(status_of(&app, &id).await["status"], "delivered");
 }
@@ -429,4 +441,76 @@ async fn records_past_the_memory_budget_go_oldest_first() {
     let last = send(&app).await["id"].as_str().unwrap().to_owned();
     assert_eq!(status_of(&app, &last).await["id"], last.as_str());
     problem(get_record(&app, &first).await, 404, "message_not_found").await;
+}
+
+/// Vonage SMS API: a long message goes as parts, each with its own message-id and
+/// delivery receipt. A receipt for any part finds the record, whose status is over all
+/// parts: delivered only once every part is. A reply in which only some parts were
+/// accepted is still an acceptance (200, no failover: the user would get two codes).
+#[tokio::test]
+async fn vonage_multipart_receipts_update_the_record_over_all_parts() {
+    let vonage = MockServer::start().await;
+    mount_vonage(
+        &vonage,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "message-count": "3",
+            "messages": [
+                {"to": "5511966191717", "message-id": "0A00000000P1", "status": "0"},
+                {"to": "5511966191717", "message-id": "0A00000000P2", "status": "0"},
+                {"to": "5511966191717", "status": "1", "error-text": "Throttled"}
+            ]
+        })),
+    )
+    .await;
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
+    vars.retain(|(k, _)| k != "PROVIDERS");
+    let app = app_with(
+        vars,
+        &[
+            ("PROVIDERS", "vonage,twilio"),
+            ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
+            ("VONAGE_SIGNATURE_METHOD", "sha256"),
+        ],
+    )
+    .await;
+    let sent = send(&app).await;
+    assert_eq!(sent["provider"], "vonage");
+    assert_eq!(sent["provider_message_id"], "0A00000000P1");
+    assert_eq!(crate::fakes::hits(&twilio).await, 0, "no second code");
+    let id = sent["id"].as_str().unwrap().to_owned();
+
+    let receipt = |part: &str| {
+        vonage_signed(&[
+            ("messageId", part.into()),
+            ("msisdn", "5511966191717".into()),
+            ("status", "delivered".into()),
+            ("err-code", "0".into()),
+            ("nonce", format!("nonce-{part}")),
+            ("timestamp", unix_now().to_string()),
+        ])
+    };
+    let post_form = |params: Vec<(String, String)>| {
+        app.client
+            .post(app.url("/webhooks/vonage"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded_like(&params))
+            .send()
+    };
+    assert_eq!(
+        post_form(receipt("0A00000000P2")).await.unwrap().status(),
+        200
+    );
+    let record = status_of(&app, &id).await;
+    assert_eq!(record["status"], "queued", "part 1 is not delivered yet");
+    assert_eq!(
+        record["parts"][1],
+        json!({"id": "0A00000000P2", "status": "delivered"})
+    );
+    assert_eq!(
+        post_form(receipt("0A00000000P1")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(status_of(&app, &id).await["status"], "delivered");
 }

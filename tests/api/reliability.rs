@@ -516,3 +516,99 @@ async fn a_huge_retry_after_is_answered_clamped_and_the_server_keeps_serving() {
     let again = app.post_raw("/api/sms", BODY).await;
     assert_eq!(again.status(), 503, "still serving");
 }
+
+/// <https://www.twilio.com/docs/errors/21609>: Twilio refuses our StatusCallback URL.
+/// That is our configuration, not the message: Vonage may deliver (was a 502 with no
+/// failover). It is logged at error level once per interval, counted by provider and
+/// code, and shown in /health/ready.
+#[tokio::test]
+async fn a_configuration_error_fails_over_and_is_counted_logged_once_and_shown() {
+    let (app, primary, secondary) = two_providers(&[]).await;
+    mount_twilio(
+        &primary,
+        twilio_error(400, 21609, "Invalid StatusCallback url"),
+    )
+    .await;
+    mount_vonage(&secondary, vonage_accepted()).await;
+
+    for _ in 0..2 {
+        let body = ok_body(app.post_raw("/api/sms", BODY).await).await;
+        assert_eq!(body["provider"], "vonage");
+        assert_eq!(body["attempts"][0]["code"], "provider_misconfigured");
+    }
+
+    let ready: Value = serde_json::from_str(&app.get_text("/health/ready").await).unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["config_errors"]["twilio"]["code"], "21609");
+    assert!(ready["config_errors"].get("vonage").is_none());
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"otp_relay_provider_config_errors_total{provider="twilio",code="21609"} 2"#
+        ),
+        "{metrics}"
+    );
+    // Two failures, one error line (no other test makes Twilio answer 21609).
+    let logs = crate::helpers::captured_logs();
+    let logged: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains(r#""level":"ERROR""#) && line.contains("21609"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+}
+
+/// 21611 (the sender's queue is full) is throttling: fail over. 21635 (a landline) is
+/// the number: 422 and no failover.
+#[tokio::test]
+async fn twilio_throttling_fails_over_and_a_landline_is_the_callers_problem() {
+    let (app, primary, secondary) = two_providers(&[("RETRY_MAX", "0")]).await;
+    mount_twilio(
+        &primary,
+        twilio_error(
+            400,
+            21611,
+            "This 'From' number has exceeded the maximum number of queued messages",
+        ),
+    )
+    .await;
+    mount_vonage(&secondary, vonage_accepted()).await;
+    let body = ok_body(app.post_raw("/api/sms", BODY).await).await;
+    assert_eq!(body["provider"], "vonage");
+    assert_eq!(body["attempts"][0]["code"], "rate_limited");
+
+    let (app, primary, secondary) = two_providers(&[]).await;
+    mount_twilio(
+        &primary,
+        twilio_error(400, 21635, "'To' number cannot be a landline"),
+    )
+    .await;
+    mount_vonage(&secondary, vonage_accepted()).await;
+    problem(
+        app.post_raw("/api/sms", BODY).await,
+        422,
+        "invalid_recipient",
+    )
+    .await;
+    assert_eq!((hits(&primary).await, hits(&secondary).await), (1, 0));
+}
+
+/// A 201 whose body has no sid is Twilio's acceptance: 200, no provider id, queued, and
+/// never a failover (it sent the user a second code through Vonage).
+#[tokio::test]
+async fn a_2xx_without_an_id_is_an_acceptance_never_failed_over() {
+    let (app, primary, secondary) = two_providers(&[]).await;
+    mount_twilio(
+        &primary,
+        wiremock::ResponseTemplate::new(201)
+            .set_body_raw("{\"status\":\"queued\"}", "application/json"),
+    )
+    .await;
+    mount_vonage(&secondary, vonage_accepted()).await;
+
+    let body = ok_body(app.post_raw("/api/sms", BODY).await).await;
+
+    assert_eq!(body["provider"], "twilio");
+    assert_eq!(body["provider_message_id"], Value::Null);
+    assert_eq!(body["status"], "queued");
+    assert_eq!((hits(&primary).await, hits(&secondary).await), (1, 0));
+}

@@ -223,7 +223,7 @@ async fn a_report_received_by_one_replica_is_seen_by_another() {
     let signature = twilio_signature("https://otp.example.com/webhooks/twilio", &report);
     assert_eq!(
         twilio_callback(&b, &report, Some(signature)).await.status(),
-        204
+        200
     );
 
     assert_eq!(status_of(&a, &id).await["status"], "delivered");
