@@ -90,7 +90,40 @@ impl FromStr for RateSpec {
         if per.is_zero() {
             return Err("the period must be longer than zero".into());
         }
-        Ok(RateSpec { count, per })
+        if per > MAX_RATE_PERIOD {
+            return Err(format!(
+                "the period must be at most {}",
+                humantime::format_duration(MAX_RATE_PERIOD)
+            ));
+        }
+        let spec = RateSpec { count, per };
+        if spec.interval() < MIN_RATE_INTERVAL {
+            return Err(format!(
+                "{count} per {} is more than one per microsecond, finer than the limiter \
+                 counts (at most {} per second; `off` disables the limit)",
+                humantime::format_duration(per),
+                Duration::from_secs(1).as_nanos() / MIN_RATE_INTERVAL.as_nanos()
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+/// The shortest time between two events a rate may ask for. The stores count time in
+/// nanoseconds and Redis tells it in microseconds: at one or more microseconds between
+/// events, rounding the interval to whole nanoseconds changes a rate by under 0.1%.
+pub const MIN_RATE_INTERVAL: Duration = Duration::from_micros(1);
+
+/// The longest period a rate may span: Redis counts in doubles, whose whole numbers are
+/// exact up to 2^53 nanoseconds (104 days).
+pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(100 * 24 * 3600);
+
+impl RateSpec {
+    /// The time between two events at the sustained rate: `per / count`, rounded down
+    /// to a whole nanosecond, at least one.
+    pub fn interval(&self) -> Duration {
+        let nanos = self.per.as_nanos() / u128::from(self.count.max(1));
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX).max(1))
     }
 }
 
@@ -723,6 +756,32 @@ mod tests {
         assert_eq!(
             c.public_base_url.as_deref(),
             Some("https://otp.example.com")
+        );
+    }
+
+    #[test]
+    fn rates_finer_than_the_limiter_counts_stop_startup() {
+        for name in [
+            "RATE_LIMIT_PER_NUMBER",
+            "RATE_LIMIT_PER_CLIENT",
+            "RATE_LIMIT_GLOBAL",
+        ] {
+            for bad in ["100000000/1s", "1000001/1s", "2/1us", "1/101d"] {
+                let message = error(&[(name, bad)]);
+                assert!(message.contains(name), "{bad}: {message}");
+            }
+        }
+        // The finest and the longest accepted: one per microsecond, once in 100 days.
+        let c = config(&[
+            ("RATE_LIMIT_GLOBAL", "1000000/1s"),
+            ("RATE_LIMIT_PER_NUMBER", "1/100d"),
+        ])
+        .unwrap();
+        let global = c.limits.rate_global.unwrap();
+        assert_eq!(global.interval(), Duration::from_micros(1));
+        assert_eq!(
+            c.limits.rate_per_number.unwrap().interval(),
+            Duration::from_secs(100 * 86_400)
         );
     }
 

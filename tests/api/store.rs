@@ -3,10 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otp_relay::config::RateSpec;
+use std::time::{Instant, SystemTime};
+
+use otp_relay::config::{RateSpec, MAX_RATE_PERIOD};
 use otp_relay::store::memory::MemoryStore;
 use otp_relay::store::redis::RedisStore;
 use otp_relay::store::{Claim, RateDecision, RateLimit, Store, StoredAnswer};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use secrecy::SecretString;
 
 use crate::redis_server::RedisServer;
@@ -78,6 +82,52 @@ async fn contract(store: Arc<dyn Store>) {
         store.rate_acquire(&wide).await.unwrap(),
         RateDecision::Limited { limit: 0, .. }
     ));
+
+    // Give-back: a send that never left returns its allowance to every limit it was
+    // counted against, and never more than the burst.
+    let two = RateSpec {
+        count: 2,
+        per: Duration::from_secs(3600),
+    };
+    let given = [
+        RateLimit {
+            key: "rate:give-a",
+            spec: two,
+        },
+        RateLimit {
+            key: "rate:give-b",
+            spec: once,
+        },
+    ];
+    store.rate_refund(&given).await.unwrap();
+    assert_eq!(
+        store.rate_acquire(&given).await.unwrap(),
+        RateDecision::Allowed
+    );
+    assert!(matches!(
+        store.rate_acquire(&given).await.unwrap(),
+        RateDecision::Limited { limit: 1, .. }
+    ));
+    store.rate_refund(&given).await.unwrap();
+    assert_eq!(
+        store.rate_acquire(&given).await.unwrap(),
+        RateDecision::Allowed,
+        "the give-back returned the allowance"
+    );
+    for _ in 0..3 {
+        store.rate_refund(&given).await.unwrap();
+    }
+    let a = &given[..1];
+    for _ in 0..2 {
+        assert_eq!(store.rate_acquire(a).await.unwrap(), RateDecision::Allowed);
+    }
+    assert!(
+        matches!(
+            store.rate_acquire(a).await.unwrap(),
+            RateDecision::Limited { .. }
+        ),
+        "give-backs beyond what was counted grant nothing"
+    );
 
     // Claims: one holder at a time; others see it in flight, then done.
     let ttl = Duration::from_secs(30);
@@ -200,4 +250,145 @@ async fn an_unreachable_redis_is_reported() {
     redis.stop().await;
     let store = RedisStore::connect(&SecretString::from(url)).unwrap();
     assert!(store.ping().await.is_err());
+}
+
+/// A rate the configuration accepts, as written in it: `COUNT/PERIOD` with any count up to
+/// `most` and any period from one microsecond per event to the longest accepted.
+fn accepted_rate(most: u32) -> impl Strategy<Value = RateSpec> {
+    let longest = MAX_RATE_PERIOD.as_nanos() as u64;
+    (1..=most)
+        .prop_flat_map(move |count| {
+            let widest = longest / u64::from(count);
+            let interval = prop_oneof![
+                1_000..=100_000u64,
+                100_000..=1_000_000_000u64,
+                1_000_000_000..=widest,
+            ];
+            (Just(count), interval, 0..u64::from(count))
+        })
+        .prop_map(move |(count, interval, spare)| {
+            // Any period whose share per event is `interval` (whole nanoseconds).
+            let period = (interval * u64::from(count) + spare).min(longest);
+            let text = format!("{count}/{period}ns");
+            text.parse::<RateSpec>()
+                .unwrap_or_else(|e| panic!("{text} refused: {e}"))
+        })
+}
+
+/// Whole microseconds at or after `duration` (the Redis clock's resolution).
+fn micros_up(duration: Duration) -> Duration {
+    Duration::from_micros(duration.as_nanos().div_ceil(1_000) as u64)
+}
+
+/// What every store must do with `spec`, given a way to count at a chosen instant
+/// (`at`, the time after the first burst): exactly `count` at one instant, a refusal
+/// saying to wait the interval, one more after it, and a refusal again.
+fn check_burst_and_replenish(
+    spec: RateSpec,
+    after: Duration,
+    mut acquire: impl FnMut(Duration) -> RateDecision,
+) -> Result<(), TestCaseError> {
+    for n in 0..spec.count {
+        prop_assert_eq!(
+            acquire(Duration::ZERO),
+            RateDecision::Allowed,
+            "event {} of the burst",
+            n
+        );
+    }
+    match acquire(Duration::ZERO) {
+        RateDecision::Limited { limit, retry_after } => {
+            prop_assert_eq!(limit, 0);
+            prop_assert!(retry_after > Duration::ZERO);
+            prop_assert!(retry_after <= spec.per / spec.count);
+            prop_assert_eq!(retry_after, spec.interval());
+        }
+        RateDecision::Allowed => prop_assert!(false, "one past the burst was admitted"),
+    }
+    prop_assert_eq!(
+        acquire(after),
+        RateDecision::Allowed,
+        "replenished after PERIOD/COUNT"
+    );
+    let again = acquire(after);
+    prop_assert!(
+        matches!(again, RateDecision::Limited { .. }),
+        "a second one after one interval: {:?}",
+        again
+    );
+    Ok(())
+}
+
+#[test]
+fn the_memory_store_admits_exactly_count_then_one_per_interval() {
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(128));
+    runner
+        .run(&accepted_rate(3_000), |spec| {
+            let store = MemoryStore::default();
+            let start = Instant::now();
+            let limit = [RateLimit {
+                key: "rate:p",
+                spec,
+            }];
+            check_burst_and_replenish(spec, spec.per / spec.count, |offset| {
+                store.rate_acquire_at(&limit, start + offset)
+            })
+        })
+        .unwrap();
+}
+
+#[test]
+fn the_redis_store_admits_exactly_count_then_one_per_interval() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(redis) = runtime.block_on(RedisServer::start()) else {
+        return;
+    };
+    let _context = runtime.enter();
+    let store = RedisStore::connect(&SecretString::from(redis.url())).unwrap();
+    // A fixed clock, so that nothing depends on how fast the calls go.
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+    let case = std::cell::Cell::new(0);
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(48));
+    runner
+        .run(&accepted_rate(120), |spec| {
+            case.set(case.get() + 1);
+            let key = format!("rate:p{}", case.get());
+            let limit = [RateLimit { key: &key, spec }];
+            check_burst_and_replenish(spec, micros_up(spec.per / spec.count), |offset| {
+                runtime
+                    .block_on(store.rate_acquire_at(&limit, start + offset))
+                    .unwrap()
+            })
+        })
+        .unwrap();
+    // The give-back at a fixed clock too: one back, one more admitted.
+    let spec = RateSpec {
+        count: 3,
+        per: Duration::from_micros(3),
+    };
+    let limit = [RateLimit {
+        key: "rate:given",
+        spec,
+    }];
+    runtime.block_on(async {
+        for _ in 0..3 {
+            assert_eq!(
+                store.rate_acquire_at(&limit, start).await.unwrap(),
+                RateDecision::Allowed
+            );
+        }
+        store.rate_refund_at(&limit, start).await.unwrap();
+        assert_eq!(
+            store.rate_acquire_at(&limit, start).await.unwrap(),
+            RateDecision::Allowed
+        );
+        assert!(matches!(
+            store.rate_acquire_at(&limit, start).await.unwrap(),
+            RateDecision::Limited { .. }
+        ));
+    });
+    drop(redis);
 }
