@@ -94,15 +94,7 @@ async fn under_memory_pressure_live_limits_and_idempotency_answers_stay() {
     .await;
     assert_eq!(app.recorder().received().len(), 2_001, "one send per key");
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     let given_up = r#"otp_relay_store_evictions_total{kind="record",live="true"}"#;
     assert!(metrics.contains(given_up), "{metrics}");
 }

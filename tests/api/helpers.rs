@@ -119,6 +119,18 @@ impl TestApp {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.post_raw(path, body.to_string()).await
     }
+
+    /// The body of a `GET`, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request failed")
+            .text()
+            .await
+            .expect("a readable body")
+    }
 }
 
 /// Configuration for tests: the given variables over a base that listens on a free

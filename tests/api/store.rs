@@ -50,16 +50,19 @@ async fn contract(store: Arc<dyn Store>) {
         count: 1,
         per: Duration::from_secs(3600),
     };
-    let both = [
-        RateLimit {
-            key: "rate:wide",
-            spec,
-        },
-        RateLimit {
-            key: "rate:narrow",
-            spec: once,
-        },
-    ];
+    let pair = |(a, a_spec), (b, b_spec)| {
+        [
+            RateLimit {
+                key: a,
+                spec: a_spec,
+            },
+            RateLimit {
+                key: b,
+                spec: b_spec,
+            },
+        ]
+    };
+    let both = pair(("rate:wide", spec), ("rate:narrow", once));
     assert_eq!(
         store.rate_acquire(&both).await.unwrap(),
         RateDecision::Allowed
@@ -89,16 +92,7 @@ async fn contract(store: Arc<dyn Store>) {
         count: 2,
         per: Duration::from_secs(3600),
     };
-    let given = [
-        RateLimit {
-            key: "rate:give-a",
-            spec: two,
-        },
-        RateLimit {
-            key: "rate:give-b",
-            spec: once,
-        },
-    ];
+    let given = pair(("rate:give-a", two), ("rate:give-b", once));
     store.rate_refund(&given).await.unwrap();
     assert_eq!(
         store.rate_acquire(&given).await.unwrap(),
