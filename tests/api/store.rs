@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use otp_relay::config::{RateSpec, MAX_RATE_PERIOD};
 use otp_relay::store::memory::MemoryStore;
 use otp_relay::store::redis::RedisStore;
-use otp_relay::store::{Claim, RateDecision, RateLimit, Store, StoredAnswer};
+use otp_relay::store::{Claim, FallbackStore, RateDecision, RateLimit, Store, StoredAnswer};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use secrecy::SecretString;
@@ -17,7 +17,10 @@ use crate::redis_server::RedisServer;
 
 async fn contract(store: Arc<dyn Store>) {
     store.ping().await.expect("reachable");
+    contract_after_ping(store).await;
+}
 
+async fn contract_after_ping(store: Arc<dyn Store>) {
     // Rate: a burst of `count`, then a wait.
     let spec = RateSpec {
         count: 3,
@@ -233,6 +236,30 @@ async fn the_redis_store_keeps_the_contract() {
     };
     let store = RedisStore::connect(&SecretString::from(redis.url())).unwrap();
     contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn the_fallback_store_keeps_the_contract_with_redis_up_or_down() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let fallback = |url: String| {
+        let primary = RedisStore::connect(&SecretString::from(url)).unwrap();
+        Arc::new(FallbackStore::new(
+            Box::new(primary),
+            MemoryStore::default(),
+        ))
+    };
+    contract(fallback(redis.url())).await;
+    let url = redis.url();
+    redis.stop().await;
+    let down = fallback(url);
+    // The contract starts with a ping, which fails while Redis is down: the rest runs
+    // on the local memory.
+    assert!(down.ping().await.is_err());
+    assert!(!down.overloaded());
+    let memory: Arc<dyn Store> = down;
+    contract_after_ping(memory).await;
 }
 
 #[tokio::test]
