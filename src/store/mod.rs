@@ -350,8 +350,7 @@ impl Store for FallbackStore {
 /// `now`; an event is admitted while `tat` stays within `count` intervals of `now`. So a
 /// burst of exactly `count` fits at one instant, and one more each interval after it.
 fn gcra(tat: Option<u64>, now: u64, spec: RateSpec) -> Result<u64, Duration> {
-    let interval = nanos(spec.interval());
-    let window = interval.saturating_mul(u64::from(spec.count.max(1)));
+    let (interval, window) = gcra_steps(spec);
     let tat = tat.map_or(now, |tat| tat.max(now));
     let ahead = (tat - now).saturating_add(interval);
     if ahead > window {
@@ -359,6 +358,16 @@ fn gcra(tat: Option<u64>, now: u64, spec: RateSpec) -> Result<u64, Duration> {
     } else {
         Ok(now.saturating_add(ahead))
     }
+}
+
+/// A limit's interval and window (`count` intervals: how far ahead of now a counter may
+/// run), in nanoseconds.
+fn gcra_steps(spec: RateSpec) -> (u64, u64) {
+    let interval = nanos(spec.interval());
+    (
+        interval,
+        interval.saturating_mul(u64::from(spec.count.max(1))),
+    )
 }
 
 /// Gives one event back to a GCRA counter: `tat` moves one interval back, never before

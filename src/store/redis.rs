@@ -180,8 +180,7 @@ impl RedisStore {
         let mut invocation = self.rate.prepare_invoke();
         clock(&mut invocation, at);
         for limit in limits {
-            let interval = super::nanos(limit.spec.interval());
-            let window = interval.saturating_mul(u64::from(limit.spec.count.max(1)));
+            let (interval, window) = super::gcra_steps(limit.spec);
             invocation
                 .key(Self::key(limit.key))
                 .arg(interval)
