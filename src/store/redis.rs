@@ -55,9 +55,10 @@ const RATE_SCRIPT: &str = r"
 local ahead = {}
 for i, key in ipairs(KEYS) do
   local interval, window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
-  local a = math.max(ahead_of(key), 0) + interval
-  if a > window then return {i, a - window} end
-  ahead[i] = a
+  local a = math.max(ahead_of(key), 0)
+  -- Compared before adding, so that no sum passes the window (and 2^53).
+  if a > window - interval then return {i, a - (window - interval)} end
+  ahead[i] = a + interval
 end
 for i, key in ipairs(KEYS) do store(key, ahead[i]) end
 return {0, 0}
