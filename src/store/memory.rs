@@ -341,16 +341,20 @@ impl Inner {
     /// Gives up entries in the eviction order until the store fits its budget, and
     /// notes whether guard state alone keeps it over.
     fn make_room(&mut self, now: Instant) {
+        // Lapsed entries first, over budget or not (so the fill reported is what is
+        // live): those at the front of each map, which costs nothing when none has
+        // lapsed. History lapses in about the order it was written (one lifetime per
+        // kind), so its front is where its lapsed entries are.
+        self.records.drop_lapsed(now);
+        self.dedupe.drop_lapsed(now);
+        self.links.drop_lapsed(now);
+        self.claims.drop_lapsed(now);
+        self.rates.drop_lapsed(now);
         if !self.over() {
             self.overloaded = false;
             return;
         }
-        // Lapsed entries first: those at the front of each map, and a few guard
-        // entries hidden behind live ones. History lapses in about the order it was
-        // written (one lifetime per kind), so its front is where its lapsed entries are.
-        self.records.drop_lapsed(now);
-        self.dedupe.drop_lapsed(now);
-        self.links.drop_lapsed(now);
+        // And a few guard entries hidden behind live ones.
         self.claims.rotate(now, GUARD_LOOKS);
         self.rates.rotate(now, GUARD_LOOKS);
         while self.over() && self.records.evict_oldest(now) {}
@@ -1049,6 +1053,14 @@ mod tests {
         assert_eq!(store.get("msg:old").await.unwrap(), None);
         assert!(!store.replace("msg:old", "x", "y").await.unwrap());
         assert_eq!(store.memory_bytes(), 0, "dropped when read");
+        // Lapsed entries are dropped as new ones come, within the budget too, so the
+        // reported fill is what is live.
+        store
+            .put(&[("msg:old", "x")], Some(Duration::ZERO))
+            .await
+            .unwrap();
+        store.put(&[("msg:new", "y")], Some(HOUR)).await.unwrap();
+        assert_eq!(store.memory_bytes(), value("msg:new", "y") as u64);
     }
 
     #[tokio::test]
