@@ -87,15 +87,9 @@ impl FromStr for RateSpec {
         } else {
             parse_duration(&format!("1{per}"))?
         };
-        if per.is_zero() {
-            return Err("the period must be longer than zero".into());
-        }
-        if per > MAX_RATE_PERIOD {
-            return Err(format!(
-                "the period must be at most {}",
-                humantime::format_duration(MAX_RATE_PERIOD)
-            ));
-        }
+        let per = RATE_PERIOD_BOUNDS
+            .check(per)
+            .map_err(|problem| format!("the period {problem}"))?;
         let spec = RateSpec { count, per };
         if spec.interval() < MIN_RATE_INTERVAL {
             return Err(format!(
@@ -114,9 +108,9 @@ impl FromStr for RateSpec {
 /// events, rounding the interval to whole nanoseconds changes a rate by under 0.1%.
 pub const MIN_RATE_INTERVAL: Duration = Duration::from_micros(1);
 
-/// The longest period a rate may span: Redis counts in doubles, whose whole numbers are
-/// exact up to 2^53 nanoseconds (104 days).
-pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(100 * 24 * 3600);
+/// The shortest and the longest period a rate may span. Redis counts in doubles, whose
+/// whole numbers are exact up to 2^53 nanoseconds (104 days): well beyond the longest.
+pub const RATE_PERIODS: (Duration, Duration) = (RATE_PERIOD_BOUNDS.min, RATE_PERIOD_BOUNDS.max);
 
 impl RateSpec {
     /// The time between two events at the sustained rate: `per / count`, rounded down
@@ -130,6 +124,60 @@ impl RateSpec {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| format!("not a duration: {e}"))
 }
+
+/// The sensible range of a duration setting. Every duration read from the environment
+/// has one: beyond it a value is a typo (`10d` for `10s`), and unbounded durations would
+/// overflow the time arithmetic they feed.
+#[derive(Debug, Clone, Copy)]
+struct DurationBounds {
+    min: Duration,
+    max: Duration,
+}
+
+impl DurationBounds {
+    const fn new(min: Duration, max: Duration) -> Self {
+        DurationBounds { min, max }
+    }
+
+    fn check(self, duration: Duration) -> Result<Duration, String> {
+        if duration < self.min || duration > self.max {
+            let shown = |d: Duration| humantime::format_duration(d).to_string();
+            return Err(if self.min.is_zero() {
+                format!("must be at most {}", shown(self.max))
+            } else {
+                format!(
+                    "must be between {} and {}",
+                    shown(self.min),
+                    shown(self.max)
+                )
+            });
+        }
+        Ok(duration)
+    }
+}
+
+const MS: u64 = 1;
+const SECOND: u64 = 1000 * MS;
+const MINUTE: u64 = 60 * SECOND;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+
+const fn millis(min: u64, max: u64) -> DurationBounds {
+    DurationBounds::new(Duration::from_millis(min), Duration::from_millis(max))
+}
+
+/// `REQUEST_DEADLINE`: a login waits on it.
+const REQUEST_DEADLINE_BOUNDS: DurationBounds = millis(100 * MS, 5 * MINUTE);
+/// `PROVIDER_TIMEOUT`; it may also not exceed `REQUEST_DEADLINE`.
+const PROVIDER_TIMEOUT_BOUNDS: DurationBounds = millis(100 * MS, 5 * MINUTE);
+const CIRCUIT_COOLDOWN_BOUNDS: DurationBounds = millis(100 * MS, HOUR);
+/// `DEDUPE_WINDOW`: 0 turns dedupe off.
+const DEDUPE_WINDOW_BOUNDS: DurationBounds = millis(0, DAY);
+/// `MESSAGE_TTL`: the same range a request's `ttl` may ask for.
+const MESSAGE_TTL_BOUNDS: DurationBounds = millis(SECOND, DAY);
+const MESSAGE_RETENTION_BOUNDS: DurationBounds = millis(MINUTE, 90 * DAY);
+/// The period of a rate limit (`N/PERIOD`).
+const RATE_PERIOD_BOUNDS: DurationBounds = millis(SECOND, 31 * DAY);
 
 /// Limits and abuse controls (enforced by the guards and the dispatcher).
 #[derive(Debug, Clone)]
@@ -285,14 +333,9 @@ impl<'a> Var<'a> {
             .transpose()
     }
 
-    fn duration(&self, default: &str, allow_zero: bool) -> Result<Duration, ConfigError> {
-        self.parse_with(default, |text| {
-            let duration = parse_duration(text)?;
-            if duration.is_zero() && !allow_zero {
-                return Err("must be longer than zero".into());
-            }
-            Ok(duration)
-        })
+    /// A duration within `bounds` (see [`DurationBounds`]).
+    fn duration(&self, default: &str, bounds: DurationBounds) -> Result<Duration, ConfigError> {
+        self.parse_with(default, |text| bounds.check(parse_duration(text)?))
     }
 
     fn number<T: FromStr + PartialOrd + Copy + std::fmt::Display>(
@@ -421,7 +464,8 @@ impl Config {
             }
         }
 
-        let message_ttl = Var::new("MESSAGE_TTL", &raw.message_ttl, "5m").duration("5m", false)?;
+        let message_ttl =
+            Var::new("MESSAGE_TTL", &raw.message_ttl, "5m").duration("5m", MESSAGE_TTL_BOUNDS)?;
 
         let public_base_url = Var::new(
             "PUBLIC_BASE_URL",
@@ -491,8 +535,8 @@ impl Config {
                 Some(SecretString::from(url.to_owned()))
             }
         };
-        let message_retention =
-            Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h").duration("24h", false)?;
+        let message_retention = Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h")
+            .duration("24h", MESSAGE_RETENTION_BOUNDS)?;
         let memory_store_mib: u64 =
             Var::new("MEMORY_STORE_MIB", &raw.memory_store_mib, "64").number("8", 1, 65_536)?;
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -538,7 +582,8 @@ fn check_access_is_configured(
     Ok(())
 }
 
-/// The `PROVIDERS` list, lower-cased, each a known provider and none twice.
+/// The `PROVIDERS` list, lower-cased, each a known provider and none twice; the
+/// console alone or not at all.
 fn parse_provider_names(var: &Var<'_>) -> Result<Vec<&'static str>, ConfigError> {
     let names = var.list();
     if names.is_empty() {
@@ -564,7 +609,18 @@ fn parse_provider_names(var: &Var<'_>) -> Result<Vec<&'static str>, ConfigError>
             }
             Ok(known)
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|names| {
+            // Behind a failing real provider the console would "deliver" to the logs: the
+            // login succeeds, the user gets nothing, the code sits in the output.
+            if names.len() > 1 && names.contains(&"console") {
+                return Err(var.invalid(
+                    "console prints messages instead of sending them and cannot be listed \
+                     beside a real provider; list only real providers, or console alone",
+                ));
+            }
+            Ok(names)
+        })
 }
 
 fn parse_access(raw: &RawConfig) -> Result<AccessPolicy, ConfigError> {
@@ -619,6 +675,17 @@ fn parse_limits(raw: &RawConfig) -> Result<Limits, ConfigError> {
             example: "KP,CU",
         });
     }
+    let request_deadline = Var::new("REQUEST_DEADLINE", &raw.request_deadline, "10s")
+        .duration("10s", REQUEST_DEADLINE_BOUNDS)?;
+    let timeout_var = Var::new("PROVIDER_TIMEOUT", &raw.provider_timeout, "5s");
+    let provider_timeout = timeout_var.duration("5s", PROVIDER_TIMEOUT_BOUNDS)?;
+    // An attempt cannot outlast the send it is part of.
+    if provider_timeout > request_deadline {
+        return Err(timeout_var.invalid(format!(
+            "must not exceed REQUEST_DEADLINE ({})",
+            humantime::format_duration(request_deadline)
+        )));
+    }
     Ok(Limits {
         rate_per_number: Var::new("RATE_LIMIT_PER_NUMBER", &raw.rate_limit_per_number, "5/10m")
             .rate(Some("5/10m"))?,
@@ -634,16 +701,14 @@ fn parse_limits(raw: &RawConfig) -> Result<Limits, ConfigError> {
         allow_non_mobile: Var::new("ALLOW_NON_MOBILE", &raw.allow_non_mobile, "true")
             .boolean(false)?,
         dedupe_window: Var::new("DEDUPE_WINDOW", &raw.dedupe_window, "60s")
-            .duration("60s", true)?,
-        provider_timeout: Var::new("PROVIDER_TIMEOUT", &raw.provider_timeout, "5s")
-            .duration("5s", false)?,
-        request_deadline: Var::new("REQUEST_DEADLINE", &raw.request_deadline, "10s")
-            .duration("10s", false)?,
+            .duration("60s", DEDUPE_WINDOW_BOUNDS)?,
+        provider_timeout,
+        request_deadline,
         retry_max: Var::new("RETRY_MAX", &raw.retry_max, "1").number("1", 0, 10)?,
         circuit_failures: Var::new("CIRCUIT_FAILURES", &raw.circuit_failures, "5")
             .number("5", 1, 1000)?,
         circuit_cooldown: Var::new("CIRCUIT_COOLDOWN", &raw.circuit_cooldown, "30s")
-            .duration("30s", false)?,
+            .duration("30s", CIRCUIT_COOLDOWN_BOUNDS)?,
         max_in_flight: Var::new("MAX_IN_FLIGHT", &raw.max_in_flight, "1024")
             .number("1024", 1, 1_000_000)?,
     })
@@ -766,22 +831,22 @@ mod tests {
             "RATE_LIMIT_PER_CLIENT",
             "RATE_LIMIT_GLOBAL",
         ] {
-            for bad in ["100000000/1s", "1000001/1s", "2/1us", "1/101d"] {
+            for bad in ["100000000/1s", "1000001/1s", "3600000001/1h"] {
                 let message = error(&[(name, bad)]);
                 assert!(message.contains(name), "{bad}: {message}");
             }
         }
-        // The finest and the longest accepted: one per microsecond, once in 100 days.
+        // The finest and the longest accepted: one per microsecond, once in 31 days.
         let c = config(&[
             ("RATE_LIMIT_GLOBAL", "1000000/1s"),
-            ("RATE_LIMIT_PER_NUMBER", "1/100d"),
+            ("RATE_LIMIT_PER_NUMBER", "1/31d"),
         ])
         .unwrap();
         let global = c.limits.rate_global.unwrap();
         assert_eq!(global.interval(), Duration::from_micros(1));
         assert_eq!(
             c.limits.rate_per_number.unwrap().interval(),
-            Duration::from_secs(100 * 86_400)
+            Duration::from_secs(31 * 86_400)
         );
     }
 
@@ -820,6 +885,55 @@ mod tests {
     }
 
     #[test]
+    fn absurd_durations_and_counts_are_refused_naming_the_variable() {
+        for (var, value) in [
+            ("REQUEST_DEADLINE", "0s"),
+            ("REQUEST_DEADLINE", "1ms"),
+            ("REQUEST_DEADLINE", "1h"),
+            ("REQUEST_DEADLINE", "584542046091y"),
+            ("PROVIDER_TIMEOUT", "0s"),
+            ("PROVIDER_TIMEOUT", "10d"),
+            ("CIRCUIT_COOLDOWN", "0s"),
+            ("CIRCUIT_COOLDOWN", "2h"),
+            ("DEDUPE_WINDOW", "30d"),
+            ("MESSAGE_TTL", "0s"),
+            ("MESSAGE_TTL", "2d"),
+            ("MESSAGE_RETENTION", "1s"),
+            ("MESSAGE_RETENTION", "1y"),
+            ("RATE_LIMIT_PER_NUMBER", "5/0s"),
+            ("RATE_LIMIT_PER_CLIENT", "5/1ms"),
+            ("RATE_LIMIT_GLOBAL", "5/1y"),
+            ("MEMORY_STORE_MIB", "1000000"),
+            ("MAX_IN_FLIGHT", "0"),
+            ("MAX_IN_FLIGHT", "18446744073709551616"),
+            ("RETRY_MAX", "11"),
+            ("RETRY_MAX", "4294967296"),
+            ("CIRCUIT_FAILURES", "0"),
+        ] {
+            let message = error(&[(var, value)]);
+            assert!(
+                message.starts_with(&format!("{var}: ")),
+                "{var}={value}: {message}"
+            );
+        }
+        let message = error(&[("REQUEST_DEADLINE", "1h")]);
+        assert!(message.contains("between 100ms and 5m"), "{message}");
+    }
+
+    #[test]
+    fn an_attempt_may_not_outlast_the_request_deadline() {
+        let message = error(&[("REQUEST_DEADLINE", "2s"), ("PROVIDER_TIMEOUT", "3s")]);
+        assert!(
+            message.starts_with("PROVIDER_TIMEOUT: must not exceed REQUEST_DEADLINE (2s)"),
+            "{message}"
+        );
+        let c = config(&[("REQUEST_DEADLINE", "2s"), ("PROVIDER_TIMEOUT", "2s")]).unwrap();
+        assert_eq!(c.limits.provider_timeout, Duration::from_secs(2));
+        let message = error(&[("REQUEST_DEADLINE", "1s")]);
+        assert!(message.starts_with("PROVIDER_TIMEOUT: "), "{message}");
+    }
+
+    #[test]
     fn provider_variables_are_validated_at_startup() {
         let message = error(&[("PROVIDERS", "twilio"), ("AUTH_DISABLED", "true")]);
         assert!(
@@ -827,13 +941,28 @@ mod tests {
             "{message}"
         );
         let c = config(&[
-            ("PROVIDERS", "telegram, console"),
+            ("PROVIDERS", "telegram, twilio"),
             ("AUTH_DISABLED", "true"),
             ("TELEGRAM_GATEWAY_TOKEN", "gateway-token"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_FROM", "+14155552671"),
         ])
         .unwrap();
         let names: Vec<&str> = c.providers.iter().map(|p| p.name()).collect();
-        assert_eq!(names, ["telegram", "console"]);
+        assert_eq!(names, ["telegram", "twilio"]);
+    }
+
+    #[test]
+    fn the_console_beside_a_real_provider_is_refused() {
+        for list in ["twilio,console", "console, telegram"] {
+            let message = error(&[("PROVIDERS", list), ("AUTH_DISABLED", "true")]);
+            assert!(message.starts_with("PROVIDERS: "), "{list}: {message}");
+            assert!(
+                message.contains("beside a real provider"),
+                "{list}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! A record holds what an operator needs to answer "did it arrive?": ids, channel,
 //! provider, status, error code, the masked number and times. Never the text or the
 //! code. Records live `MESSAGE_RETENTION`; chat links live until the user unlinks.
+//!
+//! Each record is kept with a digest of the caller identity that sent it, and shown
+//! only to that caller. Records kept without one (written before owners were kept)
+//! are shown to nobody; they lapse with `MESSAGE_RETENTION`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,6 +39,31 @@ pub struct MessageRecord {
     pub updated_at: String,
 }
 
+/// A record as kept in the store: the record and who sent it.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    #[serde(flatten)]
+    record: MessageRecord,
+    /// The digest of the sender's identity; absent on records from before owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+}
+
+impl Kept {
+    fn read(json: &str) -> Result<Kept, StoreError> {
+        serde_json::from_str(json).map_err(|_| StoreError("unreadable message record".into()))
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a record serializes")
+    }
+}
+
+/// What a record keeps of its sender: a digest, never the key or the address.
+fn owner_digest(identity: &str) -> String {
+    digest(&["record-owner", identity])
+}
+
 /// RFC 3339 time, to the second.
 pub fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
@@ -49,10 +78,22 @@ fn progress(status: DeliveryStatus) -> u8 {
     }
 }
 
+/// Delivered, failed or undelivered: what happened to the message, for good.
+fn is_final(status: DeliveryStatus) -> bool {
+    progress(status) == 2
+}
+
 impl MessageRecord {
-    /// Applies a provider's report, unless it would move a final status back.
+    /// Applies a provider's report, unless it would move the status back or replace a
+    /// final status with another (reports arrive out of order and are retried; the first
+    /// final word stands). A repeat of the final status may still refine its details.
     fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
-        if progress(update.status) < progress(self.status) {
+        let allowed = if is_final(self.status) {
+            update.status == self.status
+        } else {
+            progress(update.status) >= progress(self.status)
+        };
+        if !allowed {
             return false;
         }
         self.status = update.status;
@@ -113,9 +154,14 @@ impl Records {
         Records { store, retention }
     }
 
-    /// Stores a new record, indexed by our id and by the provider's.
-    pub async fn save(&self, record: &MessageRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).expect("a record serializes");
+    /// Stores a new record sent by `owner` (a caller identity), indexed by our id and by
+    /// the provider's.
+    pub async fn save(&self, record: &MessageRecord, owner: &str) -> Result<(), StoreError> {
+        let json = Kept {
+            record: record.clone(),
+            owner: Some(owner_digest(owner)),
+        }
+        .to_json();
         let key = message_key(&record.id);
         let index = match (&record.provider, &record.provider_message_id) {
             (Some(provider), Some(provider_id)) => Some(provider_key(provider, provider_id)),
@@ -129,13 +175,17 @@ impl Records {
         self.store.put(&entries, Some(self.retention)).await
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+    /// The record `id`, if the caller identity `reader` sent it: to anyone else (and for
+    /// a record with no owner) it does not exist.
+    pub async fn get(&self, id: &str, reader: &str) -> Result<Option<MessageRecord>, StoreError> {
         let Some(json) = self.store.get(&message_key(id)).await? else {
             return Ok(None);
         };
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|_| StoreError("unreadable message record".into()))
+        let kept = Kept::read(&json)?;
+        let owned = kept
+            .owner
+            .is_some_and(|owner| owner == owner_digest(reader));
+        Ok(owned.then_some(kept.record))
     }
 
     /// Applies a provider's status report to the record it is about. Returns the record
@@ -150,14 +200,12 @@ impl Records {
             let Some(current) = self.store.get(&key).await? else {
                 return Ok(None);
             };
-            let mut record: MessageRecord = serde_json::from_str(&current)
-                .map_err(|_| StoreError("unreadable message record".into()))?;
-            if !record.apply(update, SystemTime::now()) {
-                return Ok(Some(record));
+            let mut kept = Kept::read(&current)?;
+            if !kept.record.apply(update, SystemTime::now()) {
+                return Ok(Some(kept.record));
             }
-            let updated = serde_json::to_string(&record).expect("a record serializes");
-            if self.store.replace(&key, &current, &updated).await? {
-                return Ok(Some(record));
+            if self.store.replace(&key, &current, &kept.to_json()).await? {
+                return Ok(Some(kept.record));
             }
         }
         Err(StoreError("the record kept changing; try again".into()))
@@ -250,7 +298,7 @@ mod tests {
             let mut saved = record(DeliveryStatus::Sent);
             saved.id = format!("01J{n}");
             saved.provider_message_id = Some(provider_id.clone());
-            records.save(&saved).await.unwrap();
+            records.save(&saved, "ip:10.0.0.1").await.unwrap();
             let mut report = update(DeliveryStatus::Delivered);
             report.provider_message_id = provider_id.clone();
             let applied = records.apply(&report).await.unwrap();
@@ -278,5 +326,50 @@ mod tests {
         assert!(queued.apply(&update(DeliveryStatus::Undelivered), SystemTime::now()));
         assert_eq!(queued.status, DeliveryStatus::Undelivered);
         assert_eq!(queued.provider_status.as_deref(), Some("undelivered"));
+    }
+
+    #[test]
+    fn a_final_status_is_never_replaced_by_another_final_one() {
+        let mut delivered = record(DeliveryStatus::Delivered);
+        for other in [DeliveryStatus::Failed, DeliveryStatus::Undelivered] {
+            assert!(!delivered.apply(&update(other), SystemTime::now()));
+            assert_eq!(delivered.status, DeliveryStatus::Delivered);
+        }
+        // The same final word again may refine the provider's status (read after delivered).
+        let mut read = update(DeliveryStatus::Delivered);
+        read.raw_status = "read".into();
+        assert!(delivered.apply(&read, SystemTime::now()));
+        assert_eq!(delivered.provider_status.as_deref(), Some("read"));
+    }
+
+    #[tokio::test]
+    async fn a_record_is_shown_only_to_its_sender() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+        let records = Records::new(Arc::clone(&store), Duration::from_secs(60));
+        let sent = record(DeliveryStatus::Sent);
+        records.save(&sent, "key:aaaa").await.unwrap();
+        assert_eq!(
+            records.get("01J", "key:aaaa").await.unwrap(),
+            Some(sent.clone())
+        );
+        assert_eq!(records.get("01J", "key:bbbb").await.unwrap(), None);
+        // A report keeps the owner.
+        records
+            .apply(&update(DeliveryStatus::Delivered))
+            .await
+            .unwrap();
+        let read = records.get("01J", "key:aaaa").await.unwrap().unwrap();
+        assert_eq!(read.status, DeliveryStatus::Delivered);
+        // The owner is kept as a digest only.
+        let kept = store.get("msg:01J").await.unwrap().unwrap();
+        assert!(!kept.contains("aaaa"), "{kept}");
+
+        // A record from before owners were kept is shown to nobody.
+        let legacy = serde_json::to_string(&record(DeliveryStatus::Sent)).unwrap();
+        store
+            .put(&[("msg:01K", legacy.as_str())], None)
+            .await
+            .unwrap();
+        assert_eq!(records.get("01K", "key:aaaa").await.unwrap(), None);
     }
 }

@@ -176,10 +176,13 @@ impl ProviderError {
         )
     }
 
-    /// How long the provider asked us to wait, if it said.
+    /// How long the provider asked us to wait, if it said; never more than
+    /// [`crate::http::MAX_PROVIDER_DELAY`], whoever built the error.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProviderError::RateLimited { retry_after, .. } => *retry_after,
+            ProviderError::RateLimited { retry_after, .. } => {
+                retry_after.map(|wait| wait.min(crate::http::MAX_PROVIDER_DELAY))
+            }
             _ => None,
         }
     }

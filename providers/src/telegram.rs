@@ -538,7 +538,7 @@ pub fn read_bot_reply<T: DeserializeOwned>(
             clean(token, &format!("{code}: {description}")),
             parameters
                 .and_then(|p| p.retry_after)
-                .map(Duration::from_secs)
+                .map(crate::http::provider_delay)
                 .or(reply.retry_after),
         )),
         _ => Err(unexpected(token, reply)),
@@ -631,8 +631,7 @@ fn gateway_error(error: &str, detail: String, reply: &Reply) -> ProviderError {
             retry_after: e
                 .rsplit('_')
                 .next()
-                .and_then(|s| s.parse().ok())
-                .map(Duration::from_secs)
+                .and_then(crate::http::delay_seconds)
                 .or(reply.retry_after),
             detail,
         },

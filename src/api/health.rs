@@ -17,7 +17,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     for (provider, circuit) in state.dispatcher.provider_states() {
         let value = match circuit {
             CircuitState::Closed => 0.0,
-            CircuitState::HalfOpen => 1.0,
+            CircuitState::HalfOpen | CircuitState::Trial => 1.0,
             CircuitState::Open => 2.0,
         };
         metrics::gauge!(prometheus::CIRCUIT_STATE, "provider" => provider).set(value);
@@ -32,11 +32,12 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(prometheus::handle().render())
 }
 
-/// Ready while the state store answers and at least one provider is usable (its circuit
-/// is not open). The body shows each provider's circuit and the store.
+/// Ready while the state store answers and at least one provider is usable: its circuit
+/// would admit a send now (closed, or half-open with no trial out). The body shows each
+/// provider's circuit and the store.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let circuits = state.dispatcher.provider_states();
-    let usable = circuits.iter().any(|(_, c)| *c != CircuitState::Open);
+    let usable = circuits.iter().any(|(_, c)| c.admits());
     let store_ok = state.store.ping().await.is_ok();
     let providers: Map<String, Value> = circuits
         .iter()

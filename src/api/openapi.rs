@@ -111,7 +111,7 @@ fn v1_messages() {}
     responses(
         (status = 200, description = "The record", body = MessageRecord),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such message (or older than MESSAGE_RETENTION)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message, sent by another caller, or older than MESSAGE_RETENTION", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -173,7 +173,8 @@ fn compat_keycloak_mfa_plugins() {}
 #[allow(dead_code)]
 fn health_live() {}
 
-/// Readiness: the state store answers and a provider's circuit is not open.
+/// Readiness: the state store answers and a provider's circuit admits a send (closed, or
+/// half-open with no trial out).
 #[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 #[allow(dead_code)]

@@ -40,6 +40,22 @@ async fn send(app: &TestApp) -> Value {
     response.json().await.unwrap()
 }
 
+/// Sends the QIAM body with one extra header; the id of the message.
+async fn send_with(app: &TestApp, (name, value): (&str, &str)) -> String {
+    let sent = app
+        .client
+        .post(app.url("/api/sms"))
+        .header("Content-Type", "application/json")
+        .header(name, value)
+        .body(QIAM)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let sent: Value = sent.json().await.unwrap();
+    sent["id"].as_str().unwrap().to_owned()
+}
+
 async fn get_record(app: &TestApp, id: &str) -> reqwest::Response {
     app.client
         .get(app.url(&format!("/v1/messages/{id}")))
@@ -145,6 +161,50 @@ async fn twilio_reports_update_the_record_and_never_move_it_back() {
         "a late sent does not undo delivered"
     );
     assert_eq!(record["provider_status"], "delivered");
+
+    let failed = [("MessageSid", sid), ("MessageStatus", "failed")];
+    let failed = twilio_callback(&app, &failed, Some(twilio_signature(&url, &failed))).await;
+    assert_eq!(failed.status(), 204);
+    let record = status_of(&app, id).await;
+    assert_eq!(record["status"], "delivered", "a final status is final");
+    assert_eq!(record["provider_status"], "delivered");
+}
+
+#[tokio::test]
+async fn a_record_is_shown_only_to_the_caller_that_sent_it() {
+    let app = crate::helpers::spawn_app(&[("AUTH_API_KEYS", "caller-a,caller-b")]).await;
+    let get = |id: String, key: &'static str| {
+        app.client
+            .get(app.url(&format!("/v1/messages/{id}")))
+            .header("X-API-Key", key)
+            .send()
+    };
+    let id = send_with(&app, ("X-API-Key", "caller-a")).await;
+
+    let own = get(id.clone(), "caller-a").await.unwrap();
+    assert_eq!(own.status(), 200);
+    let own: Value = own.json().await.unwrap();
+    assert_eq!(own["id"], id.as_str());
+    assert!(own.get("owner").is_none(), "{own}");
+    let other = get(id, "caller-b").await.unwrap();
+    problem(other, 404, "message_not_found").await;
+}
+
+#[tokio::test]
+async fn a_caller_of_unknown_address_reads_no_record() {
+    let app =
+        crate::helpers::spawn_app(&[("AUTH_DISABLED", "true"), ("TRUSTED_PROXIES", "127.0.0.1")])
+            .await;
+    let id = send_with(&app, ("X-Forwarded-For", "junk")).await;
+
+    let read = app
+        .client
+        .get(app.url(&format!("/v1/messages/{id}")))
+        .header("X-Forwarded-For", "junk")
+        .send()
+        .await
+        .unwrap();
+    problem(read, 404, "message_not_found").await;
 }
 
 /// Vonage SMS API: each parameter as `&name=value` (with `&` and `=` in values

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::time::{Instant, SystemTime};
 
-use otp_relay::config::{RateSpec, MAX_RATE_PERIOD};
+use otp_relay::config::{RateSpec, RATE_PERIODS};
 use otp_relay::store::memory::MemoryStore;
 use otp_relay::store::redis::RedisStore;
 use otp_relay::store::{Claim, FallbackStore, RateDecision, RateLimit, Store, StoredAnswer};
@@ -274,24 +274,24 @@ async fn an_unreachable_redis_is_reported() {
 }
 
 /// A rate the configuration accepts, as written in it: `COUNT/PERIOD` with any count up to
-/// `most` and any period from one microsecond per event to the longest accepted.
+/// `most` and any accepted period (at least one microsecond per event).
 fn accepted_rate(most: u32) -> impl Strategy<Value = RateSpec> {
-    let longest = MAX_RATE_PERIOD.as_nanos() as u64;
+    let (shortest, longest) = (
+        RATE_PERIODS.0.as_nanos() as u64,
+        RATE_PERIODS.1.as_nanos() as u64,
+    );
     (1..=most)
         .prop_flat_map(move |count| {
-            let widest = longest / u64::from(count);
-            let interval = prop_oneof![
-                1_000..=100_000u64,
-                100_000..=1_000_000_000u64,
-                1_000_000_000..=widest,
-                // The longest periods, where Redis's doubles run out of exact digits.
-                widest - 1_000_000..=widest,
+            let shortest = shortest.max(u64::from(count) * 1_000);
+            let period = prop_oneof![
+                shortest..=shortest + 1_000_000,
+                shortest..=longest,
+                // The longest periods, where Redis's doubles have the fewest digits left.
+                longest - 1_000_000..=longest,
             ];
-            (Just(count), interval, 0..u64::from(count))
+            (Just(count), period)
         })
-        .prop_map(move |(count, interval, spare)| {
-            // Any period whose share per event is `interval` (whole nanoseconds).
-            let period = (interval * u64::from(count) + spare).min(longest);
+        .prop_map(|(count, period)| {
             let text = format!("{count}/{period}ns");
             text.parse::<RateSpec>()
                 .unwrap_or_else(|e| panic!("{text} refused: {e}"))
@@ -342,6 +342,39 @@ fn check_burst_and_replenish(
     Ok(())
 }
 
+/// A million a second: one per microsecond, the finest rate accepted. A burst of a
+/// million is too many calls for a test, so the clock goes back instead: one event
+/// counted at `start + (per - interval)` is a full window ahead of `start`. There the
+/// store refuses with a wait of one microsecond (not zero), and one microsecond later
+/// it admits one more.
+fn check_the_finest_rate(mut acquire: impl FnMut(&[RateLimit<'_>], Duration) -> RateDecision) {
+    let spec: RateSpec = "1000000/1s".parse().unwrap();
+    let limit = [RateLimit {
+        key: "rate:finest",
+        spec,
+    }];
+    let full = spec.per - spec.interval();
+    assert_eq!(acquire(&limit, full), RateDecision::Allowed);
+    assert_eq!(
+        acquire(&limit, Duration::ZERO),
+        RateDecision::Limited {
+            limit: 0,
+            retry_after: Duration::from_micros(1)
+        }
+    );
+    assert_eq!(
+        acquire(&limit, Duration::from_micros(1)),
+        RateDecision::Allowed
+    );
+}
+
+#[test]
+fn the_memory_store_counts_the_finest_rate_to_the_microsecond() {
+    let store = MemoryStore::default();
+    let start = Instant::now();
+    check_the_finest_rate(|limit, offset| store.rate_acquire_at(limit, start + offset));
+}
+
 #[test]
 fn the_memory_store_admits_exactly_count_then_one_per_interval() {
     let mut runner = TestRunner::new(ProptestConfig::with_cases(128));
@@ -387,10 +420,15 @@ fn the_redis_store_admits_exactly_count_then_one_per_interval() {
             })
         })
         .unwrap();
+    check_the_finest_rate(|limit, offset| {
+        runtime
+            .block_on(store.rate_acquire_at(limit, start + offset))
+            .unwrap()
+    });
     // The give-back at a fixed clock too: one back, one more admitted.
     let spec = RateSpec {
         count: 3,
-        per: Duration::from_micros(3),
+        per: Duration::from_secs(3),
     };
     let limit = [RateLimit {
         key: "rate:given",
