@@ -90,7 +90,34 @@ impl FromStr for RateSpec {
         let per = RATE_PERIOD_BOUNDS
             .check(per)
             .map_err(|problem| format!("the period {problem}"))?;
-        Ok(RateSpec { count, per })
+        let spec = RateSpec { count, per };
+        if spec.interval() < MIN_RATE_INTERVAL {
+            return Err(format!(
+                "{count} per {} is more than one per microsecond, finer than the limiter \
+                 counts (at most {} per second; `off` disables the limit)",
+                humantime::format_duration(per),
+                Duration::from_secs(1).as_nanos() / MIN_RATE_INTERVAL.as_nanos()
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+/// The shortest time between two events a rate may ask for. The stores count time in
+/// nanoseconds and Redis tells it in microseconds: at one or more microseconds between
+/// events, rounding the interval to whole nanoseconds changes a rate by under 0.1%.
+pub const MIN_RATE_INTERVAL: Duration = Duration::from_micros(1);
+
+/// The shortest and the longest period a rate may span. Redis counts in doubles, whose
+/// whole numbers are exact up to 2^53 nanoseconds (104 days): well beyond the longest.
+pub const RATE_PERIODS: (Duration, Duration) = (RATE_PERIOD_BOUNDS.min, RATE_PERIOD_BOUNDS.max);
+
+impl RateSpec {
+    /// The time between two events at the sustained rate: `per / count`, rounded down
+    /// to a whole nanosecond, at least one.
+    pub fn interval(&self) -> Duration {
+        let nanos = self.per.as_nanos() / u128::from(self.count.max(1));
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX).max(1))
     }
 }
 
@@ -874,6 +901,32 @@ mod tests {
         assert_eq!(
             c.public_base_url.as_deref(),
             Some("https://otp.example.com")
+        );
+    }
+
+    #[test]
+    fn rates_finer_than_the_limiter_counts_stop_startup() {
+        for name in [
+            "RATE_LIMIT_PER_NUMBER",
+            "RATE_LIMIT_PER_CLIENT",
+            "RATE_LIMIT_GLOBAL",
+        ] {
+            for bad in ["100000000/1s", "1000001/1s", "3600000001/1h"] {
+                let message = error(&[(name, bad)]);
+                assert!(message.contains(name), "{bad}: {message}");
+            }
+        }
+        // The finest and the longest accepted: one per microsecond, once in 31 days.
+        let c = config(&[
+            ("RATE_LIMIT_GLOBAL", "1000000/1s"),
+            ("RATE_LIMIT_PER_NUMBER", "1/31d"),
+        ])
+        .unwrap();
+        let global = c.limits.rate_global.unwrap();
+        assert_eq!(global.interval(), Duration::from_micros(1));
+        assert_eq!(
+            c.limits.rate_per_number.unwrap().interval(),
+            Duration::from_secs(31 * 86_400)
         );
     }
 

@@ -22,6 +22,7 @@ pub const IDEMPOTENT_REPLAYS: &str = "otp_relay_idempotent_replays_total";
 pub const IN_FLIGHT: &str = "otp_relay_sends_in_flight";
 pub const STORE_ERRORS: &str = "otp_relay_store_errors_total";
 pub const PROVIDER_CONFIG_ERRORS: &str = "otp_relay_provider_config_errors_total";
+pub const STORE_EVICTIONS: &str = "otp_relay_store_evictions_total";
 pub const MEMORY_STORE_BYTES: &str = "otp_relay_memory_store_bytes";
 pub const MEMORY_STORE_LIMIT: &str = "otp_relay_memory_store_limit_bytes";
 
@@ -117,6 +118,10 @@ fn describe() {
     describe_counter!(
         PROVIDER_CONFIG_ERRORS,
         "Sends a provider refused because of our configuration, by provider and its code"
+    );
+    describe_counter!(
+        STORE_EVICTIONS,
+        "Entries the in-process store dropped, by kind and whether they were still live (live guard state is never dropped)"
     );
     describe_gauge!(
         MEMORY_STORE_BYTES,

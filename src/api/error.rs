@@ -53,7 +53,7 @@ pub enum ApiError {
     Idempotency(#[from] IdempotencyError),
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("too many sends in progress; retry shortly")]
+    #[error("too many sends in progress, or no memory left to keep their limits; retry shortly")]
     Overloaded,
     #[error("no message with this id (records are kept for MESSAGE_RETENTION)")]
     MessageNotFound,

@@ -222,15 +222,20 @@ async fn deliver(
     deadline: Instant,
 ) -> Result<StoredAnswer, ApiError> {
     let limits = &state.config.limits;
-    if let Err(limited) =
-        rate::check(state.store.as_ref(), limits, &message.to, &caller.identity).await?
-    {
-        tracing::warn!(
-            to = %message.to.masked(),
-            scope = limited.scope.as_str(),
-            "rate limit reached"
-        );
-        return Err(ApiError::RateLimited(limited));
+    match rate::check(state.store.as_ref(), limits, &message.to, &caller.identity).await? {
+        Ok(()) => {}
+        Err(rate::Refused::Limited(limited)) => {
+            tracing::warn!(
+                to = %message.to.masked(),
+                scope = limited.scope.as_str(),
+                "rate limit reached"
+            );
+            return Err(ApiError::RateLimited(limited));
+        }
+        Err(rate::Refused::Overloaded) => {
+            tracing::warn!("memory store full of live limits and claims: refusing sends");
+            return Err(ApiError::Overloaded);
+        }
     }
     let result = state.dispatcher.send(message, deadline).await;
     keep_record(state, message, &caller.identity.to_string(), &result).await;
@@ -263,6 +268,14 @@ async fn deliver(
                 channel = %message.channel,
                 "message not sent: {error}"
             );
+            if error.never_left() {
+                // Nothing reached a provider: the send uses up nobody's allowance.
+                let refunded =
+                    rate::refund(state.store.as_ref(), limits, &message.to, &caller.identity);
+                if let Err(error) = refunded.await {
+                    tracing::warn!(%error, "could not give back the rate-limit allowance");
+                }
+            }
             Err(ApiError::Dispatch {
                 id: message.id.clone(),
                 error,

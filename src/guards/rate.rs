@@ -58,15 +58,20 @@ pub fn client_key(identity: &Identity) -> String {
     }
 }
 
-/// Counts one send for the number, the caller and in all, or (counting none) says
-/// which limit refuses it: the number's first, then the caller's, then the global one.
-pub async fn check(
-    store: &dyn Store,
-    limits: &Limits,
-    phone: &Phone,
-    client: &Identity,
-) -> Result<Result<(), Limited>, StoreError> {
-    let on: Vec<(Scope, String, RateSpec)> = [
+/// Why a send may not go ahead now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A limit was reached.
+    Limited(Limited),
+    /// The in-process store is full of live guard state: counting more would mean
+    /// forgetting some.
+    Overloaded,
+}
+
+/// The limits that are on, with their keys: the number's first, then the caller's, then
+/// the global one.
+fn limits_on(limits: &Limits, phone: &Phone, client: &Identity) -> Vec<(Scope, String, RateSpec)> {
+    [
         (Scope::Number, limits.rate_per_number),
         (Scope::Client, limits.rate_per_client),
         (Scope::Global, limits.rate_global),
@@ -82,24 +87,56 @@ pub async fn check(
         };
         Some((scope, format!("rate:{}:{id}", scope.as_str()), spec))
     })
-    .collect();
+    .collect()
+}
+
+fn rate_limits(on: &[(Scope, String, RateSpec)]) -> Vec<RateLimit<'_>> {
+    on.iter()
+        .map(|(_, key, spec)| RateLimit { key, spec: *spec })
+        .collect()
+}
+
+/// Counts one send for the number, the caller and in all, or (counting none) says
+/// which limit refuses it: the number's first, then the caller's, then the global one.
+/// Refuses every send while the store is [overloaded](Store::overloaded).
+pub async fn check(
+    store: &dyn Store,
+    limits: &Limits,
+    phone: &Phone,
+    client: &Identity,
+) -> Result<Result<(), Refused>, StoreError> {
+    if store.overloaded() {
+        return Ok(Err(Refused::Overloaded));
+    }
+    let on = limits_on(limits, phone, client);
     if on.is_empty() {
         return Ok(Ok(()));
     }
-    let rate_limits: Vec<RateLimit<'_>> = on
-        .iter()
-        .map(|(_, key, spec)| RateLimit { key, spec: *spec })
-        .collect();
-    Ok(match store.rate_acquire(&rate_limits).await? {
+    Ok(match store.rate_acquire(&rate_limits(&on)).await? {
         RateDecision::Allowed => Ok(()),
-        RateDecision::Limited { limit, retry_after } => Err(Limited {
+        RateDecision::Limited { limit, retry_after } => Err(Refused::Limited(Limited {
             scope: on
                 .get(limit)
                 .map(|(scope, ..)| *scope)
                 .ok_or_else(|| StoreError("the store named a limit that was not asked".into()))?,
             retry_after,
-        }),
+        })),
     })
+}
+
+/// Gives back what [`check`] counted, for a send that provably never left: it must not
+/// use up the number's, the caller's or the global allowance.
+pub async fn refund(
+    store: &dyn Store,
+    limits: &Limits,
+    phone: &Phone,
+    client: &Identity,
+) -> Result<(), StoreError> {
+    let on = limits_on(limits, phone, client);
+    if on.is_empty() {
+        return Ok(());
+    }
+    store.rate_refund(&rate_limits(&on)).await
 }
 
 #[cfg(test)]

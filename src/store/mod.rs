@@ -133,6 +133,11 @@ pub trait Store: Send + Sync {
     /// refuses, none does, so a refused send uses up nobody's allowance.
     async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError>;
 
+    /// Gives back one event that [`Store::rate_acquire`] counted against every limit, for
+    /// a send that provably never left: each counter moves back one interval, never to
+    /// before now, so a give-back never grants more than the limit's burst.
+    async fn rate_refund(&self, limits: &[RateLimit<'_>]) -> Result<(), StoreError>;
+
     /// Takes `key` for a request whose content hashes to `fingerprint`, if nobody holds
     /// it. `token` identifies this holder; the claim lapses after `ttl`.
     async fn claim(
@@ -177,6 +182,14 @@ pub trait Store: Send + Sync {
     /// store that keeps everything elsewhere).
     fn memory_bytes(&self) -> u64 {
         0
+    }
+
+    /// Whether live guard state (rate counters, claims, `Idempotency-Key` answers) alone
+    /// fills this process's memory budget, so that new sends must be refused rather than
+    /// make the store forget a limit. Always false for a store that keeps everything
+    /// elsewhere.
+    fn overloaded(&self) -> bool {
+        false
     }
 }
 
@@ -377,6 +390,13 @@ impl Store for FallbackStore {
         .await
     }
 
+    async fn rate_refund(&self, limits: &[RateLimit<'_>]) -> Result<(), StoreError> {
+        self.either("rate_refund", self.primary.rate_refund(limits), || {
+            self.fallback.rate_refund(limits)
+        })
+        .await
+    }
+
     async fn claim(
         &self,
         key: &str,
@@ -451,21 +471,50 @@ impl Store for FallbackStore {
     fn memory_bytes(&self) -> u64 {
         self.fallback.memory_bytes()
     }
+
+    /// Only while the local memory stands in for the shared store: what it held from an
+    /// earlier outage refuses nothing once Redis answers.
+    fn overloaded(&self) -> bool {
+        self.fallback.overloaded() && self.degraded()
+    }
 }
 
-/// GCRA on milliseconds: given the stored theoretical arrival time (`tat`) and `now`,
-/// returns the new `tat` to store, or how long to wait.
+/// GCRA in nanoseconds: given the stored theoretical arrival time (`tat`) and `now`,
+/// returns the new `tat` to store, or how long to wait (never zero).
+///
+/// Each event moves `tat` one interval (`per / count`) ahead of the later of itself and
+/// `now`; an event is admitted while `tat` stays within `count` intervals of `now`. So a
+/// burst of exactly `count` fits at one instant, and one more each interval after it.
 fn gcra(tat: Option<u64>, now: u64, spec: RateSpec) -> Result<u64, Duration> {
-    let period = spec.per.as_millis().max(1) as u64;
-    let interval = (period / u64::from(spec.count)).max(1);
-    let tat = tat.unwrap_or(now).max(now);
-    let new_tat = tat + interval;
-    let allowed_at = new_tat.saturating_sub(period);
-    if allowed_at > now {
-        Err(Duration::from_millis(allowed_at - now))
+    let (interval, window) = gcra_steps(spec);
+    let tat = tat.map_or(now, |tat| tat.max(now));
+    let ahead = (tat - now).saturating_add(interval);
+    if ahead > window {
+        Err(Duration::from_nanos(ahead - window))
     } else {
-        Ok(new_tat)
+        Ok(now.saturating_add(ahead))
     }
+}
+
+/// A limit's interval and window (`count` intervals: how far ahead of now a counter may
+/// run), in nanoseconds.
+fn gcra_steps(spec: RateSpec) -> (u64, u64) {
+    let interval = nanos(spec.interval());
+    (
+        interval,
+        interval.saturating_mul(u64::from(spec.count.max(1))),
+    )
+}
+
+/// Gives one event back to a GCRA counter: `tat` moves one interval back, never before
+/// `now`. `None` when nothing is left to count (the counter may go).
+fn gcra_refund(tat: u64, now: u64, spec: RateSpec) -> Option<u64> {
+    let tat = tat.saturating_sub(nanos(spec.interval()));
+    (tat > now).then_some(tat)
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -490,6 +539,9 @@ mod tests {
             Ok(())
         }
         async fn rate_acquire(&self, _: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
+            moved()
+        }
+        async fn rate_refund(&self, _: &[RateLimit<'_>]) -> Result<(), StoreError> {
             moved()
         }
         async fn claim(&self, _: &str, _: &str, _: &str, _: Duration) -> Result<Claim, StoreError> {
@@ -622,16 +674,48 @@ mod tests {
             count: 5,
             per: Duration::from_secs(10),
         };
+        let second = 1_000_000_000;
         let mut tat = None;
         for _ in 0..5 {
-            tat = Some(gcra(tat, 1_000, spec).expect("within the burst"));
+            tat = Some(gcra(tat, second, spec).expect("within the burst"));
         }
-        assert_eq!(gcra(tat, 1_000, spec), Err(Duration::from_millis(2_000)));
+        assert_eq!(gcra(tat, second, spec), Err(Duration::from_secs(2)));
         // One interval later exactly one more fits.
-        let later = gcra(tat, 3_000, spec).expect("replenished");
+        let later = gcra(tat, 3 * second, spec).expect("replenished");
         assert_eq!(
-            gcra(Some(later), 3_000, spec),
-            Err(Duration::from_millis(2_000))
+            gcra(Some(later), 3 * second, spec),
+            Err(Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn gcra_counts_rates_finer_than_a_millisecond() {
+        // A million a second: the burst is a million, not the thousand milliseconds of a
+        // second, and the wait after it is one microsecond, not zero.
+        let spec = RateSpec {
+            count: 1_000_000,
+            per: Duration::from_secs(1),
+        };
+        let mut tat = None;
+        for _ in 0..1_000_000 {
+            tat = Some(gcra(tat, 0, spec).expect("within the burst"));
+        }
+        assert_eq!(gcra(tat, 0, spec), Err(Duration::from_micros(1)));
+        assert!(gcra(tat, 1_000, spec).is_ok());
+    }
+
+    #[test]
+    fn a_refund_moves_back_one_interval_but_not_before_now() {
+        let spec = RateSpec {
+            count: 2,
+            per: Duration::from_secs(10),
+        };
+        let tat = gcra(gcra(None, 0, spec).ok(), 0, spec).unwrap();
+        assert!(gcra(Some(tat), 0, spec).is_err());
+        let refunded = gcra_refund(tat, 0, spec);
+        assert_eq!(refunded, Some(5_000_000_000));
+        assert!(gcra(refunded, 0, spec).is_ok());
+        assert_eq!(gcra_refund(5_000_000_000, 0, spec), None);
+        assert_eq!(gcra_refund(5_000_000_000, 4_000_000_000, spec), None);
     }
 }

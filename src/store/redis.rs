@@ -25,7 +25,7 @@
 //! upgrade keeps existing limits, records and Telegram links.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -101,29 +101,65 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// GCRA with the server's clock, over several limits at once, all or nothing.
-/// KEYS: the limits. ARGV: period ms and emission interval ms of each, in order.
-/// Returns {0, 0} when every limit admits the event (each then counts it), else
-/// {i, ms to wait} for the first that refuses (1-based), and counts nothing.
-const RATE_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local new_tats = {}
-for i, key in ipairs(KEYS) do
-  local period = tonumber(ARGV[2 * i - 1])
-  local interval = tonumber(ARGV[2 * i])
-  local tat = now
+/// What the rate scripts share: time in nanoseconds, from the server's clock so that
+/// replicas agree on it (or, when ARGV[1] is not empty, from ARGV[1] seconds and ARGV[2]
+/// microseconds: tests fix the clock so that nothing they check depends on how fast
+/// they run). A counter holds its theoretical arrival time as `SECONDS NANOSECONDS`:
+/// Lua's numbers are doubles, exact up to 2^53, too few for nanoseconds since 1970 but
+/// plenty for the distance between a counter and now.
+const RATE_CLOCK: &str = r"
+local sec, nsec, fixed
+if ARGV[1] ~= '' then
+  sec, nsec, fixed = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000, true
+else
+  local t = redis.call('TIME')
+  sec, nsec, fixed = tonumber(t[1]), tonumber(t[2]) * 1000, false
+end
+local function ahead_of(key)
   local stored = redis.call('GET', key)
-  if stored then tat = math.max(tonumber(stored), now) end
-  local new_tat = tat + interval
-  local allowed_at = new_tat - period
-  if allowed_at > now then return {i, allowed_at - now} end
-  new_tats[i] = new_tat
+  if not stored then return 0 end
+  local s, n = string.match(stored, '^(%d+) (%d+)$')
+  if not s then return 0 end
+  return (tonumber(s) - sec) * 1e9 + (tonumber(n) - nsec)
 end
+local function store(key, ahead)
+  local total = nsec + ahead
+  local value = string.format('%d %d', sec + math.floor(total / 1e9), total % 1e9)
+  if fixed then
+    redis.call('SET', key, value)
+  else
+    redis.call('SET', key, value, 'PX', math.ceil(ahead / 1e6))
+  end
+end
+";
+
+/// GCRA over several limits at once, all or nothing (see `gcra` in the store module).
+/// KEYS: the limits. ARGV after the clock: interval ns and window ns (`count`
+/// intervals) of each, in order. Returns {0, 0} when every limit admits the event (each
+/// then counts it), else {i, ns to wait} for the first that refuses (1-based), and
+/// counts nothing. A counter with a fixed clock is kept until deleted: its expiry would
+/// run on the real one.
+const RATE_SCRIPT: &str = r"
+local ahead = {}
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, new_tats[i], 'PX', new_tats[i] - now)
+  local interval, window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
+  local a = math.max(ahead_of(key), 0)
+  -- Compared before adding, so that no sum passes the window (and 2^53).
+  if a > window - interval then return {i, a - (window - interval)} end
+  ahead[i] = a + interval
 end
+for i, key in ipairs(KEYS) do store(key, ahead[i]) end
 return {0, 0}
+";
+
+/// Gives one event back to each counter: moves it one interval back, never to before
+/// now. KEYS: the limits. ARGV after the clock: the interval ns of each, in order.
+const REFUND_SCRIPT: &str = r"
+for i, key in ipairs(KEYS) do
+  local a = ahead_of(key) - tonumber(ARGV[i + 2])
+  if a > 0 then store(key, a) else redis.call('DEL', key) end
+end
+return 0
 ";
 
 /// Takes the key when free. ARGV: in-flight record, ttl ms. Returns the holder's
@@ -165,6 +201,7 @@ pub struct RedisStore {
     /// The longest one operation may take, round trips and reconnects included.
     timeout: Duration,
     rate: Script,
+    refund: Script,
     claim: Script,
     finish: Script,
     release: Script,
@@ -228,7 +265,8 @@ impl RedisStore {
             connection,
             topology,
             timeout,
-            rate: Script::new(RATE_SCRIPT),
+            rate: Script::new(&format!("{RATE_CLOCK}{RATE_SCRIPT}")),
+            refund: Script::new(&format!("{RATE_CLOCK}{REFUND_SCRIPT}")),
             claim: Script::new(CLAIM_SCRIPT),
             finish: Script::new(FINISH_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
@@ -265,6 +303,79 @@ impl RedisStore {
             ))),
         }
     }
+
+    /// [`Store::rate_acquire`] as if the server's clock read `at`, for tests: counters
+    /// written so are kept until deleted.
+    pub async fn rate_acquire_at(
+        &self,
+        limits: &[RateLimit<'_>],
+        at: SystemTime,
+    ) -> Result<RateDecision, StoreError> {
+        self.rate_acquire_on(limits, Some(at)).await
+    }
+
+    /// [`Store::rate_refund`] as if the server's clock read `at`, for tests.
+    pub async fn rate_refund_at(
+        &self,
+        limits: &[RateLimit<'_>],
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.rate_refund_on(limits, Some(at)).await
+    }
+
+    async fn rate_acquire_on(
+        &self,
+        limits: &[RateLimit<'_>],
+        at: Option<SystemTime>,
+    ) -> Result<RateDecision, StoreError> {
+        let mut invocation = self.rate.prepare_invoke();
+        clock(&mut invocation, at);
+        for limit in limits {
+            let (interval, window) = super::gcra_steps(limit.spec);
+            invocation
+                .key(self.key(limit.key))
+                .arg(interval)
+                .arg(window);
+        }
+        let (refused, wait): (usize, u64) = self
+            .bounded(
+                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
+            )
+            .await?;
+        Ok(match refused.checked_sub(1) {
+            None => RateDecision::Allowed,
+            Some(limit) => RateDecision::Limited {
+                limit,
+                retry_after: Duration::from_nanos(wait.max(1)),
+            },
+        })
+    }
+
+    async fn rate_refund_on(
+        &self,
+        limits: &[RateLimit<'_>],
+        at: Option<SystemTime>,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.refund.prepare_invoke();
+        clock(&mut invocation, at);
+        for limit in limits {
+            invocation
+                .key(self.key(limit.key))
+                .arg(super::nanos(limit.spec.interval()));
+        }
+        self.bounded(|mut connection| async move {
+            Ok(invocation.invoke_async::<i64>(&mut connection).await.map(drop)?)
+        })
+        .await
+    }
+}
+
+/// The clock arguments of the rate scripts: empty for the server's own, else `at`.
+fn clock(invocation: &mut redis::ScriptInvocation<'_>, at: Option<SystemTime>) {
+    match at.map(|at| at.duration_since(UNIX_EPOCH).unwrap_or_default()) {
+        None => invocation.arg("").arg(""),
+        Some(since) => invocation.arg(since.as_secs()).arg(since.subsec_micros()),
+    };
 }
 
 fn in_flight(token: &str, fingerprint: &str) -> String {
@@ -296,27 +407,11 @@ impl Store for RedisStore {
     }
 
     async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
-        let mut invocation = self.rate.prepare_invoke();
-        for limit in limits {
-            let period = millis(limit.spec.per);
-            let interval = (period / u64::from(limit.spec.count)).max(1);
-            invocation
-                .key(self.key(limit.key))
-                .arg(period)
-                .arg(interval);
-        }
-        let (refused, wait): (usize, u64) = self
-            .bounded(
-                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
-            )
-            .await?;
-        Ok(match refused.checked_sub(1) {
-            None => RateDecision::Allowed,
-            Some(limit) => RateDecision::Limited {
-                limit,
-                retry_after: Duration::from_millis(wait),
-            },
-        })
+        self.rate_acquire_on(limits, None).await
+    }
+
+    async fn rate_refund(&self, limits: &[RateLimit<'_>]) -> Result<(), StoreError> {
+        self.rate_refund_on(limits, None).await
     }
 
     async fn claim(

@@ -121,14 +121,20 @@ impl TestApp {
         self.get_text("/metrics").await
     }
 
-    /// The body of a GET of `path`, as text.
-    pub async fn get_text(&self, path: &str) -> String {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
-        response.text().await.unwrap()
-    }
-
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.post_raw(path, body.to_string()).await
+    }
+
+    /// The body of a `GET`, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request failed")
+            .text()
+            .await
+            .expect("a readable body")
     }
 }
 

@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod compat;
 mod fakes;
+mod guard_state;
 mod guards;
 mod health;
 mod helpers;
