@@ -129,12 +129,38 @@ pub struct Receipt {
     pub status: DeliveryStatus,
     /// The provider's own word for the status, kept for operators.
     pub raw_status: Option<String>,
-    /// What the message cost, when the provider's answer says.
-    #[serde(default)]
+    /// The ids of the other parts of a message the provider split and reports on part by
+    /// part (the Vonage SMS API gives each SMS part its own id and delivery receipt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_ids: Vec<String>,
+    /// What the message cost, when the provider's answer says (Vonage SMS
+    /// `message-price` summed over parts, Telegram Gateway `request_cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<Money>,
-    /// What is left on the account after it, when the provider's answer says.
-    #[serde(default)]
+    /// What is left on the account after it, when the provider's answer says (Vonage
+    /// SMS `remaining-balance`, Telegram Gateway `remaining_balance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<Money>,
+}
+
+impl Receipt {
+    /// A receipt with the fields every provider fills; parts, cost and balance empty.
+    pub fn new(
+        provider: &str,
+        provider_message_id: Option<String>,
+        status: DeliveryStatus,
+        raw_status: Option<String>,
+    ) -> Receipt {
+        Receipt {
+            provider: provider.to_owned(),
+            provider_message_id,
+            status,
+            raw_status,
+            part_ids: Vec::new(),
+            cost: None,
+            balance: None,
+        }
+    }
 }
 
 #[cfg(test)]

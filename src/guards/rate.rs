@@ -1,10 +1,13 @@
 //! Rate limits: `RATE_LIMIT_PER_NUMBER`, `RATE_LIMIT_PER_CLIENT`, `RATE_LIMIT_GLOBAL`,
 //! counted in the shared store so that replicas enforce one limit together.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::Ipv6Net;
 use otp_relay_providers::Phone;
 
+use super::access::Identity;
 use super::digest;
 use crate::config::{Limits, RateSpec};
 use crate::store::{RateDecision, RateLimit, Store, StoreError};
@@ -43,15 +46,32 @@ pub struct Limited {
     pub retry_after: Duration,
 }
 
-/// Counts one send for the number, the caller and in all, or (counting none) says
-/// which limit refuses it: the number's first, then the caller's, then the global one.
-pub async fn check(
-    store: &dyn Store,
-    limits: &Limits,
-    phone: &Phone,
-    client: &str,
-) -> Result<Result<(), Limited>, StoreError> {
-    let on: Vec<(Scope, String, RateSpec)> = [
+/// Whom `RATE_LIMIT_PER_CLIENT` counts: the API key; else the IPv4 address, or the
+/// IPv6 /64 (one subscriber's network, whose addresses it can rotate through at will).
+pub fn client_key(identity: &Identity) -> String {
+    match identity {
+        Identity::Address(IpAddr::V6(v6)) => {
+            let net = Ipv6Net::new(*v6, 64).map_or(*v6, |n| n.network());
+            format!("net:{net}/64")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Why a send may not go ahead now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A limit was reached.
+    Limited(Limited),
+    /// The in-process store is full of live guard state: counting more would mean
+    /// forgetting some.
+    Overloaded,
+}
+
+/// The limits that are on, with their keys: the number's first, then the caller's, then
+/// the global one.
+fn limits_on(limits: &Limits, phone: &Phone, client: &Identity) -> Vec<(Scope, String, RateSpec)> {
+    [
         (Scope::Number, limits.rate_per_number),
         (Scope::Client, limits.rate_per_client),
         (Scope::Global, limits.rate_global),
@@ -62,27 +82,80 @@ pub async fn check(
         let spec = spec?;
         let id = match scope {
             Scope::Number => digest(&[phone.e164()]),
-            Scope::Client => digest(&[client]),
+            Scope::Client => digest(&[&client_key(client)]),
             Scope::Global => String::new(),
         };
         Some((scope, format!("rate:{}:{id}", scope.as_str()), spec))
     })
-    .collect();
+    .collect()
+}
+
+fn rate_limits(on: &[(Scope, String, RateSpec)]) -> Vec<RateLimit<'_>> {
+    on.iter()
+        .map(|(_, key, spec)| RateLimit { key, spec: *spec })
+        .collect()
+}
+
+/// Counts one send for the number, the caller and in all, or (counting none) says
+/// which limit refuses it: the number's first, then the caller's, then the global one.
+/// Refuses every send while the store is [overloaded](Store::overloaded).
+pub async fn check(
+    store: &dyn Store,
+    limits: &Limits,
+    phone: &Phone,
+    client: &Identity,
+) -> Result<Result<(), Refused>, StoreError> {
+    if store.overloaded() {
+        return Ok(Err(Refused::Overloaded));
+    }
+    let on = limits_on(limits, phone, client);
     if on.is_empty() {
         return Ok(Ok(()));
     }
-    let rate_limits: Vec<RateLimit<'_>> = on
-        .iter()
-        .map(|(_, key, spec)| RateLimit { key, spec: *spec })
-        .collect();
-    Ok(match store.rate_acquire(&rate_limits).await? {
+    Ok(match store.rate_acquire(&rate_limits(&on)).await? {
         RateDecision::Allowed => Ok(()),
-        RateDecision::Limited { limit, retry_after } => Err(Limited {
+        RateDecision::Limited { limit, retry_after } => Err(Refused::Limited(Limited {
             scope: on
                 .get(limit)
                 .map(|(scope, ..)| *scope)
                 .ok_or_else(|| StoreError("the store named a limit that was not asked".into()))?,
             retry_after,
-        }),
+        })),
     })
+}
+
+/// Gives back what [`check`] counted, for a send that provably never left: it must not
+/// use up the number's, the caller's or the global allowance.
+pub async fn refund(
+    store: &dyn Store,
+    limits: &Limits,
+    phone: &Phone,
+    client: &Identity,
+) -> Result<(), StoreError> {
+    let on = limits_on(limits, phone, client);
+    if on.is_empty() {
+        return Ok(());
+    }
+    store.rate_refund(&rate_limits(&on)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(text: &str) -> Identity {
+        Identity::Address(text.parse().unwrap())
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let one = client_key(&address("2001:db8:1:2::a"));
+        assert_eq!(one, "net:2001:db8:1:2::/64");
+        assert_eq!(client_key(&address("2001:db8:1:2:ffff:1:2:3")), one);
+        assert_ne!(client_key(&address("2001:db8:1:3::a")), one);
+        // IPv4 clients, and clients by key, are counted one by one.
+        assert_eq!(client_key(&address("10.1.2.3")), "ip:10.1.2.3");
+        assert_ne!(client_key(&address("10.1.2.4")), "ip:10.1.2.3");
+        assert_eq!(client_key(&Identity::Key("ab12".into())), "key:ab12");
+    }
 }

@@ -1,20 +1,32 @@
-//! The in-process store: maps held to a memory budget. The default, and what each
+//! The in-process store: state held to a memory budget. The default, and what each
 //! replica falls back to while Redis is unreachable.
 //!
-//! Every map is a `LinkedHashMap` in the order entries were last written, behind a
-//! mutex, with a running count of what its entries weigh. Entries lapse at their own
-//! time (checked when read, dropped from the front as new ones come); past its budget a
-//! map drops its oldest entries. Each store call takes one lock, briefly, and never
-//! holds it across an `await`.
+//! Entries sit in a few `LinkedHashMap`s (one per kind, each in the order its entries
+//! were last written, or used for links), all behind one mutex, with a running count of
+//! what they weigh. Each store call takes the lock once, briefly, and never holds it
+//! across an `await`.
+//!
+//! Past the budget the store gives up, in this order: lapsed entries of any kind (they
+//! count as free space), message records (oldest first), dedupe answers (oldest first),
+//! then Telegram links (least recently used first: users would have to link again).
+//! Live guard state (rate counters, claims in flight and `Idempotency-Key` answers) is
+//! never given up: forgetting it would reset a limit or send a code twice. When it alone
+//! outweighs the budget the store says it is [overloaded](Store::overloaded), and sends
+//! are refused until some of it lapses.
 
 use std::mem::size_of;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hashlink::LinkedHashMap;
 
-use super::{gcra, Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer};
+use super::{
+    gcra, gcra_refund, nanos, Claim, RateDecision, RateLimit, Record, Store, StoreError,
+    StoredAnswer,
+};
+use crate::prometheus;
 
 /// The memory budget when none is configured (`MEMORY_STORE_MIB`).
 pub const DEFAULT_BUDGET: u64 = 8 << 20;
@@ -24,11 +36,113 @@ pub const DEFAULT_BUDGET: u64 = 8 << 20;
 /// benchmark: with this, the process grows by about the budget once the maps fill it.
 const NODE_OVERHEAD: usize = 96;
 
-/// A value with the instant it lapses.
+/// Keys under which the idempotency guard keeps answers to repeats without a key
+/// (`DEDUPE_WINDOW`): history, unlike `Idempotency-Key` answers (`idem:key:`).
+const DEDUPE_PREFIX: &str = "idem:dedupe:";
+
+/// Keys of Telegram links (`chat:` by number, `chat-owner:` by chat): user data.
+const LINK_PREFIXES: [&str; 2] = ["chat:", "chat-owner:"];
+
+/// Guard entries looked at for having lapsed each time the budget is exceeded.
+const GUARD_LOOKS: usize = 2;
+
+/// When only guard state is left over the budget, every guard entry is looked at for
+/// having lapsed, at most this often: a pass costs a walk over all of them.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// What an entry is, for the eviction order and the eviction metric's `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Record,
+    Dedupe,
+    Link,
+    Idempotency,
+    Rate,
+}
+
+impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::Record,
+        Kind::Dedupe,
+        Kind::Link,
+        Kind::Idempotency,
+        Kind::Rate,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Record => "record",
+            Kind::Dedupe => "dedupe",
+            Kind::Link => "link",
+            Kind::Idempotency => "idempotency",
+            Kind::Rate => "rate",
+        }
+    }
+
+    /// A plain value's kind: a link, or else a record.
+    fn of_value(key: &str) -> Kind {
+        if LINK_PREFIXES.iter().any(|prefix| key.starts_with(prefix)) {
+            Kind::Link
+        } else {
+            Kind::Record
+        }
+    }
+
+    /// An idempotency record's kind: a dedupe entry, or else a keyed one.
+    fn of_claim(key: &str) -> Kind {
+        if key.starts_with(DEDUPE_PREFIX) {
+            Kind::Dedupe
+        } else {
+            Kind::Idempotency
+        }
+    }
+}
+
+/// Entries the store dropped by itself, by kind and by whether they were still live;
+/// counted under the lock, reported to the metrics after it.
+#[derive(Default)]
+struct Tally([[u32; 2]; Kind::ALL.len()]);
+
+impl Tally {
+    fn note(&mut self, kind: Kind, live: bool) {
+        self.0[kind as usize][usize::from(live)] += 1;
+    }
+
+    fn add(&mut self, other: &mut Tally) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0.iter_mut()) {
+            for (mine, theirs) in mine.iter_mut().zip(theirs.iter_mut()) {
+                *mine += std::mem::take(theirs);
+            }
+        }
+    }
+
+    fn report(&self) {
+        for (kind, counts) in Kind::ALL.iter().zip(&self.0) {
+            for (live, &count) in ["false", "true"].into_iter().zip(counts) {
+                if count > 0 {
+                    metrics::counter!(
+                        prometheus::STORE_EVICTIONS,
+                        "kind" => kind.label(),
+                        "live" => live
+                    )
+                    .increment(u64::from(count));
+                }
+            }
+        }
+    }
+}
+
+/// A value with the instant it lapses, if it does.
 #[derive(Clone)]
 struct Timed<V> {
     value: V,
-    expires_at: Instant,
+    expires_at: Option<Instant>,
+}
+
+impl<V> Timed<V> {
+    fn lapsed(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// Bytes a value holds on the heap, for the memory budget.
@@ -60,170 +174,236 @@ impl HeapSize for Record {
     }
 }
 
-impl<V: HeapSize> HeapSize for Timed<V> {
-    fn heap_size(&self) -> usize {
-        self.value.heap_size()
-    }
-}
-
 /// What one entry counts against the budget.
-fn weight<V: HeapSize>(key: &str, value: &V) -> usize {
-    key.len() + size_of::<Box<str>>() + size_of::<V>() + value.heap_size() + NODE_OVERHEAD
+fn weight<V: HeapSize>(key: &str, value: &Timed<V>) -> usize {
+    key.len()
+        + size_of::<Box<str>>()
+        + size_of::<Timed<V>>()
+        + value.value.heap_size()
+        + NODE_OVERHEAD
 }
 
-/// Entries, least recently written first, and what they weigh together.
+/// Entries of one kind, least recently written (or used) first, and what they weigh.
 struct Entries<V> {
-    map: LinkedHashMap<Box<str>, V>,
+    map: LinkedHashMap<Box<str>, Timed<V>>,
     bytes: usize,
+    /// The kind of an entry, by its key.
+    kind: fn(&str) -> Kind,
+    /// What this map dropped by itself since last reported.
+    dropped: Tally,
 }
 
 impl<V: HeapSize> Entries<V> {
-    fn new() -> Self {
+    fn new(kind: fn(&str) -> Kind) -> Self {
         Entries {
             map: LinkedHashMap::new(),
             bytes: 0,
+            kind,
+            dropped: Tally::default(),
         }
     }
 
     /// Stores `value` under `key` as the most recently written entry.
-    fn insert(&mut self, key: &str, value: V) {
-        self.remove(key);
-        self.bytes += weight(key, &value);
-        self.map.insert(key.into(), value);
+    fn set(&mut self, key: &str, value: V, expires_at: Option<Instant>) {
+        let value = Timed { value, expires_at };
+        let added = weight(key, &value);
+        // An existing key keeps its allocation and moves to the back.
+        match self.map.to_back(key) {
+            Some(entry) => {
+                self.bytes -= weight(key, entry);
+                *entry = value;
+            }
+            None => {
+                self.map.insert(key.into(), value);
+            }
+        }
+        self.bytes += added;
     }
 
-    fn remove(&mut self, key: &str) -> Option<V> {
+    /// Removes `key` at the caller's request (not an eviction).
+    fn remove(&mut self, key: &str) -> Option<Timed<V>> {
         let old = self.map.remove(key)?;
         self.bytes -= weight(key, &old);
         Some(old)
     }
 
-    /// Changes the value under `key` in place, keeping its position.
-    fn update(&mut self, key: &str, change: impl FnOnce(&mut V)) {
-        if let Some(value) = self.map.get_mut(key) {
-            self.bytes -= weight(key, value);
-            change(value);
-            self.bytes += weight(key, value);
+    /// Changes the entry under `key` in place, keeping its position.
+    fn update(&mut self, key: &str, change: impl FnOnce(&mut Timed<V>)) {
+        if let Some(entry) = self.map.get_mut(key) {
+            self.bytes -= weight(key, entry);
+            change(entry);
+            self.bytes += weight(key, entry);
         }
     }
 
-    fn pop_oldest(&mut self) -> bool {
-        match self.map.pop_front() {
-            Some((key, old)) => {
-                self.bytes -= weight(&key, &old);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-impl<V: HeapSize> Entries<Timed<V>> {
     /// The value under `key` unless it has lapsed; a lapsed one is dropped.
     fn live(&mut self, key: &str, now: Instant) -> Option<&V> {
-        if self.map.get(key)?.expires_at <= now {
+        if self.map.get(key)?.lapsed(now) {
             self.remove(key);
+            self.dropped.note((self.kind)(key), false);
             return None;
         }
         self.map.get(key).map(|entry| &entry.value)
     }
 
+    /// Drops the oldest entry; false when there is none.
+    fn evict_oldest(&mut self, now: Instant) -> bool {
+        match self.map.pop_front() {
+            Some((key, old)) => {
+                self.bytes -= weight(&key, &old);
+                self.dropped.note((self.kind)(&key), !old.lapsed(now));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drops lapsed entries from the front. Entries behind a live one wait until they
-    /// are read or reach the front: lifetimes differ, so this is not all of them, but
-    /// it costs nothing when nothing has lapsed.
+    /// are read, reach the front or a sweep finds them: this costs nothing when nothing
+    /// has lapsed.
     fn drop_lapsed(&mut self, now: Instant) {
-        while self
-            .map
-            .front()
-            .is_some_and(|(_, entry)| entry.expires_at <= now)
-        {
-            self.pop_oldest();
+        while self.map.front().is_some_and(|(_, entry)| entry.lapsed(now)) {
+            self.evict_oldest(now);
         }
     }
 
-    /// Drops lapsed entries, then the oldest ones while over `budget`.
-    fn trim(&mut self, now: Instant, budget: usize) {
-        self.drop_lapsed(now);
-        while self.bytes > budget && self.pop_oldest() {}
-    }
-}
-
-/// Guard state that lapses: rate counters or idempotency records, within a budget.
-struct Expiring<V> {
-    entries: Entries<Timed<V>>,
-    budget: usize,
-}
-
-impl<V: HeapSize> Expiring<V> {
-    fn new(budget: usize) -> Self {
-        Expiring {
-            entries: Entries::new(),
-            budget,
-        }
-    }
-
-    fn insert(&mut self, key: &str, value: V, expires_at: Instant, now: Instant) {
-        self.entries.insert(key, Timed { value, expires_at });
-        self.entries.trim(now, self.budget);
-    }
-}
-
-/// Plain values: message records and their index by provider id, kept for
-/// `MESSAGE_RETENTION`, and Telegram links, kept until deleted, weighing at most
-/// `budget` bytes together.
-///
-/// Every send writes two records, all with the same lifetime, and few are read again,
-/// so the order they were written in is the order they lapse in. When the budget is
-/// spent the oldest record goes first, and a link (least recently used) only when no
-/// record is left, since users would have to link again.
-struct Values {
-    /// Values with a lifetime, oldest first.
-    timed: Entries<Timed<Box<str>>>,
-    /// Values kept until deleted, least recently used first.
-    forever: Entries<Box<str>>,
-    budget: usize,
-}
-
-impl Values {
-    fn new(budget: usize) -> Self {
-        Values {
-            timed: Entries::new(),
-            forever: Entries::new(),
-            budget,
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        self.timed.bytes + self.forever.bytes
-    }
-
-    fn remove(&mut self, key: &str) {
-        if self.timed.remove(key).is_none() {
-            self.forever.remove(key);
-        }
-    }
-
-    /// Drops lapsed values, then the oldest ones while over budget.
-    fn trim(&mut self, now: Instant) {
-        self.timed.drop_lapsed(now);
-        while self.bytes() > self.budget {
-            if !self.timed.pop_oldest() && !self.forever.pop_oldest() {
-                break;
+    /// Looks at up to `count` entries from the front: drops lapsed ones and moves live
+    /// ones to the back. For guard state, which is never given up by age so its order
+    /// does not matter, this finds lapsed entries hidden behind live ones a few at a
+    /// time, at a bounded cost per call.
+    fn rotate(&mut self, now: Instant, count: usize) {
+        for _ in 0..count {
+            match self.map.pop_front() {
+                Some((key, entry)) if entry.lapsed(now) => {
+                    self.bytes -= weight(&key, &entry);
+                    self.dropped.note((self.kind)(&key), false);
+                }
+                Some((key, entry)) => {
+                    self.map.insert(key, entry);
+                }
+                None => break,
             }
         }
     }
+
+    /// Drops every lapsed entry.
+    fn sweep(&mut self, now: Instant) {
+        let Entries {
+            map,
+            bytes,
+            kind,
+            dropped,
+        } = self;
+        map.retain(|key, entry| {
+            if entry.lapsed(now) {
+                *bytes -= weight(key, entry);
+                dropped.note(kind(key), false);
+                false
+            } else {
+                true
+            }
+        });
+    }
 }
 
-/// State in this process only, within about its memory budget: half for plain values
-/// (message records and Telegram links), a quarter each for rate counters and
-/// idempotency records. Guard state has shares of its own so that a burst of sends,
-/// whose records fill their half, cannot push out the limits and claims that guard the
-/// next ones.
+/// Everything the store holds.
+struct Inner {
+    /// Message records, their index by provider id and any other plain value that is
+    /// not a link: history, oldest written first.
+    records: Entries<Box<str>>,
+    /// Answers to repeats within `DEDUPE_WINDOW`: history, oldest written first.
+    dedupe: Entries<Record>,
+    /// Telegram links: user data, least recently used first.
+    links: Entries<Box<str>>,
+    /// Guard state: claims in flight (keyed or dedupe) and `Idempotency-Key` answers.
+    claims: Entries<Record>,
+    /// Guard state: GCRA theoretical arrival times, in nanoseconds since `epoch`.
+    rates: Entries<u64>,
+    budget: usize,
+    /// Live guard state alone outweighed the budget when last looked at.
+    overloaded: bool,
+    last_sweep: Option<Instant>,
+}
+
+impl Inner {
+    fn bytes(&self) -> usize {
+        self.records.bytes
+            + self.dedupe.bytes
+            + self.links.bytes
+            + self.claims.bytes
+            + self.rates.bytes
+    }
+
+    fn over(&self) -> bool {
+        self.bytes() > self.budget
+    }
+
+    /// Gives up entries in the eviction order until the store fits its budget, and
+    /// notes whether guard state alone keeps it over.
+    fn make_room(&mut self, now: Instant) {
+        // Lapsed entries first, over budget or not (so the fill reported is what is
+        // live): those at the front of each map, which costs nothing when none has
+        // lapsed. History lapses in about the order it was written (one lifetime per
+        // kind), so its front is where its lapsed entries are.
+        self.records.drop_lapsed(now);
+        self.dedupe.drop_lapsed(now);
+        self.links.drop_lapsed(now);
+        self.claims.drop_lapsed(now);
+        self.rates.drop_lapsed(now);
+        if !self.over() {
+            self.overloaded = false;
+            return;
+        }
+        // And a few guard entries hidden behind live ones.
+        self.claims.rotate(now, GUARD_LOOKS);
+        self.rates.rotate(now, GUARD_LOOKS);
+        while self.over() && self.records.evict_oldest(now) {}
+        while self.over() && self.dedupe.evict_oldest(now) {}
+        while self.over() && self.links.evict_oldest(now) {}
+        // Only guard state is left: look for every lapsed entry before saying the store
+        // is full of live guard state.
+        if self.over() && self.last_sweep.is_none_or(|at| now >= at + SWEEP_EVERY) {
+            self.last_sweep = Some(now);
+            self.claims.sweep(now);
+            self.rates.sweep(now);
+        }
+        self.overloaded = self.over();
+    }
+
+    /// What the store dropped since last asked.
+    fn take_dropped(&mut self) -> Tally {
+        let mut tally = Tally::default();
+        tally.add(&mut self.records.dropped);
+        tally.add(&mut self.dedupe.dropped);
+        tally.add(&mut self.links.dropped);
+        tally.add(&mut self.claims.dropped);
+        tally.add(&mut self.rates.dropped);
+        tally
+    }
+
+    /// The idempotency record under `key`, unless it has lapsed.
+    fn held(&mut self, key: &str, now: Instant) -> Option<&Record> {
+        if self.claims.live(key, now).is_some() {
+            return self.claims.map.get(key).map(|entry| &entry.value);
+        }
+        self.dedupe.live(key, now)
+    }
+
+    /// The map a plain value under `key` lives in.
+    fn values(&mut self, key: &str) -> &mut Entries<Box<str>> {
+        match Kind::of_value(key) {
+            Kind::Link => &mut self.links,
+            _ => &mut self.records,
+        }
+    }
+}
+
+/// State in this process only, within about its memory budget (see the module docs for
+/// what goes first when it is spent).
 pub struct MemoryStore {
-    /// GCRA theoretical arrival times, in milliseconds since `epoch`.
-    rates: Mutex<Expiring<u64>>,
-    claims: Mutex<Expiring<Record>>,
-    values: Mutex<Values>,
+    inner: Mutex<Inner>,
+    /// Mirrors `Inner::overloaded`, so that the usual answer takes no lock.
+    overloaded: AtomicBool,
     epoch: Instant,
 }
 
@@ -233,27 +413,106 @@ impl Default for MemoryStore {
     }
 }
 
-/// Locks a map. Nothing panics while one is held, so a poisoned lock holds whole data.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl MemoryStore {
     /// A store that keeps its maps within about `budget` bytes.
     pub fn with_budget(budget: u64) -> Self {
-        let share = |part: u64| usize::try_from(budget / part).unwrap_or(usize::MAX);
         MemoryStore {
-            rates: Mutex::new(Expiring::new(share(4))),
-            claims: Mutex::new(Expiring::new(share(4))),
-            values: Mutex::new(Values::new(share(2))),
+            inner: Mutex::new(Inner {
+                records: Entries::new(|_| Kind::Record),
+                dedupe: Entries::new(|_| Kind::Dedupe),
+                links: Entries::new(|_| Kind::Link),
+                claims: Entries::new(Kind::of_claim),
+                rates: Entries::new(|_| Kind::Rate),
+                budget: usize::try_from(budget).unwrap_or(usize::MAX),
+                overloaded: false,
+                last_sweep: None,
+            }),
+            overloaded: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
 
-    fn values(&self) -> MutexGuard<'_, Values> {
-        lock(&self.values)
+    /// Runs `f` under the lock, then reports what it made the store drop.
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let (result, dropped) = {
+            // Nothing panics while the lock is held, so a poisoned lock holds whole data.
+            let mut inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let result = f(&mut inner);
+            self.overloaded.store(inner.overloaded, Ordering::Relaxed);
+            (result, inner.take_dropped())
+        };
+        dropped.report();
+        result
+    }
+
+    #[cfg(test)]
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap()
+    }
+
+    fn nanos_at(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.epoch))
+    }
+
+    /// [`Store::rate_acquire`] at the instant `now` (tests pass instants of their own
+    /// rather than wait).
+    pub fn rate_acquire_at(&self, limits: &[RateLimit<'_>], now: Instant) -> RateDecision {
+        let now_ns = self.nanos_at(now);
+        self.with(|inner| {
+            // Checked and counted together, under one lock.
+            let mut counted = Vec::with_capacity(limits.len());
+            for (index, limit) in limits.iter().enumerate() {
+                let tat = inner.rates.live(limit.key, now).copied();
+                match gcra(tat, now_ns, limit.spec) {
+                    Ok(new_tat) => counted.push(new_tat),
+                    Err(retry_after) => {
+                        return RateDecision::Limited {
+                            limit: index,
+                            retry_after,
+                        }
+                    }
+                }
+            }
+            for (limit, new_tat) in limits.iter().zip(counted) {
+                let expires_at = self.epoch + Duration::from_nanos(new_tat);
+                inner.rates.set(limit.key, new_tat, Some(expires_at));
+            }
+            inner.make_room(now);
+            RateDecision::Allowed
+        })
+    }
+
+    /// [`Store::rate_refund`] at the instant `now`.
+    pub fn rate_refund_at(&self, limits: &[RateLimit<'_>], now: Instant) {
+        let now_ns = self.nanos_at(now);
+        self.with(|inner| {
+            for limit in limits {
+                let Some(&tat) = inner.rates.live(limit.key, now) else {
+                    continue;
+                };
+                match gcra_refund(tat, now_ns, limit.spec) {
+                    Some(tat) => inner.rates.update(limit.key, |entry| {
+                        entry.value = tat;
+                        entry.expires_at = Some(self.epoch + Duration::from_nanos(tat));
+                    }),
+                    None => drop(inner.rates.remove(limit.key)),
+                }
+            }
+        });
+    }
+
+    fn overloaded_at(&self, now: Instant) -> bool {
+        if !self.overloaded.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Guard state lapses by itself: look again whether it still fills the budget.
+        self.with(|inner| {
+            inner.make_room(now);
+            inner.overloaded
+        })
     }
 }
 
@@ -268,28 +527,12 @@ impl Store for MemoryStore {
     }
 
     async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
-        // One lock for all the limits of a send: they are checked and counted together.
-        let mut rates = lock(&self.rates);
-        let now = Instant::now();
-        let now_ms = now.duration_since(self.epoch).as_millis() as u64;
-        let mut counted = Vec::with_capacity(limits.len());
-        for (index, limit) in limits.iter().enumerate() {
-            let tat = rates.entries.live(limit.key, now).copied();
-            match gcra(tat, now_ms, limit.spec) {
-                Ok(new_tat) => counted.push(new_tat),
-                Err(retry_after) => {
-                    return Ok(RateDecision::Limited {
-                        limit: index,
-                        retry_after,
-                    })
-                }
-            }
-        }
-        for (limit, new_tat) in limits.iter().zip(counted) {
-            let expires_at = self.epoch + Duration::from_millis(new_tat);
-            rates.insert(limit.key, new_tat, expires_at, now);
-        }
-        Ok(RateDecision::Allowed)
+        Ok(self.rate_acquire_at(limits, Instant::now()))
+    }
+
+    async fn rate_refund(&self, limits: &[RateLimit<'_>]) -> Result<(), StoreError> {
+        self.rate_refund_at(limits, Instant::now());
+        Ok(())
     }
 
     async fn claim(
@@ -300,22 +543,23 @@ impl Store for MemoryStore {
         ttl: Duration,
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
-        let mut claims = lock(&self.claims);
-        if let Some(held) = claims.entries.live(key, now) {
-            return Ok(held.clone().into_claim());
-        }
-        let record = Record::InFlight {
-            token: token.to_owned(),
-            fingerprint: fingerprint.to_owned(),
-        };
-        claims.insert(key, record, now + ttl, now);
-        Ok(Claim::Claimed)
+        Ok(self.with(|inner| {
+            if let Some(held) = inner.held(key, now) {
+                return held.clone().into_claim();
+            }
+            let record = Record::InFlight {
+                token: token.to_owned(),
+                fingerprint: fingerprint.to_owned(),
+            };
+            inner.claims.set(key, record, Some(now + ttl));
+            inner.make_room(now);
+            Claim::Claimed
+        }))
     }
 
     async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError> {
-        let mut claims = lock(&self.claims);
-        let held = claims.entries.live(key, Instant::now());
-        Ok(held.cloned().map(Record::into_claim))
+        let now = Instant::now();
+        Ok(self.with(|inner| inner.held(key, now).cloned().map(Record::into_claim)))
     }
 
     async fn finish(
@@ -327,98 +571,91 @@ impl Store for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
-        let mut claims = lock(&self.claims);
-        match claims.entries.live(key, now) {
+        self.with(|inner| match inner.held(key, now) {
             // Another request took the key after ours lapsed: its claim stands.
             Some(Record::InFlight { token: holder, .. }) if holder != token => {}
             Some(Record::Done { .. }) => {}
             _ => {
+                inner.claims.remove(key);
                 let done = Record::Done {
                     fingerprint: fingerprint.to_owned(),
                     answer: answer.clone(),
                 };
-                claims.insert(key, done, now + ttl, now);
+                // A dedupe answer is history; an `Idempotency-Key` answer is a promise.
+                let entries = match Kind::of_claim(key) {
+                    Kind::Dedupe => &mut inner.dedupe,
+                    _ => &mut inner.claims,
+                };
+                entries.set(key, done, Some(now + ttl));
+                inner.make_room(now);
             }
-        }
+        });
         Ok(())
     }
 
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        let mut claims = lock(&self.claims);
-        let held = claims.entries.live(key, Instant::now());
-        if matches!(held, Some(Record::InFlight { token: holder, .. }) if holder == token) {
-            claims.entries.remove(key);
-        }
+        let now = Instant::now();
+        self.with(|inner| {
+            let held = inner.claims.live(key, now);
+            if matches!(held, Some(Record::InFlight { token: holder, .. }) if holder == token) {
+                inner.claims.remove(key);
+            }
+        });
         Ok(())
     }
 
     async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError> {
         let now = Instant::now();
-        let mut values = self.values();
-        for &(key, value) in entries {
-            // `insert` replaces the key in its own map; only the other one needs clearing.
-            match ttl {
-                Some(ttl) => {
-                    values.forever.remove(key);
-                    let value = value.into();
-                    let expires_at = now + ttl;
-                    values.timed.insert(key, Timed { value, expires_at });
-                }
-                None => {
-                    values.timed.remove(key);
-                    values.forever.insert(key, value.into());
-                }
+        let expires_at = ttl.map(|ttl| now + ttl);
+        self.with(|inner| {
+            for &(key, value) in entries {
+                inner.values(key).set(key, value.into(), expires_at);
             }
-        }
-        values.trim(now);
+            inner.make_room(now);
+        });
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
         let now = Instant::now();
-        let mut values = self.values();
-        if values.timed.map.contains_key(key) {
-            return Ok(values.timed.live(key, now).map(ToString::to_string));
-        }
-        Ok(values
-            .forever
-            .map
-            .to_back(key)
-            .map(|value| value.to_string()))
+        Ok(self.with(|inner| {
+            let values = inner.values(key);
+            let value = values.live(key, now)?.to_string();
+            if Kind::of_value(key) == Kind::Link {
+                // Links go least recently used first.
+                values.map.to_back(key);
+            }
+            Some(value)
+        }))
     }
 
     async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError> {
         let now = Instant::now();
-        let mut values = self.values();
-        let Values { timed, forever, .. } = &mut *values;
-        let replaced = if timed.map.contains_key(key) {
-            let current = timed.live(key, now);
-            let matches = current.is_some_and(|current| **current == *expected);
+        Ok(self.with(|inner| {
+            let values = inner.values(key);
+            let matches = values
+                .live(key, now)
+                .is_some_and(|current| **current == *expected);
             if matches {
                 // Same place and lifetime: a status update does not extend a record.
-                timed.update(key, |entry| entry.value = new.into());
+                values.update(key, |entry| entry.value = new.into());
+                inner.make_room(now);
             }
             matches
-        } else {
-            let matches = forever.map.get(key).is_some_and(|v| **v == *expected);
-            if matches {
-                forever.update(key, |value| *value = new.into());
-            }
-            matches
-        };
-        values.trim(now);
-        Ok(replaced)
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.values().remove(key);
+        self.with(|inner| inner.values(key).remove(key));
         Ok(())
     }
 
     fn memory_bytes(&self) -> u64 {
-        let rates = lock(&self.rates).entries.bytes;
-        let claims = lock(&self.claims).entries.bytes;
-        (rates + claims + self.values().bytes()) as u64
+        self.with(|inner| inner.bytes() as u64)
+    }
+
+    fn overloaded(&self) -> bool {
+        self.overloaded_at(Instant::now())
     }
 }
 
@@ -428,12 +665,7 @@ mod tests {
     use crate::config::RateSpec;
     use proptest::prelude::*;
 
-    /// A store whose plain values may weigh `budget` bytes.
-    fn small(budget: usize) -> MemoryStore {
-        let store = MemoryStore::default();
-        store.values().budget = budget;
-        store
-    }
+    const HOUR: Duration = Duration::from_secs(3600);
 
     /// What entries weigh, counted afresh.
     fn recount<V: HeapSize>(entries: &Entries<V>) -> usize {
@@ -444,40 +676,230 @@ mod tests {
             .sum()
     }
 
-    /// What a value with a lifetime weighs.
-    fn timed(key: &str, value: &str) -> usize {
+    /// What the whole store weighs, counted afresh.
+    fn recount_all(inner: &Inner) -> usize {
+        recount(&inner.records)
+            + recount(&inner.dedupe)
+            + recount(&inner.links)
+            + recount(&inner.claims)
+            + recount(&inner.rates)
+    }
+
+    /// What a plain value weighs.
+    fn value(key: &str, value: &str) -> usize {
         let value = Timed {
             value: Box::<str>::from(value),
-            expires_at: Instant::now(),
+            expires_at: None,
         };
         weight(key, &value)
     }
 
-    /// What a value kept until deleted weighs.
-    fn kept(key: &str, value: &str) -> usize {
-        weight(key, &Box::<str>::from(value))
+    fn answer(body: &str) -> StoredAnswer {
+        StoredAnswer {
+            status: 200,
+            body: body.into(),
+        }
     }
 
-    /// What the plain values weigh, counted afresh.
-    fn recount_values(values: &Values) -> usize {
-        recount(&values.timed) + recount(&values.forever)
+    /// What a finished idempotency record weighs.
+    fn done(key: &str, body: &str) -> usize {
+        let record = Timed {
+            value: Record::Done {
+                fingerprint: "fp".into(),
+                answer: answer(body),
+            },
+            expires_at: None,
+        };
+        weight(key, &record)
+    }
+
+    /// What a rate counter weighs.
+    fn counter(key: &str) -> usize {
+        weight(
+            key,
+            &Timed {
+                value: 0u64,
+                expires_at: None,
+            },
+        )
+    }
+
+    const SPEC: RateSpec = RateSpec {
+        count: 1,
+        per: HOUR,
+    };
+
+    async fn answered(store: &MemoryStore, key: &str, body: &str) {
+        assert_eq!(
+            store.claim(key, "t", "fp", HOUR).await.unwrap(),
+            Claim::Claimed
+        );
+        store
+            .finish(key, "t", "fp", &answer(body), HOUR)
+            .await
+            .unwrap();
+    }
+
+    fn limited(store: &MemoryStore, key: &str) -> bool {
+        let limit = RateLimit { key, spec: SPEC };
+        matches!(
+            store.rate_acquire_at(&[limit], Instant::now()),
+            RateDecision::Limited { .. }
+        )
     }
 
     #[tokio::test]
-    async fn a_full_map_drops_the_oldest_record_before_any_link() {
-        let budget = kept("chat:a", "1") + timed("msg:2", "two") + timed("msg:3", "three");
-        let store = small(budget);
-        let hour = Some(Duration::from_secs(3600));
-        store.put(&[("chat:a", "1")], None).await.unwrap();
-        store.put(&[("msg:1", "one")], hour).await.unwrap();
-        store.put(&[("msg:2", "two")], hour).await.unwrap();
-        store.put(&[("msg:3", "three")], hour).await.unwrap();
+    async fn history_goes_first_then_dedupe_answers_then_links_and_guard_state_never() {
+        let guard = done("idem:key:a", "x") + counter("rate:number:a");
+        let budget =
+            guard + value("msg:1", "r") + done("idem:dedupe:1", "d") + value("chat:1", "1");
+        let store = MemoryStore::with_budget(budget as u64);
+        answered(&store, "idem:key:a", "x").await;
+        assert!(!limited(&store, "rate:number:a"));
+        store.put(&[("chat:1", "1")], None).await.unwrap();
+        answered(&store, "idem:dedupe:1", "d").await;
+        store.put(&[("msg:1", "r")], Some(HOUR)).await.unwrap();
+        assert_eq!(store.memory_bytes(), budget as u64, "all fit");
+
+        // One more record: the oldest record goes, nothing else.
+        store.put(&[("msg:2", "r")], Some(HOUR)).await.unwrap();
         assert_eq!(store.get("msg:1").await.unwrap(), None);
-        assert_eq!(store.get("msg:2").await.unwrap().as_deref(), Some("two"));
-        assert_eq!(store.get("msg:3").await.unwrap().as_deref(), Some("three"));
-        assert_eq!(store.get("chat:a").await.unwrap().as_deref(), Some("1"));
-        // Only links left: the least recently used one goes.
-        let store = small(2 * kept("chat:a", "1"));
+        assert!(store.peek("idem:dedupe:1").await.unwrap().is_some());
+        // More guard state: the newest record and then the dedupe answer go, not the link.
+        answered(&store, "idem:key:b", "y").await;
+        assert_eq!(store.get("msg:2").await.unwrap(), None);
+        assert_eq!(store.peek("idem:dedupe:1").await.unwrap(), None);
+        assert_eq!(store.get("chat:1").await.unwrap().as_deref(), Some("1"));
+        // And more: only the link is left to give.
+        answered(&store, "idem:key:c", "z").await;
+        assert_eq!(store.get("chat:1").await.unwrap(), None);
+        assert!(!store.overloaded());
+        for n in 0..50 {
+            store
+                .put(&[(&format!("msg:x{n}"), "r")], Some(HOUR))
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            store.peek("idem:key:a").await.unwrap(),
+            Some(Claim::Done { .. })
+        ));
+        assert!(store.peek("idem:key:b").await.unwrap().is_some());
+        assert!(store.peek("idem:key:c").await.unwrap().is_some());
+        assert!(limited(&store, "rate:number:a"), "the counter is kept");
+
+        let inner = store.inner();
+        assert_eq!(inner.bytes(), recount_all(&inner));
+        assert!(inner.bytes() <= inner.budget);
+        // Everything given up was live, and counted by kind.
+        let dropped = &inner.records.dropped.0;
+        assert_eq!(dropped[Kind::Record as usize], [0, 0], "reported already");
+    }
+
+    #[test]
+    fn dropped_entries_are_counted_by_kind_and_liveness() {
+        let store = MemoryStore::with_budget(value("chat:1", "1") as u64);
+        let now = Instant::now();
+        let mut inner = store.inner();
+        inner.records.set("msg:1", "r".into(), Some(now + HOUR));
+        inner.records.set("msg:0", "r".into(), Some(now));
+        inner.make_room(now);
+        inner.links.set("chat:1", "1".into(), None);
+        inner.make_room(now);
+        let tally = inner.take_dropped();
+        assert_eq!(tally.0[Kind::Record as usize], [1, 1]);
+        assert_eq!(tally.0[Kind::Link as usize], [0, 0]);
+        assert_eq!(inner.take_dropped().0, Tally::default().0, "taken once");
+    }
+
+    #[tokio::test]
+    async fn live_guard_state_past_the_budget_overloads_the_store_until_it_lapses() {
+        let budget = 20 * counter("rate:number:00");
+        let store = MemoryStore::with_budget(budget as u64);
+        store.put(&[("msg:1", "record")], Some(HOUR)).await.unwrap();
+        let now = Instant::now();
+        let mut n = 0;
+        while !store.overloaded_at(now) {
+            let key = format!("rate:number:{n:02}");
+            let limit = RateLimit {
+                key: &key,
+                spec: SPEC,
+            };
+            assert_eq!(store.rate_acquire_at(&[limit], now), RateDecision::Allowed);
+            n += 1;
+            assert!(n <= 21, "never overloaded");
+        }
+        assert_eq!(n, 21);
+        assert_eq!(
+            store.get("msg:1").await.unwrap(),
+            None,
+            "records went first"
+        );
+        // Every counter is still counting.
+        for n in 0..21 {
+            let key = format!("rate:number:{n:02}");
+            let limit = RateLimit {
+                key: &key,
+                spec: SPEC,
+            };
+            assert!(matches!(
+                store.rate_acquire_at(&[limit], now),
+                RateDecision::Limited { .. }
+            ));
+        }
+        // Once they lapse, the store takes sends again.
+        assert!(store.overloaded_at(now + HOUR / 2));
+        assert!(!store.overloaded_at(now + HOUR));
+        assert!(store.memory_bytes() <= budget as u64);
+    }
+
+    #[tokio::test]
+    async fn lapsed_entries_behind_live_ones_make_room_before_live_history_goes() {
+        let budget = 3 * counter("rate:number:0") + value("msg:1", "r");
+        let store = MemoryStore::with_budget(budget as u64);
+        let now = Instant::now();
+        let short = RateSpec {
+            count: 1,
+            per: Duration::from_secs(1),
+        };
+        let acquire = |key: &str, spec| {
+            let limit = RateLimit { key, spec };
+            assert_eq!(store.rate_acquire_at(&[limit], now), RateDecision::Allowed);
+        };
+        acquire("rate:number:0", SPEC);
+        acquire("rate:number:1", short);
+        acquire("rate:number:2", SPEC);
+        store.put(&[("msg:1", "r")], Some(HOUR)).await.unwrap();
+        // Later, the short counter (behind a live one) has lapsed: it makes the room.
+        let later = now + Duration::from_secs(2);
+        let limit = RateLimit {
+            key: "rate:number:3",
+            spec: SPEC,
+        };
+        assert_eq!(
+            store.rate_acquire_at(&[limit], later),
+            RateDecision::Allowed
+        );
+        assert_eq!(store.get("msg:1").await.unwrap().as_deref(), Some("r"));
+    }
+
+    #[tokio::test]
+    async fn a_record_that_grows_past_the_budget_pushes_out_the_oldest() {
+        let store = MemoryStore::with_budget((value("msg:1", "a") + value("msg:2", "b")) as u64);
+        store
+            .put(&[("msg:1", "a"), ("msg:2", "b")], Some(HOUR))
+            .await
+            .unwrap();
+        assert!(store.replace("msg:2", "b", "bigger").await.unwrap());
+        assert_eq!(store.get("msg:1").await.unwrap(), None);
+        assert_eq!(store.get("msg:2").await.unwrap().as_deref(), Some("bigger"));
+        let inner = store.inner();
+        assert_eq!(inner.bytes(), recount_all(&inner));
+    }
+
+    #[tokio::test]
+    async fn links_go_least_recently_used_first() {
+        let store = MemoryStore::with_budget(2 * value("chat:a", "1") as u64);
         store.put(&[("chat:a", "1")], None).await.unwrap();
         store.put(&[("chat:b", "2")], None).await.unwrap();
         store.get("chat:a").await.unwrap();
@@ -486,22 +908,7 @@ mod tests {
         assert_eq!(store.get("chat:a").await.unwrap().as_deref(), Some("1"));
     }
 
-    #[tokio::test]
-    async fn a_record_that_grows_past_the_budget_pushes_out_the_oldest() {
-        let hour = Some(Duration::from_secs(3600));
-        let store = small(timed("msg:1", "a") + timed("msg:2", "b"));
-        store
-            .put(&[("msg:1", "a"), ("msg:2", "b")], hour)
-            .await
-            .unwrap();
-        assert!(store.replace("msg:2", "b", "bigger").await.unwrap());
-        assert_eq!(store.get("msg:1").await.unwrap(), None);
-        assert_eq!(store.get("msg:2").await.unwrap().as_deref(), Some("bigger"));
-        let values = store.values();
-        assert_eq!(values.bytes(), recount_values(&values));
-    }
-
-    /// One operation on the plain values, for the property below.
+    /// One operation on the store, for the property below.
     #[derive(Debug, Clone)]
     enum Step {
         Put {
@@ -519,6 +926,14 @@ mod tests {
         Delete {
             key: u8,
         },
+        Answer {
+            key: u8,
+            len: usize,
+            dedupe: bool,
+        },
+        Count {
+            key: u8,
+        },
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -526,46 +941,82 @@ mod tests {
         let len = 0usize..300;
         prop_oneof![
             (key.clone(), len.clone(), prop::option::of(0u64..2))
-                .prop_map(|(key, len, ttl)| { Step::Put { key, len, ttl } }),
-            (key.clone(), len).prop_map(|(key, len)| Step::Replace { key, len }),
+                .prop_map(|(key, len, ttl)| Step::Put { key, len, ttl }),
+            (key.clone(), len.clone()).prop_map(|(key, len)| Step::Replace { key, len }),
             key.clone().prop_map(|key| Step::Get { key }),
-            key.prop_map(|key| Step::Delete { key }),
+            key.clone().prop_map(|key| Step::Delete { key }),
+            (key.clone(), len, any::<bool>()).prop_map(|(key, len, dedupe)| Step::Answer {
+                key,
+                len,
+                dedupe
+            }),
+            key.prop_map(|key| Step::Count { key }),
         ]
     }
 
+    /// A record or a link, by the key's number.
+    fn value_key(key: u8) -> String {
+        if key % 3 == 0 {
+            format!("chat:{key:02}")
+        } else {
+            format!("msg:{key:02}")
+        }
+    }
+
     proptest! {
-        /// Whatever is written, replaced, read or deleted, the running weight is what
-        /// the values weigh and never more than the budget.
+        /// Whatever is written, replaced, read, deleted, answered or counted, the running
+        /// weight is what the entries weigh, and never more than the budget unless live
+        /// guard state alone outweighs it (then nothing else is left, and the store says
+        /// it is overloaded).
         #[test]
-        fn the_values_stay_within_their_budget(steps in prop::collection::vec(step(), 1..60)) {
+        fn the_store_stays_within_its_budget(steps in prop::collection::vec(step(), 1..60)) {
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let budget = 5 * timed("msg:00", &"x".repeat(150));
-            let store = small(budget);
+            let budget = 5 * value("msg:00", &"x".repeat(150));
+            let store = MemoryStore::with_budget(budget as u64);
             runtime.block_on(async {
                 for step in steps {
                     match step {
                         Step::Put { key, len, ttl } => {
-                            let ttl = ttl.map(|hours| Duration::from_secs(hours * 3600));
-                            let key = format!("msg:{key:02}");
+                            let ttl = ttl.map(|hours| HOUR * hours as u32);
+                            let key = value_key(key);
                             store.put(&[(&key, &"v".repeat(len))], ttl).await.unwrap();
                         }
                         Step::Replace { key, len } => {
-                            let key = format!("msg:{key:02}");
+                            let key = value_key(key);
                             if let Some(current) = store.get(&key).await.unwrap() {
                                 let new = "r".repeat(len);
                                 store.replace(&key, &current, &new).await.unwrap();
                             }
                         }
                         Step::Get { key } => {
-                            store.get(&format!("msg:{key:02}")).await.unwrap();
+                            store.get(&value_key(key)).await.unwrap();
                         }
                         Step::Delete { key } => {
-                            store.delete(&format!("msg:{key:02}")).await.unwrap();
+                            store.delete(&value_key(key)).await.unwrap();
+                        }
+                        Step::Answer { key, len, dedupe } => {
+                            let kind = if dedupe { "dedupe" } else { "key" };
+                            let key = format!("idem:{kind}:{key:02}");
+                            if store.claim(&key, "t", "fp", HOUR).await.unwrap() == Claim::Claimed {
+                                let body = "b".repeat(len);
+                                store.finish(&key, "t", "fp", &answer(&body), HOUR).await.unwrap();
+                            }
+                        }
+                        Step::Count { key } => {
+                            let key = format!("rate:number:{key:02}");
+                            store.rate_acquire(&[RateLimit { key: &key, spec: SPEC }]).await.unwrap();
                         }
                     }
-                    let values = store.values();
-                    prop_assert_eq!(values.bytes(), recount_values(&values));
-                    prop_assert!(values.bytes() <= budget, "{} > {}", values.bytes(), budget);
+                    let overloaded = store.overloaded();
+                    let inner = store.inner();
+                    prop_assert_eq!(inner.bytes(), recount_all(&inner));
+                    if inner.bytes() > budget {
+                        prop_assert!(overloaded);
+                        let history = inner.records.map.len() + inner.dedupe.map.len() + inner.links.map.len();
+                        prop_assert_eq!(history, 0);
+                    } else {
+                        prop_assert!(!overloaded);
+                    }
                 }
                 Ok(())
             })?;
@@ -573,135 +1024,62 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn guard_state_stays_within_its_share_of_the_budget() {
-        let budget = 64 * 1024;
-        let store = MemoryStore::with_budget(budget);
-        let answer = StoredAnswer {
-            status: 200,
-            body: "x".repeat(200),
-        };
-        let ttl = Duration::from_secs(60);
-        let spec = RateSpec {
-            count: 5,
-            per: Duration::from_secs(600),
-        };
-        let written = 2_000;
-        for n in 0..written {
-            let key = format!("idem:{n}");
-            store.claim(&key, "token", "fp", ttl).await.unwrap();
-            store
-                .finish(&key, "token", "fp", &answer, ttl)
-                .await
-                .unwrap();
-            let key = format!("rate:{n}");
-            let decision = store
-                .rate_acquire(&[RateLimit { key: &key, spec }])
-                .await
-                .unwrap();
-            assert_eq!(decision, RateDecision::Allowed);
-        }
-        let share = (budget / 4) as usize;
-        // Each entry weighs at least the fixed overhead, so a share holds at most this many.
-        let most = share / NODE_OVERHEAD;
-        let rates = lock(&store.rates);
-        let claims = lock(&store.claims);
-        for (map, bytes, recounted, entries) in [
-            (
-                "rates",
-                rates.entries.bytes,
-                recount(&rates.entries),
-                rates.entries.map.len(),
-            ),
-            (
-                "claims",
-                claims.entries.bytes,
-                recount(&claims.entries),
-                claims.entries.map.len(),
-            ),
-        ] {
-            assert_eq!(bytes, recounted, "{map}");
-            assert!(bytes <= share, "{map}: {bytes} > {share}");
-            assert!(
-                entries > 0 && entries <= most,
-                "{map}: {entries} of {written} kept"
-            );
-        }
-        // The newest are the ones kept.
-        let newest = format!("idem:{}", written - 1);
-        assert!(claims.entries.map.contains_key(newest.as_str()));
-        assert!(!claims.entries.map.contains_key("idem:0"));
-    }
-
-    #[tokio::test]
     async fn memory_bytes_is_what_every_map_weighs() {
         let store = MemoryStore::default();
         assert_eq!(store.memory_bytes(), 0);
-        let spec = RateSpec {
-            count: 5,
-            per: Duration::from_secs(600),
-        };
-        let minute = Duration::from_secs(60);
         let limit = RateLimit {
             key: "rate:a",
-            spec,
+            spec: SPEC,
         };
         store.rate_acquire(&[limit]).await.unwrap();
-        store.claim("idem:a", "token", "fp", minute).await.unwrap();
-        store
-            .put(&[("msg:1", "record")], Some(minute))
-            .await
-            .unwrap();
+        store.claim("idem:a", "token", "fp", HOUR).await.unwrap();
+        store.put(&[("msg:1", "record")], Some(HOUR)).await.unwrap();
         store.put(&[("chat:a", "1")], None).await.unwrap();
-        let rates = recount(&lock(&store.rates).entries);
-        let claims = recount(&lock(&store.claims).entries);
-        assert!(rates > 0 && claims > 0);
-        let expected = rates + claims + timed("msg:1", "record") + kept("chat:a", "1");
+        let expected = {
+            let inner = store.inner();
+            assert!(inner.rates.bytes > 0 && inner.claims.bytes > 0);
+            inner.rates.bytes + inner.claims.bytes + value("msg:1", "record") + value("chat:a", "1")
+        };
         assert_eq!(store.memory_bytes(), expected as u64);
     }
 
     #[tokio::test]
-    async fn expired_values_are_gone_and_make_room() {
-        let store = small(10 * timed("msg:new", "y"));
+    async fn expired_values_are_gone() {
+        let store = MemoryStore::default();
         store
             .put(&[("msg:old", "x")], Some(Duration::ZERO))
             .await
             .unwrap();
         assert_eq!(store.get("msg:old").await.unwrap(), None);
         assert!(!store.replace("msg:old", "x", "y").await.unwrap());
+        assert_eq!(store.memory_bytes(), 0, "dropped when read");
+        // Lapsed entries are dropped as new ones come, within the budget too, so the
+        // reported fill is what is live.
         store
-            .put(&[("msg:gone", "x")], Some(Duration::from_millis(1)))
+            .put(&[("msg:old", "x")], Some(Duration::ZERO))
             .await
             .unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        store
-            .put(&[("msg:new", "y")], Some(Duration::from_secs(60)))
-            .await
-            .unwrap();
-        let values = store.values();
-        assert_eq!(
-            values.timed.map.len(),
-            1,
-            "expired records are dropped on write"
-        );
+        store.put(&[("msg:new", "y")], Some(HOUR)).await.unwrap();
+        assert_eq!(store.memory_bytes(), value("msg:new", "y") as u64);
     }
 
     #[tokio::test]
-    async fn a_value_moves_between_lifetimes() {
-        let store = small(10 * timed("k", "changed"));
+    async fn a_value_changes_lifetime() {
+        let store = MemoryStore::default();
         store
-            .put(&[("k", "timed")], Some(Duration::from_secs(60)))
+            .put(&[("k", "timed")], Some(Duration::ZERO))
             .await
             .unwrap();
         store.put(&[("k", "kept")], None).await.unwrap();
-        {
-            let values = store.values();
-            assert_eq!((values.timed.map.len(), values.forever.map.len()), (0, 1));
-            assert_eq!(values.bytes(), recount_values(&values));
-        }
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some("kept"));
         assert!(store.replace("k", "kept", "changed").await.unwrap());
+        {
+            let inner = store.inner();
+            assert_eq!(inner.records.map.len(), 1);
+            assert_eq!(inner.bytes(), recount_all(&inner));
+        }
         store.delete("k").await.unwrap();
         assert_eq!(store.get("k").await.unwrap(), None);
-        assert_eq!(store.values().bytes(), 0);
+        assert_eq!(store.memory_bytes(), 0);
     }
 }

@@ -1,11 +1,38 @@
-//! The Redis store, shared by every replica. Each operation is one atomic Lua script,
-//! and rate-limit time comes from the Redis server so replicas agree on it.
+//! The Redis store, shared by every replica: one server, or a Redis Cluster. Each
+//! operation is one atomic Lua script, and rate-limit time comes from the Redis server so
+//! replicas agree on it.
+//!
+//! # Keys on a Redis Cluster
+//!
+//! A cluster keeps each key in one of 16384 slots, spread over its nodes, and refuses a
+//! script or a MULTI/EXEC whose keys sit in different slots (CROSSSLOT). So on a cluster
+//! the keys that one operation touches together share a hash tag (`{...}`, the only part
+//! of a key the slot is computed from):
+//!
+//! - every rate-limit key (`rate:*`) is tagged `{rate}`: one send counts against the
+//!   number, the caller and the global limit in one all-or-nothing script, so they must
+//!   sit together. One slot (one node) carries all the deployment's limits: one short
+//!   script per login is far within what one Redis node serves;
+//! - Telegram links (`chat:*`, `chat-owner:*`) are tagged `{chat}`: a link and its owner
+//!   entry are written together, and there is one pair per registered user;
+//! - everything else (message records, their provider-id index, idempotency records)
+//!   is hashed whole and spreads over the nodes. A record and its index cannot share a
+//!   tag (the index is looked up by the provider's id alone), and need not be written
+//!   atomically: `put` writes them one after another, and a status report that finds no
+//!   index entry is ignored as for an unknown message.
+//!
+//! On a single server the keys keep the names they always had (`otp-relay:<key>`), so an
+//! upgrade keeps existing limits, records and Telegram links.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer};
@@ -13,29 +40,126 @@ use super::{Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAns
 /// Every key otp-relay writes starts with this, so it can share a Redis.
 const PREFIX: &str = "otp-relay:";
 
-/// GCRA with the server's clock, over several limits at once, all or nothing.
-/// KEYS: the limits. ARGV: period ms and emission interval ms of each, in order.
-/// Returns {0, 0} when every limit admits the event (each then counts it), else
-/// {i, ms to wait} for the first that refuses (1-based), and counts nothing.
-const RATE_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local new_tats = {}
-for i, key in ipairs(KEYS) do
-  local period = tonumber(ARGV[2 * i - 1])
-  local interval = tonumber(ARGV[2 * i])
-  local tat = now
+/// On a cluster: the key prefixes whose keys one operation uses together, and the hash
+/// tag that keeps them in one slot (see the module documentation).
+const TAGGED: &[(&str, &str)] = &[
+    ("rate:", "rate"),
+    ("chat:", "chat"),
+    ("chat-owner:", "chat"),
+];
+
+/// How long one store operation may take when nothing else is said (`REDIS_TIMEOUT`).
+/// A healthy Redis answers in well under a millisecond; this leaves room for a busy
+/// one (a fork for a snapshot, a slow disk) before falling back to local memory.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How the Redis deployment is laid out (`REDIS_CLUSTER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One server (possibly a primary with replicas behind one address).
+    Single,
+    /// A Redis Cluster, reached through one or more of its nodes.
+    Cluster,
+}
+
+/// A connection to either layout; both reconnect on their own after a failure.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// What the rate scripts share: time in nanoseconds, from the server's clock so that
+/// replicas agree on it (or, when ARGV[1] is not empty, from ARGV[1] seconds and ARGV[2]
+/// microseconds: tests fix the clock so that nothing they check depends on how fast
+/// they run). A counter holds its theoretical arrival time as `SECONDS NANOSECONDS`:
+/// Lua's numbers are doubles, exact up to 2^53, too few for nanoseconds since 1970 but
+/// plenty for the distance between a counter and now.
+const RATE_CLOCK: &str = r"
+local sec, nsec, fixed
+if ARGV[1] ~= '' then
+  sec, nsec, fixed = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000, true
+else
+  local t = redis.call('TIME')
+  sec, nsec, fixed = tonumber(t[1]), tonumber(t[2]) * 1000, false
+end
+local function ahead_of(key)
   local stored = redis.call('GET', key)
-  if stored then tat = math.max(tonumber(stored), now) end
-  local new_tat = tat + interval
-  local allowed_at = new_tat - period
-  if allowed_at > now then return {i, allowed_at - now} end
-  new_tats[i] = new_tat
+  if not stored then return 0 end
+  local s, n = string.match(stored, '^(%d+) (%d+)$')
+  if not s then return 0 end
+  return (tonumber(s) - sec) * 1e9 + (tonumber(n) - nsec)
 end
+local function store(key, ahead)
+  local total = nsec + ahead
+  local value = string.format('%d %d', sec + math.floor(total / 1e9), total % 1e9)
+  if fixed then
+    redis.call('SET', key, value)
+  else
+    redis.call('SET', key, value, 'PX', math.ceil(ahead / 1e6))
+  end
+end
+";
+
+/// GCRA over several limits at once, all or nothing (see `gcra` in the store module).
+/// KEYS: the limits. ARGV after the clock: interval ns and window ns (`count`
+/// intervals) of each, in order. Returns {0, 0} when every limit admits the event (each
+/// then counts it), else {i, ns to wait} for the first that refuses (1-based), and
+/// counts nothing. A counter with a fixed clock is kept until deleted: its expiry would
+/// run on the real one.
+const RATE_SCRIPT: &str = r"
+local ahead = {}
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, new_tats[i], 'PX', new_tats[i] - now)
+  local interval, window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
+  local a = math.max(ahead_of(key), 0)
+  -- Compared before adding, so that no sum passes the window (and 2^53).
+  if a > window - interval then return {i, a - (window - interval)} end
+  ahead[i] = a + interval
 end
+for i, key in ipairs(KEYS) do store(key, ahead[i]) end
 return {0, 0}
+";
+
+/// Gives one event back to each counter: moves it one interval back, never to before
+/// now. KEYS: the limits. ARGV after the clock: the interval ns of each, in order.
+const REFUND_SCRIPT: &str = r"
+for i, key in ipairs(KEYS) do
+  local a = ahead_of(key) - tonumber(ARGV[i + 2])
+  if a > 0 then store(key, a) else redis.call('DEL', key) end
+end
+return 0
 ";
 
 /// Takes the key when free. ARGV: in-flight record, ttl ms. Returns the holder's
@@ -70,19 +194,25 @@ redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 ";
 
-/// State in a Redis server.
+/// State in a Redis server or cluster.
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
+    topology: Topology,
+    /// The longest one operation may take, round trips and reconnects included.
+    timeout: Duration,
     rate: Script,
+    refund: Script,
     claim: Script,
     finish: Script,
     release: Script,
     replace: Script,
 }
 
-fn unavailable(error: redis::RedisError) -> StoreError {
-    // Redis errors do not carry the URL or password.
-    StoreError(error.to_string())
+impl From<redis::RedisError> for StoreError {
+    fn from(error: redis::RedisError) -> Self {
+        // Redis errors do not carry the URL or password.
+        StoreError(error.to_string())
+    }
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -90,21 +220,53 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// Prepares a connection that is made on first use and remade after a failure, so a
-    /// Redis that is down at startup does not stop otp-relay.
+    /// A single server at `url`, with the default timeout.
     pub fn connect(url: &SecretString) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|_| StoreError("REDIS_URL is not a valid Redis URL".into()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Self::connect_with(url, Topology::Single, DEFAULT_TIMEOUT)
+    }
+
+    /// Prepares a connection that is made on first use and remade after a failure, so a
+    /// Redis that is down at startup does not stop otp-relay. For a cluster, `urls` is a
+    /// comma list of seed nodes (one is enough: the others are discovered). Every
+    /// operation gives up after `timeout`.
+    ///
+    /// A cluster's connection runs on the Tokio runtime this is called on.
+    pub fn connect_with(
+        urls: &SecretString,
+        topology: Topology,
+        timeout: Duration,
+    ) -> Result<RedisStore, StoreError> {
+        let invalid = || StoreError("REDIS_URL is not a valid Redis URL".into());
+        let connection = match topology {
+            Topology::Single => {
+                let client = redis::Client::open(urls.expose_secret()).map_err(|_| invalid())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            }
+            Topology::Cluster => {
+                let seeds: Vec<&str> = urls.expose_secret().split(',').map(str::trim).collect();
+                let client = ClusterClientBuilder::new(seeds)
+                    // Redirections (MOVED, ASK) and reconnects, within `timeout` overall.
+                    .retries(3)
+                    .max_retry_wait(200)
+                    .build()
+                    .map_err(|_| invalid())?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout);
+                Connection::Cluster(client.get_pending_async_connection_with_config(config))
+            }
+        };
         Ok(RedisStore {
             connection,
-            rate: Script::new(RATE_SCRIPT),
+            topology,
+            timeout,
+            rate: Script::new(&format!("{RATE_CLOCK}{RATE_SCRIPT}")),
+            refund: Script::new(&format!("{RATE_CLOCK}{REFUND_SCRIPT}")),
             claim: Script::new(CLAIM_SCRIPT),
             finish: Script::new(FINISH_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
@@ -112,9 +274,111 @@ impl RedisStore {
         })
     }
 
-    fn key(key: &str) -> String {
-        format!("{PREFIX}{key}")
+    /// The Redis key for a store key (see the module documentation).
+    fn key(&self, key: &str) -> String {
+        let tag = match self.topology {
+            Topology::Single => None,
+            Topology::Cluster => TAGGED
+                .iter()
+                .find(|(prefix, _)| key.starts_with(prefix))
+                .map(|(_, tag)| tag),
+        };
+        match tag {
+            None => format!("{PREFIX}{key}"),
+            Some(tag) => format!("{PREFIX}{{{tag}}}:{key}"),
+        }
     }
+
+    /// Runs one operation on the connection within the timeout.
+    async fn bounded<T, F, Fut>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        match tokio::time::timeout(self.timeout, operation(self.connection.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError(format!(
+                "no answer within {}",
+                humantime::format_duration(self.timeout)
+            ))),
+        }
+    }
+
+    /// [`Store::rate_acquire`] as if the server's clock read `at`, for tests: counters
+    /// written so are kept until deleted.
+    pub async fn rate_acquire_at(
+        &self,
+        limits: &[RateLimit<'_>],
+        at: SystemTime,
+    ) -> Result<RateDecision, StoreError> {
+        self.rate_acquire_on(limits, Some(at)).await
+    }
+
+    /// [`Store::rate_refund`] as if the server's clock read `at`, for tests.
+    pub async fn rate_refund_at(
+        &self,
+        limits: &[RateLimit<'_>],
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.rate_refund_on(limits, Some(at)).await
+    }
+
+    async fn rate_acquire_on(
+        &self,
+        limits: &[RateLimit<'_>],
+        at: Option<SystemTime>,
+    ) -> Result<RateDecision, StoreError> {
+        let mut invocation = self.rate.prepare_invoke();
+        clock(&mut invocation, at);
+        for limit in limits {
+            let (interval, window) = super::gcra_steps(limit.spec);
+            invocation
+                .key(self.key(limit.key))
+                .arg(interval)
+                .arg(window);
+        }
+        let (refused, wait): (usize, u64) = self
+            .bounded(
+                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
+            )
+            .await?;
+        Ok(match refused.checked_sub(1) {
+            None => RateDecision::Allowed,
+            Some(limit) => RateDecision::Limited {
+                limit,
+                retry_after: Duration::from_nanos(wait.max(1)),
+            },
+        })
+    }
+
+    async fn rate_refund_on(
+        &self,
+        limits: &[RateLimit<'_>],
+        at: Option<SystemTime>,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.refund.prepare_invoke();
+        clock(&mut invocation, at);
+        for limit in limits {
+            invocation
+                .key(self.key(limit.key))
+                .arg(super::nanos(limit.spec.interval()));
+        }
+        self.bounded(|mut connection| async move {
+            Ok(invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(drop)?)
+        })
+        .await
+    }
+}
+
+/// The clock arguments of the rate scripts: empty for the server's own, else `at`.
+fn clock(invocation: &mut redis::ScriptInvocation<'_>, at: Option<SystemTime>) {
+    match at.map(|at| at.duration_since(UNIX_EPOCH).unwrap_or_default()) {
+        None => invocation.arg("").arg(""),
+        Some(since) => invocation.arg(since.as_secs()).arg(since.subsec_micros()),
+    };
 }
 
 fn in_flight(token: &str, fingerprint: &str) -> String {
@@ -136,35 +400,21 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        self.bounded(|mut connection| async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
-        let mut invocation = self.rate.prepare_invoke();
-        for limit in limits {
-            let period = millis(limit.spec.per);
-            let interval = (period / u64::from(limit.spec.count)).max(1);
-            invocation
-                .key(Self::key(limit.key))
-                .arg(period)
-                .arg(interval);
-        }
-        let (refused, wait): (usize, u64) = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(match refused.checked_sub(1) {
-            None => RateDecision::Allowed,
-            Some(limit) => RateDecision::Limited {
-                limit,
-                retry_after: Duration::from_millis(wait),
-            },
-        })
+        self.rate_acquire_on(limits, None).await
+    }
+
+    async fn rate_refund(&self, limits: &[RateLimit<'_>]) -> Result<(), StoreError> {
+        self.rate_refund_on(limits, None).await
     }
 
     async fn claim(
@@ -174,14 +424,16 @@ impl Store for RedisStore {
         fingerprint: &str,
         ttl: Duration,
     ) -> Result<Claim, StoreError> {
-        let held: Option<String> = self
-            .claim
-            .key(Self::key(key))
+        let mut invocation = self.claim.prepare_invoke();
+        invocation
+            .key(self.key(key))
             .arg(in_flight(token, fingerprint))
-            .arg(millis(ttl))
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg(millis(ttl));
+        let held: Option<String> = self
+            .bounded(
+                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
+            )
+            .await?;
         match held {
             None => Ok(Claim::Claimed),
             Some(text) => Ok(parse_record(&text)?.into_claim()),
@@ -189,11 +441,7 @@ impl Store for RedisStore {
     }
 
     async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError> {
-        let held: Option<String> = redis::cmd("GET")
-            .arg(Self::key(key))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+        let held = self.get(key).await?;
         held.map(|text| parse_record(&text).map(Record::into_claim))
             .transpose()
     }
@@ -211,88 +459,161 @@ impl Store for RedisStore {
             answer: answer.clone(),
         })
         .expect("a record serializes");
-        let _: i64 = self
-            .finish
-            .key(Self::key(key))
+        let mut invocation = self.finish.prepare_invoke();
+        invocation
+            .key(self.key(key))
             .arg(in_flight(token, fingerprint))
             .arg(done)
-            .arg(millis(ttl))
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg(millis(ttl));
+        self.bounded(|mut connection| async move {
+            invocation.invoke_async::<i64>(&mut connection).await?;
+            Ok(())
+        })
+        .await?;
         Ok(())
     }
 
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        // The record holds the fingerprint too; read it to rebuild our exact value.
-        let mut connection = self.connection.clone();
-        let held: Option<String> = redis::cmd("GET")
-            .arg(Self::key(key))
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        let Some(Record::InFlight {
-            token: holder,
-            fingerprint,
-        }) = held.as_deref().map(parse_record).transpose()?
-        else {
-            return Ok(());
-        };
-        if holder != token {
-            return Ok(());
-        }
-        let _: i64 = self
-            .release
-            .key(Self::key(key))
-            .arg(in_flight(token, &fingerprint))
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let key = self.key(key);
+        self.bounded(|mut connection| async move {
+            // The record holds the fingerprint too; read it to rebuild our exact value.
+            let held: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await?;
+            let Some(Record::InFlight {
+                token: holder,
+                fingerprint,
+            }) = held.as_deref().map(parse_record).transpose()?
+            else {
+                return Ok(());
+            };
+            if holder != token {
+                return Ok(());
+            }
+            self.release
+                .key(&key)
+                .arg(in_flight(token, &fingerprint))
+                .invoke_async::<i64>(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError> {
-        // One round trip, applied together (MULTI/EXEC).
-        let mut pipeline = redis::pipe();
-        pipeline.atomic();
-        for &(key, value) in entries {
-            let command = pipeline.cmd("SET").arg(Self::key(key)).arg(value);
+        let keyed: Vec<(String, &str)> = entries
+            .iter()
+            .map(|&(key, value)| (self.key(key), value))
+            .collect();
+        let set = |pipeline: &mut Pipeline, key: &str, value: &str| {
+            let command = pipeline.cmd("SET").arg(key).arg(value);
             if let Some(ttl) = ttl {
                 command.arg("PX").arg(millis(ttl));
             }
             command.ignore();
-        }
-        pipeline
-            .query_async::<()>(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)
+        };
+        // One round trip, applied together (MULTI/EXEC), where the keys allow it: always
+        // on one server, on a cluster when they share a slot. Otherwise one after the
+        // other, in the order given.
+        let together = self.topology == Topology::Single
+            || keyed
+                .windows(2)
+                .all(|pair| Slot::for_key(&pair[0].0) == Slot::for_key(&pair[1].0));
+        let steps: Vec<Pipeline> = if together {
+            let mut pipeline = redis::pipe();
+            pipeline.atomic();
+            for (key, value) in &keyed {
+                set(&mut pipeline, key, value);
+            }
+            vec![pipeline]
+        } else {
+            keyed
+                .iter()
+                .map(|(key, value)| {
+                    let mut pipeline = redis::pipe();
+                    set(&mut pipeline, key, value);
+                    pipeline
+                })
+                .collect()
+        };
+        self.bounded(|mut connection| async move {
+            for step in steps {
+                step.query_async::<()>(&mut connection).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        redis::cmd("GET")
-            .arg(Self::key(key))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)
+        let key = self.key(key);
+        self.bounded(|mut connection| async move {
+            Ok(redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut connection)
+                .await?)
+        })
+        .await
     }
 
     async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError> {
+        let mut invocation = self.replace.prepare_invoke();
+        invocation.key(self.key(key)).arg(expected).arg(new);
         let swapped: i64 = self
-            .replace
-            .key(Self::key(key))
-            .arg(expected)
-            .arg(new)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+            .bounded(
+                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
+            )
+            .await?;
         Ok(swapped == 1)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        redis::cmd("DEL")
-            .arg(Self::key(key))
-            .query_async::<()>(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)
+        let key = self.key(key);
+        self.bounded(|mut connection| async move {
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<()>(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(topology: Topology) -> RedisStore {
+        // Nothing listens there: building the store makes no connection.
+        let url = SecretString::from("redis://127.0.0.1:1".to_owned());
+        RedisStore::connect_with(&url, topology, DEFAULT_TIMEOUT).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_single_server_keeps_the_key_names_deployments_already_have() {
+        let store = store(Topology::Single);
+        for key in ["rate:number:ab12", "chat:cd34", "chat-owner:42", "msg:01J"] {
+            assert_eq!(store.key(key), format!("otp-relay:{key}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn on_a_cluster_keys_used_together_share_a_slot_and_the_rest_spread() {
+        let store = store(Topology::Cluster);
+        let slot = |key: &str| Slot::for_key(store.key(key));
+        // One send's limits: the number's, the caller's and the global one.
+        let rate = slot("rate:number:ab12");
+        assert_eq!(slot("rate:client:ef56"), rate);
+        assert_eq!(slot("rate:global:"), rate);
+        assert_eq!(slot("chat:cd34"), slot("chat-owner:42"));
+        assert_eq!(store.key("rate:global:"), "otp-relay:{rate}:rate:global:");
+        // Records and idempotency keys are not piled onto one node.
+        let spread: std::collections::HashSet<_> = (0..20)
+            .map(|i| slot(&format!("msg:01J{i}")))
+            .chain((0..20).map(|i| slot(&format!("idem:key:{i}"))))
+            .collect();
+        assert!(spread.len() > 30, "{} slots", spread.len());
     }
 }

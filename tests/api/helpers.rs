@@ -70,14 +70,12 @@ impl MessageProvider for RecordingProvider {
         });
         match &self.failure {
             Some(error) => Err(error.clone()),
-            None => Ok(Receipt {
-                provider: self.name.into(),
-                provider_message_id: Some(format!("rec-{}", message.id)),
-                status: DeliveryStatus::Queued,
-                raw_status: Some("accepted".into()),
-                cost: None,
-                balance: None,
-            }),
+            None => Ok(Receipt::new(
+                self.name,
+                Some(format!("rec-{}", message.id)),
+                DeliveryStatus::Queued,
+                Some("accepted".into()),
+            )),
         }
     }
 }
@@ -121,8 +119,25 @@ impl TestApp {
             .expect("request failed")
     }
 
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        self.get_text("/metrics").await
+    }
+
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.post_raw(path, body.to_string()).await
+    }
+
+    /// The body of a `GET`, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request failed")
+            .text()
+            .await
+            .expect("a readable body")
     }
 }
 
@@ -330,13 +345,11 @@ impl MessageProvider for GatedProvider {
     async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
         self.arrived.notify_one();
         self.release.acquire().await.expect("gate open").forget();
-        Ok(Receipt {
-            provider: "gated".into(),
-            provider_message_id: Some(message.id.clone()),
-            status: DeliveryStatus::Queued,
-            raw_status: None,
-            cost: None,
-            balance: None,
-        })
+        Ok(Receipt::new(
+            "gated",
+            Some(message.id.clone()),
+            DeliveryStatus::Queued,
+            None,
+        ))
     }
 }

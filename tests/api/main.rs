@@ -5,6 +5,7 @@ mod cli;
 mod compat;
 mod costs;
 mod fakes;
+mod guard_state;
 mod guards;
 mod health;
 mod helpers;

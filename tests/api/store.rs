@@ -1,19 +1,27 @@
-//! The store contract, run alike against the memory store and a real Redis.
+//! The store contract, run alike against the memory store, a real Redis and a real
+//! Redis Cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use otp_relay::config::RateSpec;
+use std::time::{Instant, SystemTime};
+
+use otp_relay::config::{RateSpec, RATE_PERIODS};
 use otp_relay::store::memory::MemoryStore;
-use otp_relay::store::redis::RedisStore;
-use otp_relay::store::{Claim, RateDecision, RateLimit, Store, StoredAnswer};
+use otp_relay::store::redis::{RedisStore, Topology};
+use otp_relay::store::{Claim, FallbackStore, RateDecision, RateLimit, Store, StoredAnswer};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use secrecy::SecretString;
 
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisCluster, RedisServer};
 
 async fn contract(store: Arc<dyn Store>) {
     store.ping().await.expect("reachable");
+    contract_after_ping(store).await;
+}
 
+async fn contract_after_ping(store: Arc<dyn Store>) {
     // Rate: a burst of `count`, then a wait.
     let spec = RateSpec {
         count: 3,
@@ -46,16 +54,19 @@ async fn contract(store: Arc<dyn Store>) {
         count: 1,
         per: Duration::from_secs(3600),
     };
-    let both = [
-        RateLimit {
-            key: "rate:wide",
-            spec,
-        },
-        RateLimit {
-            key: "rate:narrow",
-            spec: once,
-        },
-    ];
+    let pair = |(a, a_spec), (b, b_spec)| {
+        [
+            RateLimit {
+                key: a,
+                spec: a_spec,
+            },
+            RateLimit {
+                key: b,
+                spec: b_spec,
+            },
+        ]
+    };
+    let both = pair(("rate:wide", spec), ("rate:narrow", once));
     assert_eq!(
         store.rate_acquire(&both).await.unwrap(),
         RateDecision::Allowed
@@ -78,6 +89,43 @@ async fn contract(store: Arc<dyn Store>) {
         store.rate_acquire(&wide).await.unwrap(),
         RateDecision::Limited { limit: 0, .. }
     ));
+
+    // Give-back: a send that never left returns its allowance to every limit it was
+    // counted against, and never more than the burst.
+    let two = RateSpec {
+        count: 2,
+        per: Duration::from_secs(3600),
+    };
+    let given = pair(("rate:give-a", two), ("rate:give-b", once));
+    store.rate_refund(&given).await.unwrap();
+    assert_eq!(
+        store.rate_acquire(&given).await.unwrap(),
+        RateDecision::Allowed
+    );
+    assert!(matches!(
+        store.rate_acquire(&given).await.unwrap(),
+        RateDecision::Limited { limit: 1, .. }
+    ));
+    store.rate_refund(&given).await.unwrap();
+    assert_eq!(
+        store.rate_acquire(&given).await.unwrap(),
+        RateDecision::Allowed,
+        "the give-back returned the allowance"
+    );
+    for _ in 0..3 {
+        store.rate_refund(&given).await.unwrap();
+    }
+    let a = &given[..1];
+    for _ in 0..2 {
+        assert_eq!(store.rate_acquire(a).await.unwrap(), RateDecision::Allowed);
+    }
+    assert!(
+        matches!(
+            store.rate_acquire(a).await.unwrap(),
+            RateDecision::Limited { .. }
+        ),
+        "give-backs beyond what was counted grant nothing"
+    );
 
     // Claims: one holder at a time; others see it in flight, then done.
     let ttl = Duration::from_secs(30);
@@ -192,6 +240,114 @@ async fn the_redis_store_keeps_the_contract() {
 }
 
 #[tokio::test]
+async fn the_redis_store_keeps_the_contract_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    // A bound for the first calls, which also learn the cluster's layout.
+    let timeout = Duration::from_secs(5);
+    // One seed is enough: the other nodes are discovered.
+    let seed = SecretString::from(cluster.nodes[1].url());
+    let store = Arc::new(RedisStore::connect_with(&seed, Topology::Cluster, timeout).unwrap());
+    contract(Arc::clone(&store) as Arc<dyn Store>).await;
+
+    // The keys were spread over the nodes, and each node answered for its own.
+    let counts = cluster.keys_per_node().await;
+    assert!(counts.iter().all(|&n| n > 0), "keys per node: {counts:?}");
+
+    // A node that lost its scripts (a restart, a failover) answers NOSCRIPT: the
+    // script is loaded again and the call goes through.
+    for node in &cluster.nodes {
+        let mut flush = redis::cmd("SCRIPT");
+        flush.arg("FLUSH");
+        node.query::<()>(&flush).await;
+    }
+    let spec = RateSpec {
+        count: 1,
+        per: Duration::from_secs(60),
+    };
+    let limits = [
+        RateLimit {
+            key: "rate:number:flushed",
+            spec,
+        },
+        RateLimit {
+            key: "rate:global:",
+            spec,
+        },
+    ];
+    assert_eq!(
+        store.rate_acquire(&limits).await.unwrap(),
+        RateDecision::Allowed
+    );
+}
+
+#[tokio::test]
+async fn a_hung_redis_does_not_hold_a_call() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let urls = SecretString::from(cluster.urls());
+    let timeout = Duration::from_millis(300);
+    let store = RedisStore::connect_with(&urls, Topology::Cluster, timeout).unwrap();
+    // Connected (with a few tries: a loaded machine may be slower than the timeout).
+    let mut answered = false;
+    for _ in 0..20 {
+        answered = store.get("v:hung").await.is_ok();
+        if answered {
+            break;
+        }
+    }
+    assert!(answered, "the cluster never answered");
+    for node in &cluster.nodes {
+        node.freeze().await;
+    }
+
+    // Generous: only there to end the test should the store wait forever.
+    let failed = tokio::time::timeout(Duration::from_secs(30), async {
+        let limit = [RateLimit {
+            key: "rate:hung",
+            spec: RateSpec {
+                count: 1,
+                per: Duration::from_secs(60),
+            },
+        }];
+        (
+            store.get("v:hung").await,
+            store.rate_acquire(&limit).await,
+            store.put(&[("v:a", "1"), ("v:b", "2")], None).await,
+        )
+    })
+    .await
+    .expect("a store call waited on a hung Redis");
+    assert!(failed.0.is_err() && failed.1.is_err() && failed.2.is_err());
+}
+
+#[tokio::test]
+async fn the_fallback_store_keeps_the_contract_with_redis_up_or_down() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let fallback = |url: String| {
+        let primary = RedisStore::connect(&SecretString::from(url)).unwrap();
+        Arc::new(FallbackStore::new(
+            Box::new(primary),
+            MemoryStore::default(),
+        ))
+    };
+    contract(fallback(redis.url())).await;
+    let url = redis.url();
+    redis.stop().await;
+    let down = fallback(url);
+    // The contract starts with a ping, which fails while Redis is down: the rest runs
+    // on the local memory.
+    assert!(down.ping().await.is_err());
+    assert!(!down.overloaded());
+    let memory: Arc<dyn Store> = down;
+    contract_after_ping(memory).await;
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_is_reported() {
     let Some(redis) = RedisServer::start().await else {
         return;
@@ -200,4 +356,185 @@ async fn an_unreachable_redis_is_reported() {
     redis.stop().await;
     let store = RedisStore::connect(&SecretString::from(url)).unwrap();
     assert!(store.ping().await.is_err());
+}
+
+/// A rate the configuration accepts, as written in it: `COUNT/PERIOD` with any count up to
+/// `most` and any accepted period (at least one microsecond per event).
+fn accepted_rate(most: u32) -> impl Strategy<Value = RateSpec> {
+    let (shortest, longest) = (
+        RATE_PERIODS.0.as_nanos() as u64,
+        RATE_PERIODS.1.as_nanos() as u64,
+    );
+    (1..=most)
+        .prop_flat_map(move |count| {
+            let shortest = shortest.max(u64::from(count) * 1_000);
+            let period = prop_oneof![
+                shortest..=shortest + 1_000_000,
+                shortest..=longest,
+                // The longest periods, where Redis's doubles have the fewest digits left.
+                longest - 1_000_000..=longest,
+            ];
+            (Just(count), period)
+        })
+        .prop_map(|(count, period)| {
+            let text = format!("{count}/{period}ns");
+            text.parse::<RateSpec>()
+                .unwrap_or_else(|e| panic!("{text} refused: {e}"))
+        })
+}
+
+/// Whole microseconds at or after `duration` (the Redis clock's resolution).
+fn micros_up(duration: Duration) -> Duration {
+    Duration::from_micros(duration.as_nanos().div_ceil(1_000) as u64)
+}
+
+/// What every store must do with `spec`, given a way to count at a chosen instant
+/// (`at`, the time after the first burst): exactly `count` at one instant, a refusal
+/// saying to wait the interval, one more after it, and a refusal again.
+fn check_burst_and_replenish(
+    spec: RateSpec,
+    after: Duration,
+    mut acquire: impl FnMut(Duration) -> RateDecision,
+) -> Result<(), TestCaseError> {
+    for n in 0..spec.count {
+        prop_assert_eq!(
+            acquire(Duration::ZERO),
+            RateDecision::Allowed,
+            "event {} of the burst",
+            n
+        );
+    }
+    match acquire(Duration::ZERO) {
+        RateDecision::Limited { limit, retry_after } => {
+            prop_assert_eq!(limit, 0);
+            prop_assert!(retry_after > Duration::ZERO);
+            prop_assert!(retry_after <= spec.per / spec.count);
+            prop_assert_eq!(retry_after, spec.interval());
+        }
+        RateDecision::Allowed => prop_assert!(false, "one past the burst was admitted"),
+    }
+    prop_assert_eq!(
+        acquire(after),
+        RateDecision::Allowed,
+        "replenished after PERIOD/COUNT"
+    );
+    let again = acquire(after);
+    prop_assert!(
+        matches!(again, RateDecision::Limited { .. }),
+        "a second one after one interval: {:?}",
+        again
+    );
+    Ok(())
+}
+
+/// A million a second: one per microsecond, the finest rate accepted. A burst of a
+/// million is too many calls for a test, so the clock goes back instead: one event
+/// counted at `start + (per - interval)` is a full window ahead of `start`. There the
+/// store refuses with a wait of one microsecond (not zero), and one microsecond later
+/// it admits one more.
+fn check_the_finest_rate(mut acquire: impl FnMut(&[RateLimit<'_>], Duration) -> RateDecision) {
+    let spec: RateSpec = "1000000/1s".parse().unwrap();
+    let limit = [RateLimit {
+        key: "rate:finest",
+        spec,
+    }];
+    let full = spec.per - spec.interval();
+    assert_eq!(acquire(&limit, full), RateDecision::Allowed);
+    assert_eq!(
+        acquire(&limit, Duration::ZERO),
+        RateDecision::Limited {
+            limit: 0,
+            retry_after: Duration::from_micros(1)
+        }
+    );
+    assert_eq!(
+        acquire(&limit, Duration::from_micros(1)),
+        RateDecision::Allowed
+    );
+}
+
+#[test]
+fn the_memory_store_counts_the_finest_rate_to_the_microsecond() {
+    let store = MemoryStore::default();
+    let start = Instant::now();
+    check_the_finest_rate(|limit, offset| store.rate_acquire_at(limit, start + offset));
+}
+
+#[test]
+fn the_memory_store_admits_exactly_count_then_one_per_interval() {
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(128));
+    runner
+        .run(&accepted_rate(3_000), |spec| {
+            let store = MemoryStore::default();
+            let start = Instant::now();
+            let limit = [RateLimit {
+                key: "rate:p",
+                spec,
+            }];
+            check_burst_and_replenish(spec, spec.per / spec.count, |offset| {
+                store.rate_acquire_at(&limit, start + offset)
+            })
+        })
+        .unwrap();
+}
+
+#[test]
+fn the_redis_store_admits_exactly_count_then_one_per_interval() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(redis) = runtime.block_on(RedisServer::start()) else {
+        return;
+    };
+    let _context = runtime.enter();
+    let store = RedisStore::connect(&SecretString::from(redis.url())).unwrap();
+    // A fixed clock, so that nothing depends on how fast the calls go.
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+    let case = std::cell::Cell::new(0);
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(48));
+    runner
+        .run(&accepted_rate(120), |spec| {
+            case.set(case.get() + 1);
+            let key = format!("rate:p{}", case.get());
+            let limit = [RateLimit { key: &key, spec }];
+            check_burst_and_replenish(spec, micros_up(spec.per / spec.count), |offset| {
+                runtime
+                    .block_on(store.rate_acquire_at(&limit, start + offset))
+                    .unwrap()
+            })
+        })
+        .unwrap();
+    check_the_finest_rate(|limit, offset| {
+        runtime
+            .block_on(store.rate_acquire_at(limit, start + offset))
+            .unwrap()
+    });
+    // The give-back at a fixed clock too: one back, one more admitted.
+    let spec = RateSpec {
+        count: 3,
+        per: Duration::from_secs(3),
+    };
+    let limit = [RateLimit {
+        key: "rate:given",
+        spec,
+    }];
+    runtime.block_on(async {
+        for _ in 0..3 {
+            assert_eq!(
+                store.rate_acquire_at(&limit, start).await.unwrap(),
+                RateDecision::Allowed
+            );
+        }
+        store.rate_refund_at(&limit, start).await.unwrap();
+        assert_eq!(
+            store.rate_acquire_at(&limit, start).await.unwrap(),
+            RateDecision::Allowed
+        );
+        assert!(matches!(
+            store.rate_acquire_at(&limit, start).await.unwrap(),
+            RateDecision::Limited { .. }
+        ));
+    });
+    drop(redis);
 }

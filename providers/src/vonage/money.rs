@@ -68,12 +68,13 @@ pub(super) fn with_sms_money(mut receipt: Receipt, body: &[u8]) -> Receipt {
             .and_then(decimal_text)
             .and_then(|amount| Money::parse(&amount, Some(CURRENCY)))
     };
-    let prices: Option<Vec<Money>> = reply
+    // Parts Vonage refused carry no price: the message cost what the sent parts did.
+    let prices: Vec<Money> = reply
         .messages
         .iter()
-        .map(|part| money(&part.price))
+        .filter_map(|part| money(&part.price))
         .collect();
-    receipt.cost = prices.and_then(|prices| Money::sum(&prices));
+    receipt.cost = Money::sum(&prices);
     receipt.balance = reply.messages.last().and_then(|part| money(&part.balance));
     receipt
 }
