@@ -1134,13 +1134,17 @@ mod tests {
         let c = config(&[("REDIS_TIMEOUT", "200ms")]).unwrap();
         assert_eq!(c.redis_timeout, Duration::from_millis(200));
         // The default never outlasts a short deadline.
-        let c = config(&[("REQUEST_DEADLINE", "300ms")]).unwrap();
+        let c = config(&[("REQUEST_DEADLINE", "300ms"), ("PROVIDER_TIMEOUT", "300ms")]).unwrap();
         assert_eq!(c.redis_timeout, Duration::from_millis(300));
         for bad in [
             vec![("REDIS_TIMEOUT", "0s")],
             vec![("REDIS_TIMEOUT", "soon")],
             vec![("REDIS_TIMEOUT", "10s")],
-            vec![("REDIS_TIMEOUT", "2s"), ("REQUEST_DEADLINE", "1s")],
+            vec![
+                ("REDIS_TIMEOUT", "2s"),
+                ("REQUEST_DEADLINE", "1s"),
+                ("PROVIDER_TIMEOUT", "1s"),
+            ],
         ] {
             let message = error(&bad);
             assert!(message.contains("REDIS_TIMEOUT"), "{bad:?}: {message}");

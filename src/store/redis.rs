@@ -364,7 +364,10 @@ impl RedisStore {
                 .arg(super::nanos(limit.spec.interval()));
         }
         self.bounded(|mut connection| async move {
-            Ok(invocation.invoke_async::<i64>(&mut connection).await.map(drop)?)
+            Ok(invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(drop)?)
         })
         .await
     }
@@ -563,6 +566,18 @@ impl Store for RedisStore {
             )
             .await?;
         Ok(swapped == 1)
+    }
+
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
+        // The release script is a compare-and-delete of any value.
+        let mut invocation = self.release.prepare_invoke();
+        invocation.key(self.key(key)).arg(expected);
+        let deleted: i64 = self
+            .bounded(
+                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
+            )
+            .await?;
+        Ok(deleted == 1)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
