@@ -11,6 +11,7 @@ mod hygiene;
 mod limits;
 mod logs;
 mod metrics;
+mod monitoring;
 mod openapi;
 mod properties;
 mod providers;
