@@ -20,6 +20,7 @@ mod redis_server;
 mod reliability;
 mod replicas;
 mod send;
+mod server_process;
 mod shutdown;
 mod store;
 mod telegram_bot;

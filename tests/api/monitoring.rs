@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use wiremock::matchers::body_string_contains;
 use wiremock::{Mock, MockServer};
@@ -17,7 +16,7 @@ use crate::fakes::{
     mount_twilio, mount_vonage, provider_vars, twilio_accepted, twilio_error, vonage_accepted,
 };
 use crate::helpers::{spawn_configured_app, TestApp};
-use crate::redis_server::free_port;
+use crate::server_process::{free_port, spawn_or_skip, wait_for_line};
 
 const DASHBOARD: &str = include_str!("../../deploy/grafana/otp-relay.json");
 const ALERTS: &str = include_str!("../../deploy/prometheus/alerts.yml");
@@ -232,51 +231,35 @@ impl Prometheus {
              scrape_configs:\n  - job_name: otp-relay\n    static_configs:\n      - targets: [{target:?}]\n"
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("write the configuration");
-        let spawned = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let _ = std::fs::remove_dir_all(&dir);
-                if std::env::var("REQUIRE_PROMETHEUS").as_deref() == Ok("1") {
-                    panic!("REQUIRE_PROMETHEUS=1 but prometheus is not installed (apt-get install prometheus)");
-                }
-                eprintln!("skipped: prometheus not found; install the prometheus package to run the monitoring test");
-                return None;
-            }
-            Err(error) => panic!("cannot start prometheus: {error}"),
+        let child = spawn_or_skip(
+            Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true),
+            "prometheus",
+            "REQUIRE_PROMETHEUS",
+        );
+        let Some(mut child) = child else {
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
         };
         // Wait for the server to say it is ready, rather than for a while.
         let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut log = Vec::new();
-        let ready = tokio::time::timeout(PATIENCE, async {
-            while let Some(line) = lines.next_line().await.expect("prometheus output") {
-                if line.contains("Server is ready to receive web requests") {
-                    return true;
-                }
-                log.push(line);
-            }
-            false
-        })
-        .await;
-        if ready != Ok(true) {
-            panic!("prometheus did not start:\n{}", log.join("\n"));
+        let ready = "Server is ready to receive web requests";
+        match tokio::time::timeout(PATIENCE, wait_for_line(stderr, ready)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(log)) => panic!("prometheus did not start:\n{}", log.join("\n")),
+            Err(_) => panic!("prometheus was not ready within {PATIENCE:?}"),
         }
-        // Keep draining so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Some(Prometheus {
             address: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::new(),

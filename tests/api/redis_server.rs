@@ -2,8 +2,9 @@
 
 use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::server_process::{free_port, spawn_or_skip, wait_for_line};
 
 /// A running Redis, stopped when dropped.
 pub struct RedisServer {
@@ -20,35 +21,22 @@ impl RedisServer {
 
     /// Starts one on `port` (to bring a stopped server back at the same address).
     pub async fn start_on(port: u16) -> Option<RedisServer> {
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                if std::env::var("REQUIRE_REDIS").as_deref() == Ok("1") {
-                    panic!("REQUIRE_REDIS=1 but redis-server is not installed (apt-get install redis-server)");
-                }
-                eprintln!("skipped: redis-server not found; install the redis-server package to run the Redis tests");
-                return None;
-            }
-            Err(error) => panic!("cannot start redis-server: {error}"),
-        };
+        let mut child = spawn_or_skip(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true),
+            "redis-server",
+            "REQUIRE_REDIS",
+        )?;
         // Wait for the server to say it is ready, rather than for a while.
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        while let Some(line) = lines.next_line().await.expect("redis-server output") {
-            if line.contains("Ready to accept connections") {
-                // Keep draining so the server never blocks on a full pipe.
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Some(RedisServer { port, child });
-            }
+        match wait_for_line(stdout, "Ready to accept connections").await {
+            Ok(()) => Some(RedisServer { port, child }),
+            Err(_) => panic!("redis-server exited before it was ready (port {port} taken?)"),
         }
-        panic!("redis-server exited before it was ready (port {port} taken?)");
     }
 
     pub fn url(&self) -> String {
@@ -60,10 +48,4 @@ impl RedisServer {
         self.child.kill().await.expect("kill redis-server");
         self.port
     }
-}
-
-/// A loopback port nothing listens on now.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
