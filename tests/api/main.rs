@@ -24,3 +24,4 @@ mod server_process;
 mod shutdown;
 mod store;
 mod telegram_bot;
+mod traces;
