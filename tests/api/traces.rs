@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tokio::process::Child;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::fakes::{mount_twilio, twilio_accepted, twilio_path, TWILIO_SID};
+use crate::fakes::{mount_twilio, provider_vars, twilio_accepted, twilio_path};
 use crate::helpers::serve_binary;
 
 /// The caller's trace (W3C Trace Context's own example).
@@ -29,15 +30,12 @@ async fn send_with_traceparent(port: u16) {
     assert_eq!(response.status(), 200);
 }
 
-fn twilio_vars(twilio: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("PROVIDERS", "twilio".into()),
-        ("AUTH_DISABLED", "true".into()),
-        ("TWILIO_ACCOUNT_SID", TWILIO_SID.into()),
-        ("TWILIO_AUTH_TOKEN", "fake-token".into()),
-        ("TWILIO_FROM", "+14155550100".into()),
-        ("TWILIO_BASE_URL", twilio.into()),
-    ]
+/// Runs the binary with Twilio at `twilio` and `extra` variables.
+async fn serve_with_twilio(twilio: &MockServer, extra: &[(&str, &str)]) -> (Child, u16) {
+    let vars = provider_vars(&twilio.uri(), None);
+    let mut vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    vars.extend_from_slice(extra);
+    serve_binary(&vars).await
 }
 
 /// The `traceparent` Twilio received.
@@ -61,12 +59,16 @@ async fn the_callers_trace_goes_on_to_the_provider_and_to_the_collector() {
         .await;
     let twilio = MockServer::start().await;
     mount_twilio(&twilio, twilio_accepted()).await;
-    let mut vars = twilio_vars(&twilio.uri());
-    vars.push(("OTEL_EXPORTER_OTLP_ENDPOINT", collector.uri()));
-    // Export within 100 ms rather than the default 5 s.
-    vars.push(("OTEL_BSP_SCHEDULE_DELAY", "100".into()));
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (_child, port) = serve_binary(&vars).await;
+    let endpoint = collector.uri();
+    let (_child, port) = serve_with_twilio(
+        &twilio,
+        // Export within 100 ms rather than the default 5 s.
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
 
     send_with_traceparent(port).await;
 
@@ -118,9 +120,7 @@ async fn the_callers_trace_goes_on_to_the_provider_and_to_the_collector() {
 async fn without_an_otlp_endpoint_nothing_is_passed_to_providers() {
     let twilio = MockServer::start().await;
     mount_twilio(&twilio, twilio_accepted()).await;
-    let vars = twilio_vars(&twilio.uri());
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (_child, port) = serve_binary(&vars).await;
+    let (_child, port) = serve_with_twilio(&twilio, &[]).await;
 
     send_with_traceparent(port).await;
 
