@@ -214,8 +214,7 @@ async fn send(
 fn cli_providers(
     config: &Config,
 ) -> Result<Vec<std::sync::Arc<dyn otp_relay_providers::MessageProvider>>, StartupError> {
-    let store = crate::store::open(config.redis_url.as_ref(), config.memory_store_bytes)
-        .map_err(StartupError::Store)?;
+    let store = crate::store::open(config).map_err(StartupError::Store)?;
     let records = Records::new(store, config.message_retention);
     build_providers(
         config,

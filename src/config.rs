@@ -87,9 +87,9 @@ impl FromStr for RateSpec {
         } else {
             parse_duration(&format!("1{per}"))?
         };
-        if per.is_zero() {
-            return Err("the period must be longer than zero".into());
-        }
+        let per = RATE_PERIOD_BOUNDS
+            .check(per)
+            .map_err(|problem| format!("the period {problem}"))?;
         Ok(RateSpec { count, per })
     }
 }
@@ -97,6 +97,62 @@ impl FromStr for RateSpec {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| format!("not a duration: {e}"))
 }
+
+/// The sensible range of a duration setting. Every duration read from the environment
+/// has one: beyond it a value is a typo (`10d` for `10s`), and unbounded durations would
+/// overflow the time arithmetic they feed.
+#[derive(Debug, Clone, Copy)]
+struct DurationBounds {
+    min: Duration,
+    max: Duration,
+}
+
+impl DurationBounds {
+    const fn new(min: Duration, max: Duration) -> Self {
+        DurationBounds { min, max }
+    }
+
+    fn check(self, duration: Duration) -> Result<Duration, String> {
+        if duration < self.min || duration > self.max {
+            let shown = |d: Duration| humantime::format_duration(d).to_string();
+            return Err(if self.min.is_zero() {
+                format!("must be at most {}", shown(self.max))
+            } else {
+                format!(
+                    "must be between {} and {}",
+                    shown(self.min),
+                    shown(self.max)
+                )
+            });
+        }
+        Ok(duration)
+    }
+}
+
+const MS: u64 = 1;
+const SECOND: u64 = 1000 * MS;
+const MINUTE: u64 = 60 * SECOND;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+
+const fn millis(min: u64, max: u64) -> DurationBounds {
+    DurationBounds::new(Duration::from_millis(min), Duration::from_millis(max))
+}
+
+/// `REQUEST_DEADLINE`: a login waits on it.
+const REQUEST_DEADLINE_BOUNDS: DurationBounds = millis(100 * MS, 5 * MINUTE);
+/// `PROVIDER_TIMEOUT`; it may also not exceed `REQUEST_DEADLINE`.
+const PROVIDER_TIMEOUT_BOUNDS: DurationBounds = millis(100 * MS, 5 * MINUTE);
+const CIRCUIT_COOLDOWN_BOUNDS: DurationBounds = millis(100 * MS, HOUR);
+/// `DEDUPE_WINDOW`: 0 turns dedupe off.
+const DEDUPE_WINDOW_BOUNDS: DurationBounds = millis(0, DAY);
+/// `MESSAGE_TTL`: the same range a request's `ttl` may ask for.
+const MESSAGE_TTL_BOUNDS: DurationBounds = millis(SECOND, DAY);
+const MESSAGE_RETENTION_BOUNDS: DurationBounds = millis(MINUTE, 90 * DAY);
+/// `REDIS_TIMEOUT`; it must also be shorter than `REQUEST_DEADLINE`.
+const REDIS_TIMEOUT_BOUNDS: DurationBounds = millis(10 * MS, MINUTE);
+/// The period of a rate limit (`N/PERIOD`).
+const RATE_PERIOD_BOUNDS: DurationBounds = millis(SECOND, 31 * DAY);
 
 /// Limits and abuse controls (enforced by the guards and the dispatcher).
 #[derive(Debug, Clone)]
@@ -165,7 +221,14 @@ pub struct Config {
     pub log_filter: String,
     pub access: AccessPolicy,
     pub limits: Limits,
+    /// `REDIS_URL`: one server, or with `redis_cluster` one or more seeds of a cluster
+    /// (a comma list).
     pub redis_url: Option<SecretString>,
+    /// `REDIS_CLUSTER`: `redis_url` names a Redis Cluster.
+    pub redis_cluster: bool,
+    /// `REDIS_TIMEOUT`: the longest one store operation may take, within
+    /// `REQUEST_DEADLINE`.
+    pub redis_timeout: Duration,
     pub message_retention: Duration,
     /// Most memory the in-process store may use, in bytes (`MEMORY_STORE_MIB`).
     pub memory_store_bytes: u64,
@@ -205,6 +268,8 @@ struct RawConfig {
     max_in_flight: Option<String>,
     workers: Option<String>,
     redis_url: Option<String>,
+    redis_cluster: Option<String>,
+    redis_timeout: Option<String>,
     message_retention: Option<String>,
     memory_store_mib: Option<String>,
 }
@@ -252,14 +317,9 @@ impl<'a> Var<'a> {
             .transpose()
     }
 
-    fn duration(&self, default: &str, allow_zero: bool) -> Result<Duration, ConfigError> {
-        self.parse_with(default, |text| {
-            let duration = parse_duration(text)?;
-            if duration.is_zero() && !allow_zero {
-                return Err("must be longer than zero".into());
-            }
-            Ok(duration)
-        })
+    /// A duration within `bounds` (see [`DurationBounds`]).
+    fn duration(&self, default: &str, bounds: DurationBounds) -> Result<Duration, ConfigError> {
+        self.parse_with(default, |text| bounds.check(parse_duration(text)?))
     }
 
     fn number<T: FromStr + PartialOrd + Copy + std::fmt::Display>(
@@ -388,7 +448,8 @@ impl Config {
             }
         }
 
-        let message_ttl = Var::new("MESSAGE_TTL", &raw.message_ttl, "5m").duration("5m", false)?;
+        let message_ttl =
+            Var::new("MESSAGE_TTL", &raw.message_ttl, "5m").duration("5m", MESSAGE_TTL_BOUNDS)?;
 
         let public_base_url = Var::new(
             "PUBLIC_BASE_URL",
@@ -441,25 +502,9 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let limits = parse_limits(&raw)?;
 
-        let redis_var = Var::new("REDIS_URL", &raw.redis_url, "redis://redis:6379");
-        let redis_url = match redis_var.value {
-            None => None,
-            Some(url) => {
-                let scheme = url.split("://").next().unwrap_or_default();
-                if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
-                    // The URL may hold a password: do not echo it.
-                    return Err(ConfigError::Invalid {
-                        var: "REDIS_URL",
-                        value: None,
-                        problem: "must start with redis://, rediss:// or unix://".into(),
-                        example: "redis://redis:6379",
-                    });
-                }
-                Some(SecretString::from(url.to_owned()))
-            }
-        };
-        let message_retention =
-            Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h").duration("24h", false)?;
+        let (redis_url, redis_cluster, redis_timeout) = parse_redis(&raw, &limits)?;
+        let message_retention = Var::new("MESSAGE_RETENTION", &raw.message_retention, "24h")
+            .duration("24h", MESSAGE_RETENTION_BOUNDS)?;
         let memory_store_mib: u64 =
             Var::new("MEMORY_STORE_MIB", &raw.memory_store_mib, "64").number("8", 1, 65_536)?;
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -478,12 +523,95 @@ impl Config {
             access,
             limits,
             redis_url,
+            redis_cluster,
+            redis_timeout,
             message_retention,
             memory_store_bytes: memory_store_mib << 20,
             workers,
             http: HttpLimits::default(),
         })
     }
+}
+
+/// `REDIS_URL`, `REDIS_CLUSTER` and `REDIS_TIMEOUT`.
+fn parse_redis(
+    raw: &RawConfig,
+    limits: &Limits,
+) -> Result<(Option<SecretString>, bool, Duration), ConfigError> {
+    let cluster = Var::new("REDIS_CLUSTER", &raw.redis_cluster, "true").boolean(false)?;
+    let url = Var::new("REDIS_URL", &raw.redis_url, "redis://redis:6379").value;
+    let url = match url {
+        None if cluster => {
+            return Err(ConfigError::Invalid {
+                var: "REDIS_CLUSTER",
+                value: Some("true".into()),
+                problem: "needs REDIS_URL (one or more of the cluster's nodes)".into(),
+                example: "true with REDIS_URL=redis://node-1:6379,redis://node-2:6379",
+            })
+        }
+        None => None,
+        Some(url) => {
+            // The URLs may hold a password: never echo them.
+            let invalid = |problem: &str, example| ConfigError::Invalid {
+                var: "REDIS_URL",
+                value: None,
+                problem: problem.into(),
+                example,
+            };
+            let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+            if nodes.len() > 1 && !cluster {
+                return Err(invalid(
+                    "a comma list names the nodes of a Redis Cluster: set REDIS_CLUSTER=true",
+                    "redis://node-1:6379,redis://node-2:6379",
+                ));
+            }
+            for node in nodes {
+                let scheme = node.split("://").next().unwrap_or_default();
+                let ok = if cluster {
+                    scheme == "redis" && node.contains("://")
+                } else {
+                    matches!(scheme, "redis" | "redis+unix" | "unix")
+                };
+                if scheme == "rediss" {
+                    // The redis client is built without TLS (no TLS stack in the tree).
+                    return Err(invalid(
+                        "rediss:// (TLS) is not supported by this build",
+                        "redis://redis:6379",
+                    ));
+                }
+                if !ok && cluster {
+                    return Err(invalid(
+                        "each cluster node must start with redis://",
+                        "redis://node-1:6379,redis://node-2:6379",
+                    ));
+                }
+                if !ok {
+                    return Err(invalid(
+                        "must start with redis:// or unix://",
+                        "redis://redis:6379",
+                    ));
+                }
+            }
+            Some(SecretString::from(url.to_owned()))
+        }
+    };
+    let timeout_var = Var::new("REDIS_TIMEOUT", &raw.redis_timeout, "1s");
+    let deadline = limits.request_deadline;
+    let timeout = match timeout_var.value {
+        // A store call must leave the request time to send.
+        None => crate::store::redis::DEFAULT_TIMEOUT.min(deadline),
+        Some(_) => {
+            let timeout = timeout_var.duration("1s", REDIS_TIMEOUT_BOUNDS)?;
+            if timeout >= deadline {
+                return Err(timeout_var.invalid(format!(
+                    "must be shorter than REQUEST_DEADLINE ({})",
+                    humantime::format_duration(deadline)
+                )));
+            }
+            timeout
+        }
+    };
+    Ok((url, cluster, timeout))
 }
 
 /// A real provider sends paid messages: an open endpoint would let anyone spend the
@@ -505,7 +633,8 @@ fn check_access_is_configured(
     Ok(())
 }
 
-/// The `PROVIDERS` list, lower-cased, each a known provider and none twice.
+/// The `PROVIDERS` list, lower-cased, each a known provider and none twice; the
+/// console alone or not at all.
 fn parse_provider_names(var: &Var<'_>) -> Result<Vec<&'static str>, ConfigError> {
     let names = var.list();
     if names.is_empty() {
@@ -531,7 +660,18 @@ fn parse_provider_names(var: &Var<'_>) -> Result<Vec<&'static str>, ConfigError>
             }
             Ok(known)
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|names| {
+            // Behind a failing real provider the console would "deliver" to the logs: the
+            // login succeeds, the user gets nothing, the code sits in the output.
+            if names.len() > 1 && names.contains(&"console") {
+                return Err(var.invalid(
+                    "console prints messages instead of sending them and cannot be listed \
+                     beside a real provider; list only real providers, or console alone",
+                ));
+            }
+            Ok(names)
+        })
 }
 
 fn parse_access(raw: &RawConfig) -> Result<AccessPolicy, ConfigError> {
@@ -586,6 +726,17 @@ fn parse_limits(raw: &RawConfig) -> Result<Limits, ConfigError> {
             example: "KP,CU",
         });
     }
+    let request_deadline = Var::new("REQUEST_DEADLINE", &raw.request_deadline, "10s")
+        .duration("10s", REQUEST_DEADLINE_BOUNDS)?;
+    let timeout_var = Var::new("PROVIDER_TIMEOUT", &raw.provider_timeout, "5s");
+    let provider_timeout = timeout_var.duration("5s", PROVIDER_TIMEOUT_BOUNDS)?;
+    // An attempt cannot outlast the send it is part of.
+    if provider_timeout > request_deadline {
+        return Err(timeout_var.invalid(format!(
+            "must not exceed REQUEST_DEADLINE ({})",
+            humantime::format_duration(request_deadline)
+        )));
+    }
     Ok(Limits {
         rate_per_number: Var::new("RATE_LIMIT_PER_NUMBER", &raw.rate_limit_per_number, "5/10m")
             .rate(Some("5/10m"))?,
@@ -601,16 +752,14 @@ fn parse_limits(raw: &RawConfig) -> Result<Limits, ConfigError> {
         allow_non_mobile: Var::new("ALLOW_NON_MOBILE", &raw.allow_non_mobile, "true")
             .boolean(false)?,
         dedupe_window: Var::new("DEDUPE_WINDOW", &raw.dedupe_window, "60s")
-            .duration("60s", true)?,
-        provider_timeout: Var::new("PROVIDER_TIMEOUT", &raw.provider_timeout, "5s")
-            .duration("5s", false)?,
-        request_deadline: Var::new("REQUEST_DEADLINE", &raw.request_deadline, "10s")
-            .duration("10s", false)?,
+            .duration("60s", DEDUPE_WINDOW_BOUNDS)?,
+        provider_timeout,
+        request_deadline,
         retry_max: Var::new("RETRY_MAX", &raw.retry_max, "1").number("1", 0, 10)?,
         circuit_failures: Var::new("CIRCUIT_FAILURES", &raw.circuit_failures, "5")
             .number("5", 1, 1000)?,
         circuit_cooldown: Var::new("CIRCUIT_COOLDOWN", &raw.circuit_cooldown, "30s")
-            .duration("30s", false)?,
+            .duration("30s", CIRCUIT_COOLDOWN_BOUNDS)?,
         max_in_flight: Var::new("MAX_IN_FLIGHT", &raw.max_in_flight, "1024")
             .number("1024", 1, 1_000_000)?,
     })
@@ -659,6 +808,8 @@ mod tests {
         assert_eq!(c.limits.max_in_flight, 1024);
         assert_eq!(c.message_retention, Duration::from_secs(86_400));
         assert!(c.redis_url.is_none());
+        assert!(!c.redis_cluster);
+        assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(c.memory_store_bytes, crate::store::memory::DEFAULT_BUDGET);
         assert_eq!(
             c.workers,
@@ -761,6 +912,55 @@ mod tests {
     }
 
     #[test]
+    fn absurd_durations_and_counts_are_refused_naming_the_variable() {
+        for (var, value) in [
+            ("REQUEST_DEADLINE", "0s"),
+            ("REQUEST_DEADLINE", "1ms"),
+            ("REQUEST_DEADLINE", "1h"),
+            ("REQUEST_DEADLINE", "584542046091y"),
+            ("PROVIDER_TIMEOUT", "0s"),
+            ("PROVIDER_TIMEOUT", "10d"),
+            ("CIRCUIT_COOLDOWN", "0s"),
+            ("CIRCUIT_COOLDOWN", "2h"),
+            ("DEDUPE_WINDOW", "30d"),
+            ("MESSAGE_TTL", "0s"),
+            ("MESSAGE_TTL", "2d"),
+            ("MESSAGE_RETENTION", "1s"),
+            ("MESSAGE_RETENTION", "1y"),
+            ("RATE_LIMIT_PER_NUMBER", "5/0s"),
+            ("RATE_LIMIT_PER_CLIENT", "5/1ms"),
+            ("RATE_LIMIT_GLOBAL", "5/1y"),
+            ("MEMORY_STORE_MIB", "1000000"),
+            ("MAX_IN_FLIGHT", "0"),
+            ("MAX_IN_FLIGHT", "18446744073709551616"),
+            ("RETRY_MAX", "11"),
+            ("RETRY_MAX", "4294967296"),
+            ("CIRCUIT_FAILURES", "0"),
+        ] {
+            let message = error(&[(var, value)]);
+            assert!(
+                message.starts_with(&format!("{var}: ")),
+                "{var}={value}: {message}"
+            );
+        }
+        let message = error(&[("REQUEST_DEADLINE", "1h")]);
+        assert!(message.contains("between 100ms and 5m"), "{message}");
+    }
+
+    #[test]
+    fn an_attempt_may_not_outlast_the_request_deadline() {
+        let message = error(&[("REQUEST_DEADLINE", "2s"), ("PROVIDER_TIMEOUT", "3s")]);
+        assert!(
+            message.starts_with("PROVIDER_TIMEOUT: must not exceed REQUEST_DEADLINE (2s)"),
+            "{message}"
+        );
+        let c = config(&[("REQUEST_DEADLINE", "2s"), ("PROVIDER_TIMEOUT", "2s")]).unwrap();
+        assert_eq!(c.limits.provider_timeout, Duration::from_secs(2));
+        let message = error(&[("REQUEST_DEADLINE", "1s")]);
+        assert!(message.starts_with("PROVIDER_TIMEOUT: "), "{message}");
+    }
+
+    #[test]
     fn provider_variables_are_validated_at_startup() {
         let message = error(&[("PROVIDERS", "twilio"), ("AUTH_DISABLED", "true")]);
         assert!(
@@ -768,13 +968,28 @@ mod tests {
             "{message}"
         );
         let c = config(&[
-            ("PROVIDERS", "telegram, console"),
+            ("PROVIDERS", "telegram, twilio"),
             ("AUTH_DISABLED", "true"),
             ("TELEGRAM_GATEWAY_TOKEN", "gateway-token"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_FROM", "+14155552671"),
         ])
         .unwrap();
         let names: Vec<&str> = c.providers.iter().map(|p| p.name()).collect();
-        assert_eq!(names, ["telegram", "console"]);
+        assert_eq!(names, ["telegram", "twilio"]);
+    }
+
+    #[test]
+    fn the_console_beside_a_real_provider_is_refused() {
+        for list in ["twilio,console", "console, telegram"] {
+            let message = error(&[("PROVIDERS", list), ("AUTH_DISABLED", "true")]);
+            assert!(message.starts_with("PROVIDERS: "), "{list}: {message}");
+            assert!(
+                message.contains("beside a real provider"),
+                "{list}: {message}"
+            );
+        }
     }
 
     #[test]
@@ -827,6 +1042,56 @@ mod tests {
         }
         // The console provider sends nothing real and needs no access setting.
         assert!(config(&[("PROVIDERS", "console")]).is_ok());
+    }
+
+    #[test]
+    fn a_redis_cluster_is_named_by_one_or_more_seeds() {
+        let c = config(&[
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_URL", "redis://node-1:6379, redis://node-2:6379"),
+        ])
+        .unwrap();
+        assert!(c.redis_cluster);
+        let c = config(&[("REDIS_CLUSTER", "yes"), ("REDIS_URL", "redis://cfg:6379")]).unwrap();
+        assert!(c.redis_cluster);
+        for (vars, named) in [
+            (vec![("REDIS_CLUSTER", "true")], "REDIS_CLUSTER"),
+            (vec![("REDIS_CLUSTER", "maybe")], "REDIS_CLUSTER"),
+            (
+                vec![("REDIS_URL", "redis://:hunter2@a:6379,redis://b:6379")],
+                "REDIS_URL",
+            ),
+            (
+                vec![
+                    ("REDIS_CLUSTER", "true"),
+                    ("REDIS_URL", "redis://:hunter2@a:6379,unix:///tmp/r.sock"),
+                ],
+                "REDIS_URL",
+            ),
+            (vec![("REDIS_URL", "rediss://:hunter2@a:6379")], "TLS"),
+        ] {
+            let message = error(&vars);
+            assert!(message.contains(named), "{vars:?}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_redis_timeout_fits_within_the_request_deadline() {
+        let c = config(&[("REDIS_TIMEOUT", "200ms")]).unwrap();
+        assert_eq!(c.redis_timeout, Duration::from_millis(200));
+        // The default never outlasts a short deadline.
+        let c = config(&[("REQUEST_DEADLINE", "300ms")]).unwrap();
+        assert_eq!(c.redis_timeout, Duration::from_millis(300));
+        for bad in [
+            vec![("REDIS_TIMEOUT", "0s")],
+            vec![("REDIS_TIMEOUT", "soon")],
+            vec![("REDIS_TIMEOUT", "10s")],
+            vec![("REDIS_TIMEOUT", "2s"), ("REQUEST_DEADLINE", "1s")],
+        ] {
+            let message = error(&bad);
+            assert!(message.contains("REDIS_TIMEOUT"), "{bad:?}: {message}");
+        }
     }
 
     #[test]

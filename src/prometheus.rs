@@ -21,6 +21,7 @@ pub const REFUSALS: &str = "otp_relay_refusals_total";
 pub const IDEMPOTENT_REPLAYS: &str = "otp_relay_idempotent_replays_total";
 pub const IN_FLIGHT: &str = "otp_relay_sends_in_flight";
 pub const STORE_ERRORS: &str = "otp_relay_store_errors_total";
+pub const PROVIDER_CONFIG_ERRORS: &str = "otp_relay_provider_config_errors_total";
 pub const MEMORY_STORE_BYTES: &str = "otp_relay_memory_store_bytes";
 pub const MEMORY_STORE_LIMIT: &str = "otp_relay_memory_store_limit_bytes";
 
@@ -108,7 +109,15 @@ fn describe() {
         "Repeated requests answered from the first send"
     );
     describe_gauge!(IN_FLIGHT, "Sends in progress");
-    describe_counter!(STORE_ERRORS, "Failed state store operations by backend");
+    describe_counter!(
+        STORE_ERRORS,
+        "Failed state store operations (served from per-replica memory instead), by backend \
+         and operation"
+    );
+    describe_counter!(
+        PROVIDER_CONFIG_ERRORS,
+        "Sends a provider refused because of our configuration, by provider and its code"
+    );
     describe_gauge!(
         MEMORY_STORE_BYTES,
         Unit::Bytes,

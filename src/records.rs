@@ -2,7 +2,13 @@
 //!
 //! A record holds what an operator needs to answer "did it arrive?": ids, channel,
 //! provider, status, error code, the masked number and times. Never the text or the
-//! code. Records live `MESSAGE_RETENTION`; chat links live until the user unlinks.
+//! code. Records live `MESSAGE_RETENTION`; chat links live `TELEGRAM_LINK_TTL` from
+//! the last delivery (so a recycled number stops reaching the old owner), or until the
+//! user unlinks (`/stop`) or blocks the bot.
+//!
+//! Each record is kept with a digest of the caller identity that sent it, and shown
+//! only to that caller. Records kept without one (written before owners were kept)
+//! are shown to nobody; they lapse with `MESSAGE_RETENTION`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,6 +39,43 @@ pub struct MessageRecord {
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
+    /// The parts of a message the provider split and reports on one by one (Vonage SMS
+    /// API); `status` is computed over them. Empty for a message of one piece.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartStatus>,
+}
+
+/// One part of a multi-part message: the provider's id for it and its latest status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PartStatus {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub status: DeliveryStatus,
+}
+
+/// A record as kept in the store: the record and who sent it.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    #[serde(flatten)]
+    record: MessageRecord,
+    /// The digest of the sender's identity; absent on records from before owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+}
+
+impl Kept {
+    fn read(json: &str) -> Result<Kept, StoreError> {
+        serde_json::from_str(json).map_err(|_| StoreError("unreadable message record".into()))
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a record serializes")
+    }
+}
+
+/// What a record keeps of its sender: a digest, never the key or the address.
+fn owner_digest(identity: &str) -> String {
+    digest(&["record-owner", identity])
 }
 
 /// RFC 3339 time, to the second.
@@ -49,10 +92,81 @@ fn progress(status: DeliveryStatus) -> u8 {
     }
 }
 
+/// Delivered, failed or undelivered: what happened to the message, for good.
+fn is_final(status: DeliveryStatus) -> bool {
+    progress(status) == 2
+}
+
+/// Whether a report may move a status from `from` to `to`: never back, and never from
+/// one final status to another.
+fn may_move(from: DeliveryStatus, to: DeliveryStatus) -> bool {
+    if is_final(from) {
+        to == from
+    } else {
+        progress(to) >= progress(from)
+    }
+}
+
 impl MessageRecord {
-    /// Applies a provider's report, unless it would move a final status back.
+    /// The record of a message whose parts the provider reports on one by one: the first
+    /// part's id is `provider_message_id`, every part starts at the record's status.
+    pub fn with_parts(mut self, more_part_ids: &[String]) -> MessageRecord {
+        if let (Some(first), false) = (&self.provider_message_id, more_part_ids.is_empty()) {
+            self.parts = std::iter::once(first)
+                .chain(more_part_ids)
+                .map(|id| PartStatus {
+                    id: id.clone(),
+                    status: self.status,
+                })
+                .collect();
+        }
+        self
+    }
+
+    /// The status of a message of several parts: a part that failed makes the message
+    /// fail (the user cannot read the code); otherwise the message is as far as its
+    /// least advanced part.
+    fn status_over_parts(&self) -> Option<DeliveryStatus> {
+        let failed = self
+            .parts
+            .iter()
+            .map(|p| p.status)
+            .find(|s| matches!(s, DeliveryStatus::Failed | DeliveryStatus::Undelivered));
+        failed.or_else(|| {
+            self.parts
+                .iter()
+                .map(|p| p.status)
+                .min_by_key(|s| progress(*s))
+        })
+    }
+
+    /// Applies a provider's report, unless it would move the status back or replace a
+    /// final status with another (reports arrive out of order and are retried; the first
+    /// final word stands). A repeat of the final status may still refine its details.
     fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
-        if progress(update.status) < progress(self.status) {
+        if let Some(part) = self
+            .parts
+            .iter_mut()
+            .find(|part| part.id == update.provider_message_id)
+        {
+            if !may_move(part.status, update.status) {
+                return false;
+            }
+            part.status = update.status;
+            let overall = self.status_over_parts().unwrap_or(update.status);
+            // The message moves when all its parts did (or one failed); a final status
+            // stays (see `progress`).
+            if overall != self.status && may_move(self.status, overall) {
+                self.status = overall;
+                self.provider_status = Some(update.raw_status.clone());
+            }
+            if update.error_code.is_some() {
+                self.error_code.clone_from(&update.error_code);
+            }
+            self.updated_at = timestamp(now);
+            return true;
+        }
+        if !may_move(self.status, update.status) {
             return false;
         }
         self.status = update.status;
@@ -70,6 +184,8 @@ impl MessageRecord {
 pub struct Records {
     store: Arc<dyn Store>,
     retention: Duration,
+    /// How long a Telegram chat link lives without a delivery (`TELEGRAM_LINK_TTL`).
+    link_ttl: Duration,
 }
 
 fn message_key(id: &str) -> String {
@@ -110,32 +226,59 @@ const UPDATE_ATTEMPTS: usize = 5;
 
 impl Records {
     pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
-        Records { store, retention }
+        Records {
+            store,
+            retention,
+            link_ttl: otp_relay_providers::telegram::DEFAULT_LINK_TTL,
+        }
     }
 
-    /// Stores a new record, indexed by our id and by the provider's.
-    pub async fn save(&self, record: &MessageRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).expect("a record serializes");
-        let key = message_key(&record.id);
-        let index = match (&record.provider, &record.provider_message_id) {
-            (Some(provider), Some(provider_id)) => Some(provider_key(provider, provider_id)),
-            _ => None,
-        };
-        // Both in one store operation (one Redis round trip).
-        let mut entries = vec![(key.as_str(), json.as_str())];
-        if let Some(index) = &index {
-            entries.push((index.as_str(), record.id.as_str()));
+    /// The same records with Telegram chat links that live `ttl` from the last delivery.
+    pub fn with_link_ttl(mut self, ttl: Duration) -> Self {
+        self.link_ttl = ttl;
+        self
+    }
+
+    /// Stores a new record sent by `owner` (a caller identity), indexed by our id and by
+    /// the provider's id of each part.
+    pub async fn save(&self, record: &MessageRecord, owner: &str) -> Result<(), StoreError> {
+        let json = Kept {
+            record: record.clone(),
+            owner: Some(owner_digest(owner)),
         }
+        .to_json();
+        let key = message_key(&record.id);
+        let provider_ids = record
+            .provider_message_id
+            .iter()
+            .chain(record.parts.iter().map(|part| &part.id).skip(1));
+        let indexes: Vec<String> = match &record.provider {
+            Some(provider) => provider_ids
+                .map(|provider_id| provider_key(provider, provider_id))
+                .collect(),
+            None => Vec::new(),
+        };
+        // All in one store operation (one Redis round trip).
+        let mut entries = vec![(key.as_str(), json.as_str())];
+        entries.extend(
+            indexes
+                .iter()
+                .map(|index| (index.as_str(), record.id.as_str())),
+        );
         self.store.put(&entries, Some(self.retention)).await
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+    /// The record `id`, if the caller identity `reader` sent it: to anyone else (and for
+    /// a record with no owner) it does not exist.
+    pub async fn get(&self, id: &str, reader: &str) -> Result<Option<MessageRecord>, StoreError> {
         let Some(json) = self.store.get(&message_key(id)).await? else {
             return Ok(None);
         };
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|_| StoreError("unreadable message record".into()))
+        let kept = Kept::read(&json)?;
+        let owned = kept
+            .owner
+            .is_some_and(|owner| owner == owner_digest(reader));
+        Ok(owned.then_some(kept.record))
     }
 
     /// Applies a provider's status report to the record it is about. Returns the record
@@ -150,22 +293,25 @@ impl Records {
             let Some(current) = self.store.get(&key).await? else {
                 return Ok(None);
             };
-            let mut record: MessageRecord = serde_json::from_str(&current)
-                .map_err(|_| StoreError("unreadable message record".into()))?;
-            if !record.apply(update, SystemTime::now()) {
-                return Ok(Some(record));
+            let mut kept = Kept::read(&current)?;
+            if !kept.record.apply(update, SystemTime::now()) {
+                return Ok(Some(kept.record));
             }
-            let updated = serde_json::to_string(&record).expect("a record serializes");
-            if self.store.replace(&key, &current, &updated).await? {
-                return Ok(Some(record));
+            if self.store.replace(&key, &current, &kept.to_json()).await? {
+                return Ok(Some(kept.record));
             }
         }
         Err(StoreError("the record kept changing; try again".into()))
     }
 
-    /// Links `phone` to a Telegram chat (replacing an earlier link of either).
+    /// Links `phone` to a Telegram chat (replacing an earlier link of either) for
+    /// `TELEGRAM_LINK_TTL`.
     pub async fn link_chat(&self, phone: &Phone, chat_id: i64) -> Result<(), StoreError> {
         self.unlink_chat(chat_id).await?;
+        self.put_link(phone, chat_id).await
+    }
+
+    async fn put_link(&self, phone: &Phone, chat_id: i64) -> Result<(), StoreError> {
         let key = chat_key(phone);
         let chat = chat_id.to_string();
         let owner = chat_owner_key(chat_id);
@@ -175,7 +321,7 @@ impl Records {
                     (key.as_str(), chat.as_str()),
                     (owner.as_str(), key.as_str()),
                 ],
-                None,
+                Some(self.link_ttl),
             )
             .await
     }
@@ -196,14 +342,29 @@ impl Records {
 #[async_trait]
 impl ChatDirectory for Records {
     async fn chat_for(&self, phone: &Phone) -> Result<Option<i64>, ProviderError> {
-        let linked =
-            self.store
-                .get(&chat_key(phone))
-                .await
-                .map_err(|e| ProviderError::Unavailable {
-                    detail: e.to_string(),
-                })?;
+        let linked = self.store.get(&chat_key(phone)).await.map_err(store_down)?;
         Ok(linked.and_then(|chat| chat.parse().ok()))
+    }
+
+    async fn renew(&self, phone: &Phone, chat_id: i64) -> Result<(), ProviderError> {
+        // Only a link that still points at the chat the message went to.
+        if self.chat_for(phone).await? == Some(chat_id) {
+            self.put_link(phone, chat_id).await.map_err(store_down)?;
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, phone: &Phone, chat_id: i64) -> Result<(), ProviderError> {
+        if self.chat_for(phone).await? == Some(chat_id) {
+            self.unlink_chat(chat_id).await.map_err(store_down)?;
+        }
+        Ok(())
+    }
+}
+
+fn store_down(error: StoreError) -> ProviderError {
+    ProviderError::Unavailable {
+        detail: error.to_string(),
     }
 }
 
@@ -223,6 +384,7 @@ mod tests {
             to: "+55119*****17".into(),
             created_at: "2026-11-28T00:00:00Z".into(),
             updated_at: "2026-11-28T00:00:00Z".into(),
+            parts: Vec::new(),
         }
     }
 
@@ -250,7 +412,7 @@ mod tests {
             let mut saved = record(DeliveryStatus::Sent);
             saved.id = format!("01J{n}");
             saved.provider_message_id = Some(provider_id.clone());
-            records.save(&saved).await.unwrap();
+            records.save(&saved, "ip:10.0.0.1").await.unwrap();
             let mut report = update(DeliveryStatus::Delivered);
             report.provider_message_id = provider_id.clone();
             let applied = records.apply(&report).await.unwrap();
@@ -267,6 +429,48 @@ mod tests {
         assert!(!provider_key("twilio", &"x".repeat(500)).contains("xxx"));
     }
 
+    #[tokio::test]
+    async fn a_receipt_for_any_part_finds_the_record_whose_status_is_over_all_parts() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+        let records = Records::new(store, Duration::from_secs(60));
+        let saved = record(DeliveryStatus::Queued).with_parts(&["SM2".into(), "SM3".into()]);
+        records.save(&saved, "ip:10.0.0.1").await.unwrap();
+        use DeliveryStatus::*;
+        for (part, reported, message) in [
+            ("SM3", Delivered, Queued),
+            ("SM1", Delivered, Queued),
+            ("SM2", Sent, Sent),
+            ("SM2", Delivered, Delivered),
+        ] {
+            assert_eq!(
+                after_report(&records, part, reported).await,
+                message,
+                "{part}"
+            );
+        }
+
+        // One failed part fails the message: the user cannot read the code.
+        let mut split = record(DeliveryStatus::Queued);
+        split.id = "01K".into();
+        split.provider_message_id = Some("SM9".into());
+        let split = split.with_parts(&["SM8".into()]);
+        records.save(&split, "ip:10.0.0.1").await.unwrap();
+        assert_eq!(
+            after_report(&records, "SM8", Undelivered).await,
+            Undelivered
+        );
+        assert_eq!(after_report(&records, "SM9", Delivered).await, Undelivered);
+    }
+
+    /// The record's status after the report that part `id` is `status`.
+    async fn after_report(records: &Records, id: &str, status: DeliveryStatus) -> DeliveryStatus {
+        let report = StatusUpdate {
+            provider_message_id: id.into(),
+            ..update(status)
+        };
+        records.apply(&report).await.unwrap().unwrap().status
+    }
+
     #[test]
     fn a_final_status_is_never_moved_back() {
         let mut delivered = record(DeliveryStatus::Delivered);
@@ -278,5 +482,50 @@ mod tests {
         assert!(queued.apply(&update(DeliveryStatus::Undelivered), SystemTime::now()));
         assert_eq!(queued.status, DeliveryStatus::Undelivered);
         assert_eq!(queued.provider_status.as_deref(), Some("undelivered"));
+    }
+
+    #[test]
+    fn a_final_status_is_never_replaced_by_another_final_one() {
+        let mut delivered = record(DeliveryStatus::Delivered);
+        for other in [DeliveryStatus::Failed, DeliveryStatus::Undelivered] {
+            assert!(!delivered.apply(&update(other), SystemTime::now()));
+            assert_eq!(delivered.status, DeliveryStatus::Delivered);
+        }
+        // The same final word again may refine the provider's status (read after delivered).
+        let mut read = update(DeliveryStatus::Delivered);
+        read.raw_status = "read".into();
+        assert!(delivered.apply(&read, SystemTime::now()));
+        assert_eq!(delivered.provider_status.as_deref(), Some("read"));
+    }
+
+    #[tokio::test]
+    async fn a_record_is_shown_only_to_its_sender() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+        let records = Records::new(Arc::clone(&store), Duration::from_secs(60));
+        let sent = record(DeliveryStatus::Sent);
+        records.save(&sent, "key:aaaa").await.unwrap();
+        assert_eq!(
+            records.get("01J", "key:aaaa").await.unwrap(),
+            Some(sent.clone())
+        );
+        assert_eq!(records.get("01J", "key:bbbb").await.unwrap(), None);
+        // A report keeps the owner.
+        records
+            .apply(&update(DeliveryStatus::Delivered))
+            .await
+            .unwrap();
+        let read = records.get("01J", "key:aaaa").await.unwrap().unwrap();
+        assert_eq!(read.status, DeliveryStatus::Delivered);
+        // The owner is kept as a digest only.
+        let kept = store.get("msg:01J").await.unwrap().unwrap();
+        assert!(!kept.contains("aaaa"), "{kept}");
+
+        // A record from before owners were kept is shown to nobody.
+        let legacy = serde_json::to_string(&record(DeliveryStatus::Sent)).unwrap();
+        store
+            .put(&[("msg:01K", legacy.as_str())], None)
+            .await
+            .unwrap();
+        assert_eq!(records.get("01K", "key:aaaa").await.unwrap(), None);
     }
 }

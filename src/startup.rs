@@ -37,6 +37,8 @@ pub enum StartupError {
     Provider(#[from] SettingError),
     #[error(transparent)]
     Store(StoreError),
+    #[error("cannot listen for SIGINT and SIGTERM: {0}")]
+    Signals(std::io::Error),
 }
 
 /// What every handler shares.
@@ -60,9 +62,14 @@ pub struct Application {
 impl Application {
     /// Builds the providers named in the configuration and binds the server.
     pub fn build(config: Config) -> Result<Self, StartupError> {
-        let store = store::open(config.redis_url.as_ref(), config.memory_store_bytes)
-            .map_err(StartupError::Store)?;
-        let records = Records::new(Arc::clone(&store), config.message_retention);
+        let store = store::open(&config).map_err(StartupError::Store)?;
+        let mut records = Records::new(Arc::clone(&store), config.message_retention);
+        if let Some(ttl) = config.providers.iter().find_map(|p| match p {
+            ProviderSettings::Telegram(settings) => Some(settings.link_ttl),
+            _ => None,
+        }) {
+            records = records.with_link_ttl(ttl);
+        }
         let context = provider_context(&config, Arc::new(records.clone()));
         let providers = build_providers(&config, &context)?;
         let telegram_bot = telegram_bot(&config, &context)?;
@@ -75,8 +82,7 @@ impl Application {
         config: Config,
         providers: Vec<Arc<dyn MessageProvider>>,
     ) -> Result<Self, StartupError> {
-        let store = store::open(config.redis_url.as_ref(), config.memory_store_bytes)
-            .map_err(StartupError::Store)?;
+        let store = store::open(&config).map_err(StartupError::Store)?;
         let records = Records::new(Arc::clone(&store), config.message_retention);
         Self::assemble(config, store, records, providers, None)
     }
@@ -103,6 +109,7 @@ impl Application {
         // Before the first send, not during it: the numbering plan loads in ~300 ms.
         otp_relay_providers::phone::warm_up();
         let dispatcher = Dispatcher::new(providers, dispatch_policy(&config));
+        let stop = stop_signal().map_err(StartupError::Signals)?;
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);
         let access = web::Data::new(config.access.clone());
@@ -160,6 +167,7 @@ impl Application {
                 }))
         })
         .workers(workers)
+        .shutdown_signal(stop)
         .shutdown_timeout(shutdown_grace.as_secs())
         // A client that never finishes its headers, idles, or trickles a body is dropped
         // within a bounded time (the body's bound is in `read_limited`): connections are
@@ -188,6 +196,27 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM. Both stop the server gracefully:
+/// actix-web's own handling treats SIGINT as a fast stop that closes the connections of
+/// sends in flight, and a login waiting on one would see its code lost. The listeners are
+/// registered now, so a signal arriving before the server is first polled is not lost
+/// to the default action.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(
+            signal = name,
+            "stopping: no new connections; finishing the sends in flight"
+        );
+    })
 }
 
 /// The dispatcher's time bounds and retry policy, from the configuration.

@@ -58,12 +58,12 @@ impl MessageProvider for ConsoleProvider {
 
     async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
         (self.sink)(&Self::render(message));
-        Ok(Receipt {
-            provider: self.name().to_owned(),
-            provider_message_id: Some(format!("console-{}", message.id)),
-            status: DeliveryStatus::Sent,
-            raw_status: Some("printed".to_owned()),
-        })
+        Ok(Receipt::new(
+            self.name(),
+            Some(format!("console-{}", message.id)),
+            DeliveryStatus::Sent,
+            Some("printed".to_owned()),
+        ))
     }
 }
 

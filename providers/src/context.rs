@@ -15,6 +15,13 @@ pub trait ChatDirectory: Send + Sync {
     /// The chat id linked to `phone`, if any. An error means the directory itself could
     /// not be read (a store outage), not that the number is unknown.
     async fn chat_for(&self, phone: &Phone) -> Result<Option<i64>, ProviderError>;
+
+    /// A message reached `chat_id` for `phone`: the link starts its lifetime again.
+    async fn renew(&self, phone: &Phone, chat_id: i64) -> Result<(), ProviderError>;
+
+    /// The user behind `chat_id` can no longer be reached there (they blocked the bot):
+    /// drop the link of `phone`, if it still points at that chat.
+    async fn forget(&self, phone: &Phone, chat_id: i64) -> Result<(), ProviderError>;
 }
 
 /// A [`ChatDirectory`] in process memory, bounded in size.
@@ -59,6 +66,19 @@ impl ChatDirectory for MemoryChatDirectory {
             .expect("directory lock")
             .get(phone.e164())
             .copied())
+    }
+
+    /// Memory links do not expire: nothing to renew.
+    async fn renew(&self, _phone: &Phone, _chat_id: i64) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    async fn forget(&self, phone: &Phone, chat_id: i64) -> Result<(), ProviderError> {
+        let mut chats = self.chats.write().expect("directory lock");
+        if chats.get(phone.e164()) == Some(&chat_id) {
+            chats.remove(phone.e164());
+        }
+        Ok(())
     }
 }
 

@@ -33,6 +33,13 @@ pub enum ProviderError {
     /// the problem.
     #[error("the provider account cannot send: {detail}")]
     AccountUnusable { detail: String },
+    /// Our own configuration at this provider is wrong: the callback URL we sent, the
+    /// sender, the template, a parameter we chose. `code` is the provider's own code
+    /// (`21609`, `23`, `CALLBACK_URL_INVALID`), taken from a fixed list in the adapter,
+    /// so it is safe as a metric label. Every message fails the same way until an
+    /// operator fixes it; another provider does not share the problem.
+    #[error("the provider refuses our configuration ({code}): {detail}")]
+    Misconfigured { code: String, detail: String },
     /// The provider asked us to slow down; the request was not processed.
     #[error("rate limited by the provider: {detail}")]
     RateLimited {
@@ -83,6 +90,7 @@ impl ProviderError {
             | ProviderError::RecipientOptedOut { detail }
             | ProviderError::Unauthorized { detail }
             | ProviderError::AccountUnusable { detail }
+            | ProviderError::Misconfigured { detail, .. }
             | ProviderError::RateLimited { detail, .. }
             | ProviderError::Unavailable { detail }
             | ProviderError::Connect { detail }
@@ -101,6 +109,7 @@ impl ProviderError {
             ProviderError::RecipientOptedOut { .. } => "recipient_opted_out",
             ProviderError::Unauthorized { .. } => "unauthorized",
             ProviderError::AccountUnusable { .. } => "account_unusable",
+            ProviderError::Misconfigured { .. } => "provider_misconfigured",
             ProviderError::RateLimited { .. } => "rate_limited",
             ProviderError::Unavailable { .. } => "unavailable",
             ProviderError::Connect { .. } => "connect_failed",
@@ -159,6 +168,7 @@ impl ProviderError {
                     | ProviderError::RegionNotEnabled { .. }
                     | ProviderError::Unauthorized { .. }
                     | ProviderError::AccountUnusable { .. }
+                    | ProviderError::Misconfigured { .. }
                     | ProviderError::CodeRequired
                     | ProviderError::Protocol { .. }
             )
@@ -176,10 +186,22 @@ impl ProviderError {
         )
     }
 
-    /// How long the provider asked us to wait, if it said.
+    /// The provider's own code when the failure is our configuration's fault (see
+    /// [`ProviderError::Misconfigured`]).
+    pub fn config_error_code(&self) -> Option<&str> {
+        match self {
+            ProviderError::Misconfigured { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// How long the provider asked us to wait, if it said; never more than
+    /// [`crate::http::MAX_PROVIDER_DELAY`], whoever built the error.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProviderError::RateLimited { retry_after, .. } => *retry_after,
+            ProviderError::RateLimited { retry_after, .. } => {
+                retry_after.map(|wait| wait.min(crate::http::MAX_PROVIDER_DELAY))
+            }
             _ => None,
         }
     }
@@ -242,5 +264,15 @@ mod tests {
         assert!(account.another_provider_may_succeed());
         assert!(!account.is_recipient_problem());
         assert_eq!(account.retry_after(), None);
+
+        let ours = ProviderError::Misconfigured {
+            code: "21609".into(),
+            detail: "invalid StatusCallback".into(),
+        };
+        assert_eq!(ours.code(), "provider_misconfigured");
+        assert_eq!(ours.config_error_code(), Some("21609"));
+        assert!(ours.is_permanent() && ours.another_provider_may_succeed());
+        assert!(!ours.is_recipient_problem() && !ours.never_reached_provider());
+        assert_eq!(account.config_error_code(), None);
     }
 }

@@ -14,7 +14,9 @@ pub const USER_AGENT: &str = concat!("otp-relay/", env!("CARGO_PKG_VERSION"));
 pub const MAX_REPLY_DETAIL: usize = 512;
 
 /// The one client every adapter shares: pooled keep-alive connections, rustls, and a
-/// whole-request timeout of `timeout` (`PROVIDER_TIMEOUT`).
+/// whole-request timeout of `timeout` (`PROVIDER_TIMEOUT`). Connecting has its own,
+/// shorter bound, so that a provider that cannot be reached is told apart from one that
+/// took the request and did not answer (see [`transport_error`]).
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -28,14 +30,19 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 
 /// Maps a failure to get any reply at all. The URL is dropped from the message: some
 /// providers (the Telegram Bot API) carry the token in the path.
+///
+/// A connect timeout is a connect error (reqwest flags it both `is_connect` and
+/// `is_timeout`): no byte of the request left, so it is [`ProviderError::Connect`] and
+/// safe to retry. Only a timeout after the connection was made is
+/// [`ProviderError::Timeout`], whose outcome is unknown.
 pub fn transport_error(error: reqwest::Error) -> ProviderError {
     let error = error.without_url();
-    if error.is_timeout() {
-        ProviderError::Timeout
-    } else if error.is_connect() {
+    if error.is_connect() {
         ProviderError::Connect {
             detail: error.to_string(),
         }
+    } else if error.is_timeout() {
+        ProviderError::Timeout
     } else {
         ProviderError::Unavailable {
             detail: error.to_string(),
@@ -125,6 +132,14 @@ fn inject_trace_context(span: &tracing::Span, headers: &mut reqwest::header::Hea
     });
 }
 
+/// The receipt for a message a provider accepted (it answered 2xx, or its own success
+/// marker) whose reply could not be read or carries no id: the message is with the
+/// provider, so it is a receipt (no id, `queued`), never a failure that would send the
+/// code a second time through another provider. Delivery reports cannot be matched to it.
+pub fn unreadable_acceptance(provider: &str) -> crate::Receipt {
+    crate::Receipt::new(provider, None, crate::DeliveryStatus::Queued, None)
+}
+
 /// A reply that is not of the shape the provider documents.
 pub fn protocol_error(status: StatusCode, body: &[u8]) -> ProviderError {
     let cut = &body[..body.len().min(MAX_REPLY_DETAIL)];
@@ -162,16 +177,43 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
-/// A `Retry-After` header given in seconds (the form providers use).
+/// The longest wait a provider's delay may ask for: a `Retry-After`, a Telegram
+/// `FLOOD_WAIT_<s>` or `retry_after`. It only lengthens waits and `Retry-After` answers;
+/// beyond an hour the number is noise, and unbounded it would overflow time arithmetic.
+pub const MAX_PROVIDER_DELAY: Duration = Duration::from_secs(3600);
+
+/// A provider's delay in seconds, clamped to [`MAX_PROVIDER_DELAY`]: the one door every
+/// delay read from a provider goes through.
+pub fn provider_delay(seconds: u64) -> Duration {
+    Duration::from_secs(seconds.min(MAX_PROVIDER_DELAY.as_secs()))
+}
+
+/// A provider's delay written as whole seconds (`"30"`), clamped by [`provider_delay`];
+/// `None` when it is not only digits.
+pub fn delay_seconds(text: &str) -> Option<Duration> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Too many digits for a u64 is still "a very long time".
+    Some(text.parse().map_or(MAX_PROVIDER_DELAY, provider_delay))
+}
+
+/// A `Retry-After` header (RFC 9110 10.2.3): delta-seconds or an HTTP-date, clamped by
+/// [`provider_delay`]. A date in the past means no wait.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, std::time::SystemTime::now())
+}
+
+/// A `Retry-After` value read at `now`.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Some(wait) = delay_seconds(value) {
+        return Some(wait);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at.duration_since(now).unwrap_or_default();
+    Some(wait.min(MAX_PROVIDER_DELAY))
 }
 
 #[cfg(test)]
@@ -185,6 +227,37 @@ mod tests {
             "The 'To' number +**** is not valid; code ****, ref 42"
         );
         assert!(scrub(&"é".repeat(1000)).len() <= MAX_REPLY_DETAIL);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_clamps_both() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        for huge in ["18446744073709551615", "99999999999999999999999", "86400"] {
+            assert_eq!(
+                parse_retry_after(huge, now),
+                Some(MAX_PROVIDER_DELAY),
+                "{huge}"
+            );
+        }
+        // 2015-10-21 07:28:00 GMT is `now`; two minutes later, a year later, earlier.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 21 Oct 2016 07:28:00 GMT", now),
+            Some(MAX_PROVIDER_DELAY)
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 20 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for junk in ["", "-1", "1.5", "soon", "Wed, 99 Oct 2015 07:30:00 GMT"] {
+            assert_eq!(parse_retry_after(junk, now), None, "{junk}");
+        }
+        assert_eq!(provider_delay(u64::MAX), MAX_PROVIDER_DELAY);
     }
 
     #[test]

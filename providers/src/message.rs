@@ -129,6 +129,38 @@ pub struct Receipt {
     pub status: DeliveryStatus,
     /// The provider's own word for the status, kept for operators.
     pub raw_status: Option<String>,
+    /// The ids of the other parts of a message the provider split and reports on part by
+    /// part (the Vonage SMS API gives each SMS part its own id and delivery receipt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_ids: Vec<String>,
+    /// What the provider says the message cost, as the decimal it wrote, if it said
+    /// (Telegram Gateway `request_cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+    /// The account balance left after this message, if the provider said (Telegram
+    /// Gateway `remaining_balance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_balance: Option<String>,
+}
+
+impl Receipt {
+    /// A receipt with the fields every provider fills; parts, cost and balance empty.
+    pub fn new(
+        provider: &str,
+        provider_message_id: Option<String>,
+        status: DeliveryStatus,
+        raw_status: Option<String>,
+    ) -> Receipt {
+        Receipt {
+            provider: provider.to_owned(),
+            provider_message_id,
+            status,
+            raw_status,
+            part_ids: Vec::new(),
+            cost: None,
+            remaining_balance: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,13 +10,22 @@
 //!   a token that lives no longer than the margin serves only the send that fetched it.
 //!   When a send answers 401 the token is fetched again once and the send retried once
 //!   (a 401 means SendPulse processed nothing). A 400/401/403 from the token endpoint
-//!   means the credentials are wrong: permanent.
+//!   means the credentials are wrong: permanent. Any other failure to get a token (5xx,
+//!   no answer in time) happened before the message was sent: it is `connect_failed`,
+//!   safe to retry, and gives back the caller's allowance.
 //! - SMS: Bearer token, JSON `{"sender":..,"phones":["5511..."],"body":..}` (numbers as
 //!   digit strings without `+`); success `{"result":true,"campaign_id":N}`. SendPulse
 //!   runs the campaign asynchronously, so success means queued.
 //! - WhatsApp: Bearer token, JSON `{"bot_id":..,"phone":"5511...","template":{"name":..,
 //!   "language":{"code":..},"components":[{"type":"body","parameters":[{"type":"text",
-//!   "text":"<code>"}]}]}}`; success `{"success":true,"data":{"id":..,"status":1,..}}`.
+//!   "text":"<code>"}]},{"type":"button","sub_type":"url","index":0,"parameters":
+//!   [{"type":"text","text":"<code>"}]}]}}`: a WhatsApp conversation may only be opened
+//!   with an approved template, and codes go in an authentication template, whose
+//!   copy-code button carries the code as its URL parameter (button components take
+//!   `sub_type` and a numeric `index`, per the sendTemplateByPhone schema in SendPulse's
+//!   WhatsApp API spec); success `{"success":true,"data":{"id":..,"status":1,..}}`.
+//! - A 2xx is an acceptance unless SendPulse's own marker (`result`, `success`) says
+//!   `false`: a 2xx whose body cannot be read, or has no id, is a receipt without an id.
 //! - Errors: `{"error_code":..,"message":..}`, `{"error":..,"error_description":..}`,
 //!   `{"result":false,..}` or `{"success":false,"message"|"errors":..}`. 429 is
 //!   throttling (nothing processed), 5xx an unknown outcome. No per-cause codes are
@@ -297,10 +306,18 @@ impl SendpulseProvider {
                         "template": {
                             "name": settings.template,
                             "language": {"code": settings.language},
-                            "components": [{
-                                "type": "body",
-                                "parameters": [{"type": "text", "text": code}],
-                            }],
+                            "components": [
+                                {
+                                    "type": "body",
+                                    "parameters": [{"type": "text", "text": code}],
+                                },
+                                {
+                                    "type": "button",
+                                    "sub_type": "url",
+                                    "index": 0,
+                                    "parameters": [{"type": "text", "text": code}],
+                                },
+                            ],
                         },
                     }),
                 ))
@@ -371,10 +388,8 @@ impl SendpulseProvider {
             .post(&self.token_url)
             .header(ACCEPT, "application/json")
             .json(&body);
-        read_token_reply(
-            http::exchange(request).await?,
-            self.client_secret.expose_secret(),
-        )
+        let reply = http::exchange(request).await.map_err(before_sending)?;
+        read_token_reply(reply, self.client_secret.expose_secret()).map_err(before_sending)
     }
 
     async fn post(
@@ -466,6 +481,21 @@ pub fn read_token_reply(
         }),
         429 | 500..=599 => Err(reply.error()),
         _ => Err(protocol_error(reply.status, &reply.body)),
+    }
+}
+
+/// A failure to get a token: whatever the token endpoint did, the message itself was
+/// not sent, so an outcome that would be unknown for a send (5xx, no answer in time) is
+/// here a failure that provably never reached the provider.
+fn before_sending(error: ProviderError) -> ProviderError {
+    match error {
+        ProviderError::Unavailable { detail } => ProviderError::Connect {
+            detail: format!("no access token, nothing sent: {detail}"),
+        },
+        ProviderError::Timeout => ProviderError::Connect {
+            detail: "the token endpoint did not answer in time; nothing sent".to_owned(),
+        },
+        other => other,
     }
 }
 
@@ -611,15 +641,17 @@ pub fn read_sms(reply: &Reply) -> Result<Receipt, ProviderError> {
         exceptions: Option<u64>,
     }
     let Ok(parsed) = serde_json::from_slice::<SmsReply>(&reply.body) else {
-        return Err(protocol_error(reply.status, &reply.body));
+        return Ok(accepted_unread(reply));
     };
-    if parsed.result != Some(true) {
-        return Err(reply.refused());
+    match parsed.result {
+        Some(true) => {}
+        Some(false) => return Err(reply.refused()),
+        None => return Ok(accepted_unread(reply)),
     }
     let campaign_id = match parsed.campaign_id {
-        Some(Value::Number(id)) => id.to_string(),
-        Some(Value::String(id)) if !id.is_empty() => id,
-        _ => return Err(protocol_error(reply.status, &reply.body)),
+        Some(Value::Number(id)) => Some(id.to_string()),
+        Some(Value::String(id)) if !id.is_empty() => Some(id),
+        _ => None,
     };
     // A campaign that sends to nobody: SendPulse excluded the number.
     if let Some(Counters {
@@ -634,12 +666,21 @@ pub fn read_sms(reply: &Reply) -> Result<Receipt, ProviderError> {
             ),
         });
     }
-    Ok(Receipt {
-        provider: NAME.to_owned(),
-        provider_message_id: Some(campaign_id),
-        status: DeliveryStatus::Queued,
-        raw_status: None,
-    })
+    Ok(Receipt::new(
+        NAME,
+        campaign_id,
+        DeliveryStatus::Queued,
+        None,
+    ))
+}
+
+/// A 2xx without SendPulse's `false`: the message is with SendPulse, id unknown.
+fn accepted_unread(reply: &Reply) -> Receipt {
+    tracing::warn!(
+        status = reply.status.as_u16(),
+        "sendpulse accepted the message but its reply cannot be read"
+    );
+    http::unreadable_acceptance(NAME)
 }
 
 /// Reads the answer to a WhatsApp template send. Public for the fuzz targets.
@@ -659,17 +700,19 @@ pub fn read_whatsapp(reply: &Reply) -> Result<Receipt, ProviderError> {
         status: Option<i64>,
     }
     let Ok(parsed) = serde_json::from_slice::<WhatsappReply>(&reply.body) else {
-        return Err(protocol_error(reply.status, &reply.body));
+        return Ok(accepted_unread(reply));
     };
-    if parsed.success != Some(true) {
-        return Err(reply.refused());
+    match parsed.success {
+        Some(true) => {}
+        Some(false) => return Err(reply.refused()),
+        None => return Ok(accepted_unread(reply)),
     }
     let (id, status) = match parsed.data {
         Some(Message {
             id: Some(id),
             status,
         }) if !id.is_empty() => (id, status),
-        _ => return Err(protocol_error(reply.status, &reply.body)),
+        _ => return Ok(accepted_unread(reply)),
     };
     // The Message statuses of the chatbot API: 1 new, 2 sent, 3 delivered, 4 opened,
     // 5 redirected, 6 rejected.
@@ -686,12 +729,7 @@ pub fn read_whatsapp(reply: &Reply) -> Result<Receipt, ProviderError> {
         }
         other => (DeliveryStatus::Queued, other.to_string()),
     };
-    Ok(Receipt {
-        provider: NAME.to_owned(),
-        provider_message_id: Some(id),
-        status,
-        raw_status: Some(raw),
-    })
+    Ok(Receipt::new(NAME, Some(id), status, Some(raw)))
 }
 
 #[cfg(test)]

@@ -11,11 +11,18 @@
 //! - `ttl` is the message's validity clamped to the 30..=3600 s Telegram accepts (an
 //!   undelivered message is refunded after it); `payload` is our message id, so delivery
 //!   reports can be matched; `callback_url` is `{PUBLIC_BASE_URL}/webhooks/telegram-gateway`
-//!   when a public URL is set (Telegram accepts at most 256 bytes, over HTTPS).
-//! - Replies: `{"ok":true,"result":{"request_id",…,"delivery_status":{"status"}}}` or
+//!   when a public URL is set and is https (Telegram takes at most 256 bytes, and only
+//!   https: an http one would have every send refused, so it is left out, with a warning
+//!   at startup); `sender_username` is `TELEGRAM_GATEWAY_SENDER_USERNAME`, a verified
+//!   channel of ours that then sends the code (<https://core.telegram.org/gateway/api>).
+//! - Replies: `{"ok":true,"result":{"request_id","request_cost","remaining_balance",…,
+//!   "delivery_status":{"status"}}}` (cost and balance are kept on the receipt) or
 //!   `{"ok":false,"error":"ACCESS_TOKEN_INVALID"}` (an upper-case name, `FLOOD_WAIT_<s>`
-//!   for flood control). `BALANCE_NOT_ENOUGH` and `SENDER_*` are our account's problem:
-//!   `account_unusable`, so another provider may still deliver.
+//!   for flood control). `BALANCE_NOT_ENOUGH` is our account's problem
+//!   (`account_unusable`); `CALLBACK_URL_INVALID`, `TTL_INVALID`, `PAYLOAD_INVALID` and
+//!   `SENDER_*` are our configuration's (`provider_misconfigured`): another provider may
+//!   still deliver. A 2xx without `"ok": false` is an acceptance even when it cannot be
+//!   read: a receipt without an id, never a failover that would send a second code.
 //!
 //! **Bot** (`bot`) sends the full text as a chat message:
 //! `POST {TELEGRAM_BOT_BASE_URL}/bot<token>/sendMessage`, JSON `{chat_id, text}`.
@@ -23,7 +30,13 @@
 //!   with the bot; the [`ChatDirectory`] maps the number to that chat. A number with no chat
 //!   fails with `recipient_not_registered`, so the dispatcher can fail over to SMS.
 //! - Replies: `{"ok":true,"result":{"message_id",…}}` or `{"ok":false,"error_code":429,
-//!   "description":"…","parameters":{"retry_after":5}}`.
+//!   "description":"…","parameters":{"retry_after":5}}`. A 2xx without `"ok": false` is
+//!   an acceptance, as for the Gateway.
+//! - A user who blocked the bot (403 "Forbidden: bot was blocked by the user") cannot be
+//!   reached on this channel: the link is dropped and the send fails with
+//!   `recipient_not_registered`, so the dispatcher falls back to SMS. A delivered message
+//!   renews the link (see [`ChatDirectory::renew`]), which otherwise expires after
+//!   `TELEGRAM_LINK_TTL`, so a recycled number stops reaching the previous owner.
 //! - The token sits in the URL path. URLs never reach an error (see
 //!   [`http::transport_error`]) or a log, and reply text is cleaned of the token before it
 //!   becomes an error detail.
@@ -61,10 +74,15 @@ const GATEWAY_BASE_URL: &str = "TELEGRAM_GATEWAY_BASE_URL";
 const BOT_TOKEN: &str = "TELEGRAM_BOT_TOKEN";
 const BOT_BASE_URL: &str = "TELEGRAM_BOT_BASE_URL";
 const WEBHOOK_SECRET: &str = "TELEGRAM_WEBHOOK_SECRET";
+const SENDER_USERNAME: &str = "TELEGRAM_GATEWAY_SENDER_USERNAME";
+const LINK_TTL: &str = "TELEGRAM_LINK_TTL";
 
 const GATEWAY_TOKEN_EXAMPLE: &str = "AAGx-your-token-from-gateway.telegram.org";
 const BOT_TOKEN_EXAMPLE: &str = "123456789:AAH-your-token-from-BotFather";
 const WEBHOOK_SECRET_EXAMPLE: &str = "a-long-random-string_0123456789";
+const SENDER_USERNAME_EXAMPLE: &str = "acme_codes";
+/// How long a bot chat link lives without a delivery, by default.
+pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(180 * 24 * 3600);
 
 /// The validity Telegram accepts for a verification message, in seconds.
 const GATEWAY_TTL: std::ops::RangeInclusive<u64> = 30..=3600;
@@ -121,6 +139,11 @@ pub struct TelegramSettings {
     pub bot_base_url: String,
     /// Authenticates the bot's webhook (`X-Telegram-Bot-Api-Secret-Token`); optional.
     pub webhook_secret: Option<SecretString>,
+    /// `TELEGRAM_GATEWAY_SENDER_USERNAME`: a verified channel that sends the codes,
+    /// without `@`; gateway mode only.
+    pub sender_username: Option<String>,
+    /// `TELEGRAM_LINK_TTL`: how long a bot chat link lives without a delivery.
+    pub link_ttl: Duration,
 }
 
 impl TelegramSettings {
@@ -134,6 +157,13 @@ impl TelegramSettings {
             bot_token: env.optional_secret(BOT_TOKEN),
             bot_base_url: env.base_url(BOT_BASE_URL, "https://api.telegram.org")?,
             webhook_secret: env.optional_secret(WEBHOOK_SECRET),
+            sender_username: env
+                .get(SENDER_USERNAME)
+                .map(|name| name.trim_start_matches('@').to_owned()),
+            link_ttl: match env.get(LINK_TTL) {
+                None => DEFAULT_LINK_TTL,
+                Some(text) => parse_link_ttl(text)?,
+            },
         };
         settings.validate()?;
         Ok(settings)
@@ -150,6 +180,9 @@ impl TelegramSettings {
         }
         if let Some(secret) = &self.webhook_secret {
             check_webhook_secret(secret.expose_secret())?;
+        }
+        if let Some(name) = &self.sender_username {
+            check_sender_username(name)?;
         }
         match self.mode {
             TelegramMode::Gateway if self.gateway_token.is_none() => Err(SettingError::new(
@@ -185,6 +218,9 @@ impl TelegramSettings {
             TelegramMode::Bot => {
                 if self.gateway_token.is_some() {
                     unused.push(GATEWAY_TOKEN);
+                }
+                if self.sender_username.is_some() {
+                    unused.push(SENDER_USERNAME);
                 }
             }
         }
@@ -225,6 +261,55 @@ fn check_bot_token(token: &str) -> Result<(), SettingError> {
             BOT_TOKEN_EXAMPLE,
         ))
     }
+}
+
+/// A Telegram public username: 5 to 32 of `a-z A-Z 0-9 _`, starting with a letter.
+fn check_sender_username(name: &str) -> Result<(), SettingError> {
+    let valid = (5..=32).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(SettingError::new(
+            SENDER_USERNAME,
+            "must be the username of a verified Telegram channel (5 to 32 letters, digits or '_', optionally after '@')",
+            SENDER_USERNAME_EXAMPLE,
+        ))
+    }
+}
+
+/// `180d`, `12h`, `30m`, `90s` or a bare number of seconds; at least a minute, so a
+/// typo cannot make every link vanish at once.
+fn parse_link_ttl(text: &str) -> Result<Duration, SettingError> {
+    let invalid = || {
+        SettingError::new(
+            LINK_TTL,
+            "must be a duration of at least 1m, written with a unit s, m, h or d",
+            "180d",
+        )
+    };
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |at| text.split_at(at));
+    let seconds_per_unit = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    let ttl = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds_per_unit))
+        .map(Duration::from_secs)
+        .ok_or_else(invalid)?;
+    if ttl < Duration::from_secs(60) {
+        return Err(invalid());
+    }
+    Ok(ttl)
 }
 
 /// What `setWebhook` accepts as `secret_token`: 1-256 of `A-Z a-z 0-9 _ -`.
@@ -286,13 +371,19 @@ impl TelegramProvider {
                     "https://otp.example.com",
                 ));
             }
-            if !url.starts_with("https://") {
+        }
+        // Telegram refuses a send whose callback_url is not https: without one, codes
+        // still go out, only delivery reports are lost.
+        let callback_url = callback_url.filter(|url| {
+            let https = url.starts_with("https://");
+            if !https {
                 tracing::warn!(
-                    "PUBLIC_BASE_URL is not https: the Telegram Gateway sends delivery reports \
-                     only to https URLs"
+                    "PUBLIC_BASE_URL is not https: the Telegram Gateway takes only https \
+                     callback URLs, so codes are sent without delivery reports"
                 );
             }
-        }
+            https
+        });
         Ok(TelegramProvider {
             settings,
             client: context.client.clone(),
@@ -342,6 +433,7 @@ impl TelegramProvider {
                 .clamp(*GATEWAY_TTL.start(), *GATEWAY_TTL.end()),
             payload: &message.id,
             callback_url: self.callback_url.as_deref(),
+            sender_username: self.settings.sender_username.as_deref(),
         };
         let url = format!("{}/sendVerificationMessage", self.settings.gateway_base_url);
         let request = self
@@ -427,20 +519,42 @@ impl TelegramProvider {
         };
         let request = self.client.post(self.bot_url("sendMessage"));
         let reply = self.post(request, &body).await?;
-        let sent: SentMessage = self.bot_result(&reply)?;
+        let receipt = match self.bot_result::<SentMessage>(&reply) {
+            Ok(sent) => Receipt::new(
+                self.name(),
+                // A bot message is identified by its chat and its number within the chat.
+                Some(format!("{chat_id}:{}", sent.message_id)),
+                // The Bot API reports no delivery: the message is on Telegram's servers.
+                DeliveryStatus::Sent,
+                None,
+            ),
+            // A 2xx without `"ok": false` is an acceptance, read or not.
+            Err(_) if reply.status.is_success() && !says_not_ok(&reply) => {
+                unreadable_acceptance(&reply)
+            }
+            Err(ProviderError::RecipientOptedOut { detail }) if blocked_the_bot(&detail) => {
+                // Not reachable on this channel, perhaps not even the same person: drop
+                // the link, and let the dispatcher fall back to SMS.
+                if let Err(error) = self.chats.forget(&message.to, chat_id).await {
+                    tracing::warn!(code = error.code(), "could not unlink a blocked chat");
+                }
+                tracing::info!(to = %message.to.masked(), "the user blocked the bot: chat unlinked");
+                return Err(ProviderError::RecipientNotRegistered {
+                    detail: format!("{detail}; the chat was unlinked"),
+                });
+            }
+            Err(error) => return Err(error),
+        };
+        // A delivery renews the link; failing to renew must not fail a sent message.
+        if let Err(error) = self.chats.renew(&message.to, chat_id).await {
+            tracing::warn!(code = error.code(), "could not renew a telegram chat link");
+        }
         tracing::debug!(
             message_id = %message.id,
             to = %message.to.masked(),
             "Telegram bot sent the message"
         );
-        Ok(Receipt {
-            provider: self.name().to_owned(),
-            // A bot message is identified by its chat and its number within the chat.
-            provider_message_id: Some(format!("{chat_id}:{}", sent.message_id)),
-            // The Bot API reports no delivery: the message is on Telegram's servers.
-            status: DeliveryStatus::Sent,
-            raw_status: None,
-        })
+        Ok(receipt)
     }
 
     /// The `result` of a Bot API reply, or the error it describes.
@@ -487,29 +601,56 @@ fn unexpected(token: &str, reply: &Reply) -> ProviderError {
 /// token, removed from any detail. Public for the fuzz targets.
 #[doc(hidden)]
 pub fn read_gateway_reply(reply: &Reply, token: &str) -> Result<Receipt, ProviderError> {
-    match serde_json::from_slice::<GatewayReply>(&reply.body) {
-        Ok(GatewayReply {
-            ok: true,
-            result: Some(result),
-            ..
-        }) if reply.status.is_success() => {
-            let raw_status = result.delivery_status.map(|d| d.status);
-            Ok(Receipt {
-                provider: "telegram".to_owned(),
-                provider_message_id: Some(result.request_id),
-                status: raw_status
-                    .as_deref()
-                    .map_or(DeliveryStatus::Queued, gateway_status),
-                raw_status,
-            })
-        }
-        Ok(GatewayReply {
-            ok: false,
+    let parsed = serde_json::from_slice::<GatewayReply>(&reply.body).ok();
+    match parsed {
+        Some(GatewayReply {
+            ok: Some(false),
             error: Some(error),
             ..
         }) => Err(gateway_error(&error, clean(token, &error), reply)),
+        Some(GatewayReply {
+            ok: Some(false), ..
+        }) => Err(unexpected(token, reply)),
+        // A 2xx without Telegram's `"ok": false` is an acceptance, read or not.
+        _ if reply.status.is_success() => {
+            let result = parsed
+                .and_then(|p| p.result)
+                .and_then(|result| serde_json::from_value::<RequestStatus>(result).ok());
+            let Some(result) = result else {
+                return Ok(unreadable_acceptance(reply));
+            };
+            let raw_status = result.delivery_status.map(|d| d.status);
+            let mut receipt = Receipt::new(
+                "telegram",
+                Some(result.request_id),
+                raw_status
+                    .as_deref()
+                    .map_or(DeliveryStatus::Queued, gateway_status),
+                raw_status,
+            );
+            receipt.cost = result.request_cost.map(|n| n.to_string());
+            receipt.remaining_balance = result.remaining_balance.map(|n| n.to_string());
+            Ok(receipt)
+        }
         _ => Err(unexpected(token, reply)),
     }
+}
+
+fn unreadable_acceptance(reply: &Reply) -> Receipt {
+    tracing::warn!(
+        status = reply.status.as_u16(),
+        "telegram accepted the message but its reply cannot be read"
+    );
+    http::unreadable_acceptance("telegram")
+}
+
+/// Whether a reply carries Telegram's own refusal marker, `"ok": false`.
+fn says_not_ok(reply: &Reply) -> bool {
+    #[derive(Deserialize)]
+    struct Marker {
+        ok: Option<bool>,
+    }
+    serde_json::from_slice::<Marker>(&reply.body).is_ok_and(|m| m.ok == Some(false))
 }
 
 /// The `result` and `description` of a Bot API reply, or the error it describes.
@@ -521,13 +662,13 @@ pub fn read_bot_reply<T: DeserializeOwned>(
 ) -> Result<(T, Option<String>), ProviderError> {
     match serde_json::from_slice::<BotReply<T>>(&reply.body) {
         Ok(BotReply {
-            ok: true,
+            ok: Some(true),
             result: Some(result),
             description,
             ..
         }) if reply.status.is_success() => Ok((result, description)),
         Ok(BotReply {
-            ok: false,
+            ok: Some(false),
             error_code: Some(code),
             description: Some(description),
             parameters,
@@ -538,7 +679,7 @@ pub fn read_bot_reply<T: DeserializeOwned>(
             clean(token, &format!("{code}: {description}")),
             parameters
                 .and_then(|p| p.retry_after)
-                .map(Duration::from_secs)
+                .map(crate::http::provider_delay)
                 .or(reply.retry_after),
         )),
         _ => Err(unexpected(token, reply)),
@@ -587,12 +728,14 @@ struct VerificationRequest<'a> {
     payload: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     callback_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_username: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
 struct GatewayReply {
-    ok: bool,
-    result: Option<RequestStatus>,
+    ok: Option<bool>,
+    result: Option<serde_json::Value>,
     error: Option<String>,
 }
 
@@ -602,6 +745,10 @@ struct GatewayReply {
 pub(crate) struct RequestStatus {
     pub(crate) request_id: String,
     pub(crate) delivery_status: Option<GatewayDelivery>,
+    /// What the request cost, in the Gateway's own unit.
+    pub(crate) request_cost: Option<serde_json::Number>,
+    /// The account balance left after this request.
+    pub(crate) remaining_balance: Option<serde_json::Number>,
 }
 
 #[derive(Deserialize)]
@@ -631,8 +778,7 @@ fn gateway_error(error: &str, detail: String, reply: &Reply) -> ProviderError {
             retry_after: e
                 .rsplit('_')
                 .next()
-                .and_then(|s| s.parse().ok())
-                .map(Duration::from_secs)
+                .and_then(crate::http::delay_seconds)
                 .or(reply.retry_after),
             detail,
         },
@@ -647,7 +793,20 @@ fn gateway_error(error: &str, detail: String, reply: &Reply) -> ProviderError {
         // Our account: an empty balance blocks every send until topped up, and a sender
         // channel it may not use blocks them too. Permanent, yet another provider may do.
         "BALANCE_NOT_ENOUGH" => ProviderError::AccountUnusable { detail },
-        e if e.starts_with("SENDER_") => ProviderError::AccountUnusable { detail },
+        // Our configuration: the callback URL, ttl or payload we send, the sender channel
+        // we named. Every send fails alike until an operator fixes it.
+        e if e.starts_with("SENDER_")
+            || matches!(
+                e,
+                "CALLBACK_URL_INVALID" | "TTL_INVALID" | "PAYLOAD_INVALID"
+            ) =>
+        {
+            ProviderError::Misconfigured {
+                // The name is Telegram's, upper case and short; scrubbed for the label.
+                code: http::scrub(e).chars().take(64).collect(),
+                detail,
+            }
+        }
         e if e.contains("TIMEOUT") || e.contains("INTERNAL") => {
             ProviderError::Unavailable { detail }
         }
@@ -668,7 +827,7 @@ struct BotMessage<'a> {
 
 #[derive(Deserialize)]
 struct BotReply<T> {
-    ok: bool,
+    ok: Option<bool>,
     result: Option<T>,
     error_code: Option<u16>,
     description: Option<String>,
@@ -689,6 +848,11 @@ struct SentMessage {
 struct BotUser {
     first_name: String,
     username: Option<String>,
+}
+
+/// Whether a bot error detail says the user blocked the bot.
+fn blocked_the_bot(detail: &str) -> bool {
+    detail.to_ascii_lowercase().contains("blocked")
 }
 
 /// A Bot API error as a [`ProviderError`]; `detail` is the cleaned code and description.

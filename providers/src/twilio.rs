@@ -5,16 +5,24 @@
 //!   `AccountSid:AuthToken`, a form-urlencoded (UTF-8) body: `To`, `From` or
 //!   `MessagingServiceSid`, `Body`, optional `StatusCallback`, and `ValidityPeriod` in
 //!   seconds (Twilio accepts 1 to 36000).
-//! - WhatsApp puts `whatsapp:` before the `To` and `From` numbers. Outside the 24 h
-//!   session window only a Content template may be sent: `ContentSid` plus
-//!   `ContentVariables={"1":"<code>"}` instead of `Body`.
+//! - WhatsApp puts `whatsapp:` before the `To` and `From` numbers. A business may open a
+//!   WhatsApp conversation only with an approved template (free text reaches a user only
+//!   within 24 h of their last message; outside it Twilio accepts the request and the
+//!   message is dropped later), so `TWILIO_CONTENT_SID` is required with whatsapp: a
+//!   Content template of type `whatsapp/authentication` (copy-code button), sent as
+//!   `ContentSid` plus `ContentVariables={"1":"<code>"}` instead of `Body`
+//!   (<https://www.twilio.com/docs/content/whatsappauthentication>: "a single variable must
+//!   be defined at send time and set to the one-time passcode").
 //! - Success is `201` with the Message resource; its `sid` matches later status
-//!   callbacks and its `status` is usually `queued` or `accepted`.
+//!   callbacks and its `status` is usually `queued` or `accepted`. Any 2xx is an
+//!   acceptance: one whose body cannot be read (or has no `sid`) is a receipt without a
+//!   provider id, never a failure that would send the code again elsewhere.
 //! - Errors are JSON `{"code":21211,"message":..,"more_info":..,"status":400}` or the
 //!   RFC 9457 form `{"type","title","status","code","detail"}`. HTTP 429 and code
-//!   20429 mean throttled (not processed); 5xx means the outcome is unknown. Codes about
-//!   our account, sender or template (20005, 21606, 63016, ...) are `account_unusable`:
-//!   another provider may still deliver.
+//!   20429 mean throttled (not processed); 5xx means the outcome is unknown. Error codes
+//!   are classed by whose fault they are (<https://www.twilio.com/docs/api/errors>, one page
+//!   per code; see [`code_error`]): our configuration (`provider_misconfigured`), our
+//!   account (`account_unusable`), throttling, or the number (`invalid_recipient`).
 //! - A `201` whose status is already `failed` or `undelivered` carries `error_code` and
 //!   `error_message`; it is reported as that error, not as a receipt.
 //! - Probe: `GET {base}/2010-04-01/Accounts/{AccountSid}.json`. That reply carries the
@@ -111,6 +119,14 @@ impl TwilioSettings {
             base_url: env.base_url("TWILIO_BASE_URL", DEFAULT_BASE_URL)?,
         };
         settings.validate()?;
+        if settings.channels.contains(&Channel::Whatsapp) && settings.content_sid.is_none() {
+            return Err(SettingError::new(
+                "TWILIO_CONTENT_SID",
+                "is required when TWILIO_CHANNEL includes whatsapp: outside the 24 h window \
+                 WhatsApp drops free text, so codes go in an approved authentication template",
+                CONTENT_SID_EXAMPLE,
+            ));
+        }
         Ok(settings)
     }
 
@@ -387,14 +403,22 @@ pub fn read_send_reply(reply: Reply) -> Result<Receipt, ProviderError> {
     #[derive(Deserialize)]
     struct Created {
         sid: String,
+        #[serde(default = "unknown_status")]
         status: String,
         error_code: Option<u32>,
         error_message: Option<String>,
     }
-    let created = serde_json::from_slice::<Created>(&body)
+    let Some(created) = serde_json::from_slice::<Created>(&body)
         .ok()
         .filter(|created| !created.sid.is_empty())
-        .ok_or_else(|| http::protocol_error(status, &body))?;
+    else {
+        // Twilio took the message: sending it again elsewhere would deliver two codes.
+        tracing::warn!(
+            status = status.as_u16(),
+            "twilio accepted the message but its reply has no readable sid"
+        );
+        return Ok(http::unreadable_acceptance("twilio"));
+    };
     let delivery = delivery_status(&created.status);
     if matches!(
         delivery,
@@ -416,12 +440,16 @@ pub fn read_send_reply(reply: Reply) -> Result<Receipt, ProviderError> {
         .describe();
         return Err(code_error(code, detail.clone()).unwrap_or(ProviderError::Rejected { detail }));
     }
-    Ok(Receipt {
-        provider: "twilio".to_owned(),
-        status: delivery,
-        provider_message_id: Some(created.sid),
-        raw_status: Some(created.status),
-    })
+    Ok(Receipt::new(
+        "twilio",
+        Some(created.sid),
+        delivery,
+        Some(created.status),
+    ))
+}
+
+fn unknown_status() -> String {
+    "queued".to_owned()
 }
 
 /// A success's status and body; non-2xx replies become the matching [`ProviderError`].
@@ -496,26 +524,42 @@ fn error_from_reply(
 }
 
 /// The error a Twilio error code names, where the code says more than the HTTP status.
+/// Each code is described at `https://www.twilio.com/docs/errors/<code>`.
 fn code_error(code: u32, detail: String) -> Option<ProviderError> {
     Some(match code {
         // Authentication failed.
         20003 => ProviderError::Unauthorized { detail },
-        // Our account, not the number: 20005 the account is suspended or closed, 21608 a
-        // trial account may only send to verified numbers.
-        20005 | 21608 => ProviderError::AccountUnusable { detail },
-        // The sender: 21212 invalid From, 21606 From cannot send to this destination,
-        // 21659 From is not a Twilio number, 21660 From belongs to another account,
-        // 21701/21705 no such Messaging Service, 63007 no WhatsApp sender for From.
-        21212 | 21606 | 21659 | 21660 | 21701 | 21705 | 63007 => {
+        // Our configuration, the same for every message until an operator fixes it:
+        // 21609 the StatusCallback URL we sent is invalid; the sender: 21212 invalid From,
+        // 21606 From cannot send to this destination, 21659 From is not a Twilio number,
+        // 21661 From cannot send SMS, 21701/21705 no such Messaging Service; the WhatsApp
+        // template: 21655 unknown ContentSid, 63016 free-form text outside the 24 h
+        // window (a template is needed), 63027 no template for the language.
+        21609 | 21212 | 21606 | 21659 | 21661 | 21701 | 21705 | 21655 | 63016 | 63027 => {
+            ProviderError::Misconfigured {
+                code: code.to_string(),
+                detail,
+            }
+        }
+        // Our account, not the number: 10001 the account is not active, 20005 it is
+        // suspended or closed (which is also what an exhausted balance leads to), 21608 a
+        // trial account may only send to verified numbers, 30454 a trial account's
+        // message limit and 63038 the account's daily message limit are spent, 21660 From
+        // belongs to another account, 63007 no WhatsApp sender for From in this account.
+        10001 | 20005 | 21608 | 30454 | 63038 | 21660 | 63007 => {
             ProviderError::AccountUnusable { detail }
         }
-        // The WhatsApp template: 21655 unknown ContentSid, 63016 free-form text outside
-        // the 24 h window (a template is needed), 63027 no template for the language.
-        21655 | 63016 | 63027 => ProviderError::AccountUnusable { detail },
-        // 21211: the 'To' number is not valid; 21614: it is not a mobile number.
-        21211 | 21614 => ProviderError::InvalidRecipient { detail },
-        // 21408: the account may not send to the destination's region.
-        21408 => ProviderError::RegionNotEnabled { detail },
+        // 21611: the From sender's queue is full; the message was not created.
+        21611 => ProviderError::RateLimited {
+            detail,
+            retry_after: None,
+        },
+        // The number itself: 21211 not a valid number, 21614 not a mobile number, 21635
+        // a landline, 21268 a premium-rate number.
+        21211 | 21614 | 21635 | 21268 => ProviderError::InvalidRecipient { detail },
+        // 21408: the account may not send to the destination's region; 21612: To and From
+        // cannot be connected from this account. Another provider may reach the number.
+        21408 | 21612 => ProviderError::RegionNotEnabled { detail },
         // 21610: the recipient replied STOP to this sender.
         21610 => ProviderError::RecipientOptedOut { detail },
         _ => return None,

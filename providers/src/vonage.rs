@@ -9,18 +9,33 @@
 //!   table plus extension table, see [`is_gsm7`]), `ttl` in milliseconds, `client-ref`
 //!   (our id) and `callback` (`{PUBLIC_BASE_URL}/webhooks/vonage`) when a public URL is
 //!   set. The reply is **HTTP 200 even on failure**: one `messages[]` entry per SMS part,
-//!   and the send succeeded only if every part has `status: "0"`; any other status is an
-//!   error whose `error-text` is kept (scrubbed) in the detail. The secret travels in the
-//!   form, so it is masked in any reply before the reply can become an error.
+//!   each with its own `message-id` and, later, its own delivery receipt. A part with
+//!   `status: "0"` was accepted: then the message is with Vonage (a failover would send
+//!   the code twice), so the receipt keeps every accepted part's id. Only when no part
+//!   was accepted is the reply an error, whose `error-text` is kept (scrubbed) in the
+//!   detail. A 200 whose body cannot be read is an acceptance without an id (Vonage
+//!   answers 200 to failures too, but an error always comes as readable JSON with a
+//!   non-zero status). The secret travels in the form, so it is masked in any reply
+//!   before the reply can become an error.
 //! - **Messages API**: `POST {VONAGE_MESSAGES_BASE_URL}/v1/messages`, JSON
 //!   `{message_type, channel, to, from, text, client_ref}` with `to`/`from` as digits
-//!   without `+` (plus `ttl` in seconds for SMS). WhatsApp sends free text, or
-//!   `message_type: "template"` with the code as the template's only parameter when
-//!   `VONAGE_WHATSAPP_TEMPLATE` is set. Auth is `Bearer` with an RS256 JWT
+//!   without `+` (plus `ttl` in seconds for SMS). WhatsApp may open a conversation only
+//!   with an approved template, and codes go in an authentication template, which has a
+//!   copy-code (or one-tap) button: Vonage sends such interactive templates as
+//!   `message_type: "custom"` with `custom: {type: "template", template: {name, language:
+//!   {policy: "deterministic", code}, components: [body parameter = code, button
+//!   (sub_type url, index 0) parameter = code]}}`
+//!   (<https://developer.vonage.com/en/messages/code-snippets/whatsapp/send-authentication-template>;
+//!   the Node SDK's `WhatsAppCustom` sends the same `custom` object through as is; the
+//!   button `index` is the string `"0"`, as Meta's Cloud API examples write it),
+//!   so `VONAGE_WHATSAPP_TEMPLATE` (`name` or `name:language`, default `en_US`) is
+//!   required with whatsapp. Auth is `Bearer` with an RS256 JWT
 //!   (`application_id`, `iat`, `jti`, `exp`) signed with the application's private key,
 //!   reused until shortly before it expires, or `Basic key:secret` when no application is
-//!   configured. Success is `202 {message_uuid}`; errors are RFC 7807 problems whose
-//!   `type` ends in `#<code>` (`...#1170`), with `Retry-After` on 429.
+//!   configured. Success is `202 {message_uuid}` (any 2xx is an acceptance, even without
+//!   a readable uuid); errors are RFC 7807 problems whose `type` ends in `#<code>`
+//!   (`...#1170`, the catalogue in the spec's `x-errors`), with `Retry-After` on 429. A 4xx
+//!   other than 429 is a refusal of this request, never transient (see [`problem_error`]).
 //! - Failures of our account (no credit, barred, sender or template not allowed) are
 //!   `account_unusable` in both APIs: another provider may still deliver.
 //!   There is no per-message callback here: this adapter does not send the optional
@@ -49,8 +64,9 @@ use crate::{
 const NAME: &str = "vonage";
 const DEFAULT_SMS_BASE_URL: &str = "https://rest.nexmo.com";
 const DEFAULT_MESSAGES_BASE_URL: &str = "https://api.nexmo.com";
-/// Template language when `VONAGE_WHATSAPP_TEMPLATE` names none (the Vonage SDKs' default).
-const DEFAULT_TEMPLATE_LOCALE: &str = "en";
+/// Template language when `VONAGE_WHATSAPP_TEMPLATE` names none: WhatsApp has no bare
+/// `en` for authentication templates created in English (US), the usual first one.
+const DEFAULT_TEMPLATE_LOCALE: &str = "en_US";
 /// Lifetime of an application JWT (the Vonage SDKs' default).
 const JWT_LIFETIME: Duration = Duration::from_secs(900);
 /// A cached JWT is replaced once less than this is left, so none expires in flight.
@@ -151,6 +167,14 @@ impl VonageSettings {
             .get("VONAGE_WHATSAPP_TEMPLATE")
             .map(parse_template)
             .transpose()?;
+        if whatsapp_template.is_none() && channels.contains(&Channel::Whatsapp) {
+            return Err(SettingError::new(
+                "VONAGE_WHATSAPP_TEMPLATE",
+                "is required when VONAGE_CHANNEL includes whatsapp: outside the 24 h window \
+                 WhatsApp drops free text, so codes go in an approved authentication template",
+                "otp_code:pt_BR",
+            ));
+        }
         if whatsapp_template.is_some() && !channels.contains(&Channel::Whatsapp) {
             return Err(SettingError::new(
                 "VONAGE_WHATSAPP_TEMPLATE",
@@ -448,13 +472,32 @@ impl VonageProvider {
                     .as_deref()
                     .filter(|c| !c.is_empty())
                     .ok_or(ProviderError::CodeRequired)?;
+                // Authentication templates carry the code twice: in the body text and
+                // as the URL parameter of the copy-code button (index 0).
                 json!({
-                    "message_type": "template",
+                    "message_type": "custom",
                     "channel": "whatsapp",
                     "to": to,
                     "from": from,
-                    "template": {"name": template.name, "parameters": [code]},
-                    "whatsapp": {"policy": "deterministic", "locale": template.locale},
+                    "custom": {
+                        "type": "template",
+                        "template": {
+                            "name": template.name,
+                            "language": {"policy": "deterministic", "code": template.locale},
+                            "components": [
+                                {
+                                    "type": "body",
+                                    "parameters": [{"type": "text", "text": code}],
+                                },
+                                {
+                                    "type": "button",
+                                    "sub_type": "url",
+                                    "index": "0",
+                                    "parameters": [{"type": "text", "text": code}],
+                                },
+                            ],
+                        },
+                    },
                     "client_ref": message.id,
                 })
             }
@@ -555,19 +598,32 @@ pub fn read_sms_api_reply(reply: Reply, secret: &str) -> Result<Receipt, Provide
     if status != StatusCode::OK {
         return Err(unexpected_status(status, retry_after, &body));
     }
-    let reply: SmsReply =
-        serde_json::from_slice(&body).map_err(|_| http::protocol_error(status, &body))?;
-    let Some(first) = reply.messages.first() else {
-        return Err(http::protocol_error(status, &body));
+    let Ok(reply) = serde_json::from_slice::<SmsReply>(&body) else {
+        // Errors come as readable JSON with a non-zero status: a 200 that cannot be
+        // read is Vonage's acceptance.
+        tracing::warn!("vonage answered 200 with a reply that cannot be read");
+        return Ok(http::unreadable_acceptance(NAME));
     };
-    let any_accepted = reply.messages.iter().any(|part| part.status == "0");
-    if let Some(failed) = reply.messages.iter().find(|part| part.status != "0") {
-        return Err(sms_error(failed, any_accepted));
+    let (accepted, failed): (Vec<&SmsPart>, Vec<&SmsPart>) =
+        reply.messages.iter().partition(|part| part.status == "0");
+    let Some(first) = accepted.first() else {
+        return match failed.first() {
+            Some(failed) => Err(sms_error(failed)),
+            None => Ok(http::unreadable_acceptance(NAME)),
+        };
+    };
+    if let Some(failed) = failed.first() {
+        // Some parts went out: the message is with Vonage, so this is no failure to
+        // fail over (the user would get the code twice), only a partial one to log.
+        tracing::warn!(
+            status = %scrub(&failed.status),
+            "vonage accepted only some parts of the message"
+        );
     }
-    let Some(id) = first.message_id.clone() else {
-        return Err(http::protocol_error(status, &body));
-    };
-    Ok(receipt(id, &first.status))
+    let mut ids = accepted.iter().filter_map(|part| part.message_id.clone());
+    let mut receipt = receipt(ids.next(), &first.status);
+    receipt.part_ids = ids.collect();
+    Ok(receipt)
 }
 
 /// Reads the Messages API's answer to a send: `202 {message_uuid}` or an RFC 7807
@@ -581,8 +637,14 @@ pub fn read_messages_api_reply(reply: Reply) -> Result<Receipt, ProviderError> {
     } = reply;
     if status.is_success() {
         return match serde_json::from_slice::<Accepted>(&body) {
-            Ok(accepted) => Ok(receipt(accepted.message_uuid, "accepted")),
-            Err(_) => Err(http::protocol_error(status, &body)),
+            Ok(accepted) => Ok(receipt(Some(accepted.message_uuid), "accepted")),
+            Err(_) => {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    "vonage accepted the message but its reply has no readable message_uuid"
+                );
+                Ok(http::unreadable_acceptance(NAME))
+            }
         };
     }
     match serde_json::from_slice::<Problem>(&body) {
@@ -624,14 +686,14 @@ fn redact(body: Vec<u8>, secret: &str) -> Vec<u8> {
     text.replace(secret, "[redacted]").into_bytes()
 }
 
-fn receipt(id: String, raw_status: &str) -> Receipt {
-    Receipt {
-        provider: NAME.to_owned(),
-        provider_message_id: Some(id),
-        // Vonage accepted it; delivery is reported later by webhook.
-        status: DeliveryStatus::Queued,
-        raw_status: Some(raw_status.to_owned()),
-    }
+fn receipt(id: Option<String>, raw_status: &str) -> Receipt {
+    // Vonage accepted it; delivery is reported later by webhook.
+    Receipt::new(
+        NAME,
+        id,
+        DeliveryStatus::Queued,
+        Some(raw_status.to_owned()),
+    )
 }
 
 /// A non-success reply that is not in the provider's documented error shape.
@@ -670,28 +732,34 @@ struct SmsPart {
     error_text: Option<String>,
 }
 
-/// Maps an SMS API part status (see the SMS API's error table) onto a `ProviderError`.
-fn sms_error(part: &SmsPart, any_part_accepted: bool) -> ProviderError {
+/// Maps an SMS API part status (see the SMS API's error table, `x-errors` in its spec)
+/// onto a `ProviderError`; only called when no part of the message was accepted.
+fn sms_error(part: &SmsPart) -> ProviderError {
     let detail = scrub(&format!(
         "status {}: {}",
         part.status,
         part.error_text.as_deref().unwrap_or("")
     ));
     match part.status.as_str() {
-        // Throttled / too many binds: nothing was sent, unless another part of the same
-        // message went out, in which case a retry would repeat that part.
-        "1" | "10" if !any_part_accepted => ProviderError::RateLimited {
+        // Throttled / too many binds: nothing was sent (no part was accepted).
+        "1" | "10" => ProviderError::RateLimited {
             detail,
             retry_after: None,
         },
-        "1" | "10" | "5" => ProviderError::Unavailable { detail },
+        "5" => ProviderError::Unavailable { detail },
+        // Our configuration: 15 the sender id is not authorised, 23 the callback URL we
+        // sent is too long or has illegal characters.
+        code @ ("15" | "23") => ProviderError::Misconfigured {
+            code: code.to_owned(),
+            detail,
+        },
         "6" | "33" => ProviderError::InvalidRecipient { detail },
         "7" => ProviderError::RecipientOptedOut { detail },
         // Bad credentials, bad signature, signature and secret both sent.
         "4" | "14" | "32" => ProviderError::Unauthorized { detail },
-        // Our account: barred, out of credit, not provisioned for the SMS API, sender id
-        // not authorised, still in demo mode (whitelisted destinations only).
-        "8" | "9" | "11" | "15" | "29" => ProviderError::AccountUnusable { detail },
+        // Our account: barred, out of credit, not provisioned for the SMS API, still in
+        // demo mode (whitelisted destinations only).
+        "8" | "9" | "11" | "29" => ProviderError::AccountUnusable { detail },
         _ => ProviderError::Rejected { detail },
     }
 }
@@ -747,23 +815,39 @@ fn problem_error(
     }
     let detail = format!("HTTP {}{label}{}", status.as_u16(), scrub(&texts));
 
-    match code {
-        Some(1000) => ProviderError::RateLimited {
+    let misconfigured = |code: u16, detail: String| ProviderError::Misconfigured {
+        code: code.to_string(),
+        detail,
+    };
+    // The catalogue is the Messages API spec's `x-errors` (1000-1490).
+    let error = match code {
+        Some(1000 | 1241 | 1472) => ProviderError::RateLimited {
             detail,
             retry_after,
         },
         // Platform or destination trouble that may clear: the outcome is unknown.
         Some(1030 | 1100 | 1180 | 1220 | 1230 | 1331) => ProviderError::Unavailable { detail },
+        // The number: invalid message (unknown prefix), invalid or inactive recipient.
         Some(1040 | 1170 | 1190 | 1430) => ProviderError::InvalidRecipient { detail },
+        // Barred, or the user sent STOP.
         Some(1050 | 1240) => ProviderError::RecipientOptedOut { detail },
-        // Not a user of the channel (WhatsApp).
-        Some(1300) => ProviderError::RecipientNotRegistered { detail },
-        // Our account: invalid template, account barred, quota exceeded, not enabled for
-        // REST, sender not allowed, facility not enabled, demo-mode destination list, no
-        // number pool, invalid sender.
-        Some(1022 | 1060 | 1070 | 1080 | 1120 | 1140 | 1160 | 1242 | 1420) => {
-            ProviderError::AccountUnusable { detail }
-        }
+        // Not a user of the channel (WhatsApp), or a device that cannot receive it: SMS
+        // may still reach them.
+        Some(1300 | 1310) => ProviderError::RecipientNotRegistered { detail },
+        // Our account: barred, provider quota, not enabled for REST, demo-mode
+        // destination list, no number pool, daily limit (10DLC).
+        Some(1060 | 1070 | 1080 | 1160 | 1242 | 1460) => ProviderError::AccountUnusable { detail },
+        // Fraud Defender country or network block: set on our account for this
+        // destination; another provider may reach it.
+        Some(1474 | 1475) => ProviderError::RegionNotEnabled { detail },
+        // Our configuration: invalid template, illegal sender, facility not enabled,
+        // unsupported channel, invalid sender, message type not for the channel, free
+        // text outside the 24 h window (a template is needed), originating number on a
+        // Do-Not-Originate list, entity/header/content id required by the destination's
+        // regulator.
+        Some(
+            code @ (1022 | 1120 | 1140 | 1340 | 1400 | 1420 | 1440 | 1476 | 1480 | 1481 | 1482),
+        ) => misconfigured(code, detail),
         _ => match status.as_u16() {
             429 => ProviderError::RateLimited {
                 detail,
@@ -775,6 +859,17 @@ fn problem_error(
             500.. => ProviderError::Unavailable { detail },
             _ => ProviderError::Rejected { detail },
         },
+    };
+    // A 4xx other than 429 is this request refused: whatever its code says, repeating it
+    // will not help, and it says nothing about the provider's health (the circuit counts
+    // only transient failures).
+    match error {
+        ProviderError::RateLimited { detail, .. } | ProviderError::Unavailable { detail }
+            if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS =>
+        {
+            ProviderError::Rejected { detail }
+        }
+        other => other,
     }
 }
 

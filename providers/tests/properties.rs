@@ -325,6 +325,7 @@ fn providers() -> &'static Providers {
             ("TWILIO_AUTH_TOKEN", "token"),
             ("TWILIO_FROM", "+14155550100"),
             ("TWILIO_CHANNEL", "sms,whatsapp"),
+            ("TWILIO_CONTENT_SID", "HX0123456789abcdef0123456789abcdef"),
             ("TWILIO_BASE_URL", &base),
         ]);
         let vonage_sms = env(&[
@@ -339,6 +340,7 @@ fn providers() -> &'static Providers {
             ("VONAGE_API_SECRET", "secret"),
             ("VONAGE_FROM", "14155550100"),
             ("VONAGE_CHANNEL", "sms,whatsapp"),
+            ("VONAGE_WHATSAPP_TEMPLATE", "otp_code"),
             ("VONAGE_MESSAGES_BASE_URL", &base),
         ]);
         let sendpulse = env(&[

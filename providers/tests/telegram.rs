@@ -33,6 +33,8 @@ fn settings(mode: TelegramMode, base: &str) -> TelegramSettings {
         bot_token: Some(SecretString::from(BOT_TOKEN)),
         bot_base_url: base.to_owned(),
         webhook_secret: Some(SecretString::from(WEBHOOK_SECRET)),
+        sender_username: None,
+        link_ttl: otp_relay_providers::telegram::DEFAULT_LINK_TTL,
     }
 }
 
@@ -160,14 +162,47 @@ async fn gateway_request_carries_the_code_not_the_text() {
             "callback_url": "https://otp.example.com/webhooks/telegram-gateway"
         })
     );
+    // request_cost and remaining_balance are kept as the decimals Telegram wrote.
+    let mut expected = otp_relay_providers::Receipt::new(
+        "telegram",
+        Some("7d3c1f2a9b".into()),
+        DeliveryStatus::Sent,
+        Some("sent".into()),
+    );
+    expected.cost = Some("0.01".into());
+    expected.remaining_balance = Some("9.99".into());
+    assert_eq!(receipt, expected);
+}
+
+/// <https://core.telegram.org/gateway/api#sendverificationmessage>: `sender_username`
+/// names a verified channel of ours that sends the code; `callback_url` must be https,
+/// so an http public URL is left out rather than have every send refused.
+#[tokio::test]
+async fn gateway_sends_the_sender_username_and_no_http_callback_url() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sendVerificationMessage"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(gateway_ok(None)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut settings = settings(TelegramMode::Gateway, &server.uri());
+    settings.sender_username = Some("acme_codes".into());
+    let provider =
+        TelegramProvider::new(settings, &common::context(Some("http://otp.example.com"))).unwrap();
+
+    provider.send(&code_message()).await.unwrap();
+
+    let requests = server.received_requests().await.unwrap();
     assert_eq!(
-        receipt,
-        otp_relay_providers::Receipt {
-            provider: "telegram".into(),
-            provider_message_id: Some("7d3c1f2a9b".into()),
-            status: DeliveryStatus::Sent,
-            raw_status: Some("sent".into()),
-        }
+        common::json(&requests[0]),
+        json!({
+            "phone_number": "+5511966191717",
+            "code": "123456",
+            "ttl": 300,
+            "payload": MESSAGE_ID,
+            "sender_username": "acme_codes"
+        })
     );
 }
 
@@ -352,28 +387,41 @@ async fn gateway_empty_balance_or_bad_sender_is_account_unusable() {
     );
     assert_eq!(error.code(), "account_unusable");
     assert!(error.is_permanent() && error.another_provider_may_succeed());
+}
 
-    let error = gateway_failure(
-        ResponseTemplate::new(400).set_body_json(gateway_error("SENDER_NOT_VERIFIED")),
-    )
-    .await;
-    assert_eq!(
-        error,
-        ProviderError::AccountUnusable {
-            detail: "SENDER_NOT_VERIFIED".into()
-        }
-    );
+/// Errors about what we send (callback URL, ttl, payload) or the sender we named: our
+/// configuration, the same for every message; another provider may deliver.
+#[tokio::test]
+async fn gateway_errors_about_our_request_are_misconfigured() {
+    for name in [
+        "CALLBACK_URL_INVALID",
+        "TTL_INVALID",
+        "PAYLOAD_INVALID",
+        "SENDER_NOT_VERIFIED",
+        "SENDER_USERNAME_INVALID",
+    ] {
+        let error =
+            gateway_failure(ResponseTemplate::new(400).set_body_json(gateway_error(name))).await;
+        assert_eq!(
+            error,
+            ProviderError::Misconfigured {
+                code: name.into(),
+                detail: name.into()
+            }
+        );
+        assert!(error.another_provider_may_succeed() && !error.is_transient());
+    }
 }
 
 #[tokio::test]
 async fn gateway_other_errors_are_rejections_and_code_errors_need_a_code() {
     let error =
-        gateway_failure(ResponseTemplate::new(400).set_body_json(gateway_error("PAYLOAD_INVALID")))
+        gateway_failure(ResponseTemplate::new(400).set_body_json(gateway_error("MESSAGE_UNKNOWN")))
             .await;
     assert_eq!(
         error,
         ProviderError::Rejected {
-            detail: "PAYLOAD_INVALID".into()
+            detail: "MESSAGE_UNKNOWN".into()
         }
     );
     assert_eq!(error.code(), "rejected");
@@ -399,34 +447,38 @@ async fn gateway_server_error_page_is_unavailable() {
     assert!(error.is_transient() && !error.is_safe_to_retry());
 }
 
+/// A 2xx without Telegram's `"ok": false` is an acceptance: failing it over would send a
+/// second code. Without a readable request_id the receipt has no id and is `queued`.
 #[tokio::test]
-async fn gateway_reply_of_the_wrong_shape_is_a_protocol_error() {
-    // A success without the request_id it must carry; the number it echoes is scrubbed.
-    let error = gateway_failure(
+async fn gateway_2xx_without_ok_false_is_an_acceptance_even_unreadable() {
+    for reply in [
         ResponseTemplate::new(200)
             .set_body_json(json!({"ok": true, "result": {"phone_number": "+5511966191717"}})),
+        ResponseTemplate::new(200).set_body_raw("<html>hi</html>", "text/html"),
+        ResponseTemplate::new(200),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/sendVerificationMessage"))
+            .respond_with(reply)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let receipt = gateway(&server.uri(), None)
+            .send(&code_message())
+            .await
+            .unwrap();
+        assert_eq!(
+            receipt,
+            otp_relay_providers::Receipt::new("telegram", None, DeliveryStatus::Queued, None)
+        );
+    }
+    // `"ok": false` on a 200 is a refusal.
+    let error = gateway_failure(
+        ResponseTemplate::new(200).set_body_json(gateway_error("PHONE_NUMBER_INVALID")),
     )
     .await;
-    match &error {
-        ProviderError::Protocol { status, detail } => {
-            assert_eq!(*status, 200);
-            assert!(detail.contains("+****"), "{detail}");
-            assert!(!detail.contains("5511966191717"), "{detail}");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(error.code(), "protocol");
-
-    let error =
-        gateway_failure(ResponseTemplate::new(200).set_body_raw("<html>hi</html>", "text/html"))
-            .await;
-    assert_eq!(
-        error,
-        ProviderError::Protocol {
-            status: 200,
-            detail: "<html>hi</html>".into()
-        }
-    );
+    assert_eq!(error.code(), "invalid_recipient");
 }
 
 #[tokio::test]
@@ -534,6 +586,14 @@ impl ChatDirectory for BrokenDirectory {
             detail: "store unreachable".into(),
         })
     }
+
+    async fn renew(&self, _phone: &Phone, _chat_id: i64) -> Result<(), ProviderError> {
+        unreachable!("nothing was sent")
+    }
+
+    async fn forget(&self, _phone: &Phone, _chat_id: i64) -> Result<(), ProviderError> {
+        unreachable!("nothing was sent")
+    }
 }
 
 #[tokio::test]
@@ -573,21 +633,37 @@ async fn bot_flood_control_is_rate_limited_with_retry_after() {
     assert!(error.is_transient() && error.is_safe_to_retry());
 }
 
+/// A user who blocked the bot cannot be reached on this channel: the link goes, and the
+/// error lets the dispatcher fall back to SMS (it was 422 for ever before).
 #[tokio::test]
-async fn bot_blocked_by_the_user_is_opted_out() {
-    let error = bot_failure(
-        ResponseTemplate::new(403)
-            .set_body_json(bot_error(403, "Forbidden: bot was blocked by the user")),
+async fn bot_blocked_by_the_user_unlinks_the_chat_and_is_not_registered() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(bot_path("sendMessage")))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .set_body_json(bot_error(403, "Forbidden: bot was blocked by the user")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let chats = Arc::new(MemoryChatDirectory::new(10));
+    assert!(chats.register(&recipient(), CHAT_ID));
+    let provider = TelegramProvider::new(
+        settings(TelegramMode::Bot, &server.uri()),
+        &common::context_with_chats(None, Arc::clone(&chats)),
     )
-    .await;
-    assert_eq!(
-        error,
-        ProviderError::RecipientOptedOut {
-            detail: "403: Forbidden: bot was blocked by the user".into()
-        }
-    );
-    assert_eq!(error.code(), "recipient_opted_out");
-    assert!(error.is_permanent());
+    .unwrap();
+
+    let error = provider.send(&code_message()).await.unwrap_err();
+
+    assert_eq!(error.code(), "recipient_not_registered");
+    assert!(error.another_provider_may_succeed());
+    assert_eq!(chats.chat_for(&recipient()).await.unwrap(), None);
+    // Sending again asks Telegram nothing: the number is not linked any more.
+    let again = provider.send(&code_message()).await.unwrap_err();
+    assert_eq!(again.code(), "recipient_not_registered");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -667,16 +743,32 @@ async fn bot_server_errors_are_unavailable() {
     assert!(error.is_transient() && !error.is_safe_to_retry());
 }
 
+/// A 2xx without `"ok": false` is an acceptance, read or not: no failover, no second code.
 #[tokio::test]
-async fn bot_reply_of_the_wrong_shape_is_a_protocol_error() {
-    let error = bot_failure(
+async fn bot_2xx_without_ok_false_is_an_acceptance_even_unreadable() {
+    for reply in [
         ResponseTemplate::new(200).set_body_json(json!({"ok": true, "result": {"date": 1}})),
+        ResponseTemplate::new(200).set_body_raw("not json", "text/plain"),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(bot_path("sendMessage")))
+            .respond_with(reply)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let receipt = bot(&server.uri()).send(&code_message()).await.unwrap();
+        assert_eq!(
+            receipt,
+            otp_relay_providers::Receipt::new("telegram", None, DeliveryStatus::Queued, None)
+        );
+    }
+    let error = bot_failure(
+        ResponseTemplate::new(200)
+            .set_body_json(bot_error(400, "Bad Request: message text is empty")),
     )
     .await;
-    assert!(
-        matches!(error, ProviderError::Protocol { status: 200, .. }),
-        "{error:?}"
-    );
+    assert_eq!(error.code(), "rejected");
 }
 
 #[tokio::test]
@@ -786,6 +878,32 @@ fn from_env_defaults_to_the_gateway() {
     assert_eq!(settings.bot_base_url, "https://api.telegram.org");
     assert!(settings.bot_token.is_none() && settings.webhook_secret.is_none());
     assert!(settings.unused_variables().is_empty());
+}
+
+#[test]
+fn from_env_reads_the_sender_username_and_the_link_ttl() {
+    let settings = from_env(&[
+        ("TELEGRAM_GATEWAY_TOKEN", GATEWAY_TOKEN),
+        ("TELEGRAM_GATEWAY_SENDER_USERNAME", "@acme_codes"),
+        ("TELEGRAM_LINK_TTL", "90d"),
+    ])
+    .unwrap();
+    assert_eq!(settings.sender_username.as_deref(), Some("acme_codes"));
+    assert_eq!(settings.link_ttl, Duration::from_secs(90 * 86_400));
+    let defaults = from_env(&[("TELEGRAM_GATEWAY_TOKEN", GATEWAY_TOKEN)]).unwrap();
+    assert_eq!(defaults.sender_username, None);
+    assert_eq!(defaults.link_ttl, Duration::from_secs(180 * 86_400));
+
+    for (var, bad) in [
+        ("TELEGRAM_GATEWAY_SENDER_USERNAME", "ab"),
+        ("TELEGRAM_GATEWAY_SENDER_USERNAME", "acme codes"),
+        ("TELEGRAM_LINK_TTL", "soon"),
+        ("TELEGRAM_LINK_TTL", "30s"),
+        ("TELEGRAM_LINK_TTL", "5y"),
+    ] {
+        let error = from_env(&[("TELEGRAM_GATEWAY_TOKEN", GATEWAY_TOKEN), (var, bad)]).unwrap_err();
+        assert_eq!(error.var, var, "{bad}");
+    }
 }
 
 #[test]

@@ -337,13 +337,14 @@ async fn a_message_that_failed_at_once_is_an_error_not_a_receipt() {
     let error = sms_error(ResponseTemplate::new(201).set_body_json(failed)).await;
     assert_eq!(
         error,
-        ProviderError::AccountUnusable {
+        ProviderError::Misconfigured {
+            code: "63016".into(),
             detail:
                 "63016: Failed to send freeform message because you are outside the allowed window."
                     .into()
         }
     );
-    assert_eq!(error.code(), "account_unusable");
+    assert_eq!(error.code(), "provider_misconfigured");
     assert!(error.is_permanent() && error.another_provider_may_succeed());
 
     // Without a code it is still a failure: the caller must not hear "sent".
@@ -477,14 +478,49 @@ async fn another_4xx_is_a_permanent_rejection_keeping_twilios_code() {
     assert!(error.is_permanent() && !error.another_provider_may_succeed());
 }
 
+/// <https://www.twilio.com/docs/errors/21609>, /21606, /21659, /21212, /21655, /63016:
+/// the callback URL, sender or template we configured. Every message fails alike until an
+/// operator fixes it, and another provider does not share the problem.
 #[tokio::test]
-async fn sender_account_and_template_errors_are_account_unusable() {
+async fn our_configuration_errors_are_misconfigured_and_fail_over() {
     for (code, text) in [
+        (21609, "Invalid StatusCallback"),
         (21606, "The 'From' phone number provided is not a valid message-capable Twilio phone number for this destination."),
         (21659, "Source is not a Twilio number"),
         (21212, "Invalid From Number"),
-        (20005, "Account not active"),
         (21655, "The ContentSid is Invalid"),
+        (63016, "Failed to send freeform message because you are outside the allowed window."),
+    ] {
+        let error = sms_error(twilio_error(400, code, text)).await;
+        assert_eq!(
+            error,
+            ProviderError::Misconfigured {
+                code: code.to_string(),
+                detail: format!("{code}: {text}")
+            }
+        );
+        assert_eq!(error.code(), "provider_misconfigured");
+        assert!(error.is_permanent() && !error.is_safe_to_retry());
+        assert!(error.another_provider_may_succeed(), "{code}");
+        assert!(!error.is_recipient_problem(), "{code}");
+    }
+}
+
+/// <https://www.twilio.com/docs/errors/63038> (daily limit), /30454 (trial limit), /20005
+/// and /10001 (suspended, not active: also where an empty balance ends), /21660 and /63007
+/// (sender of another account, no WhatsApp sender): the account cannot send.
+#[tokio::test]
+async fn account_errors_are_account_unusable() {
+    for (code, text) in [
+        (20005, "Account not active"),
+        (10001, "Account is not active"),
+        (30454, "Account exceeded the messages limit"),
+        (63038, "Account exceeded the daily messages limit"),
+        (21660, "Mismatch between the 'From' number and the account"),
+        (
+            63007,
+            "Twilio could not find a Channel with the specified From address",
+        ),
     ] {
         let error = sms_error(twilio_error(400, code, text)).await;
         assert_eq!(
@@ -498,6 +534,46 @@ async fn sender_account_and_template_errors_are_account_unusable() {
         assert!(error.another_provider_may_succeed(), "{code}");
         assert!(!error.is_recipient_problem(), "{code}");
     }
+}
+
+/// <https://www.twilio.com/docs/errors/21611>: the sender's queue is full and the message
+/// was not created: throttling, safe to retry and to fail over.
+#[tokio::test]
+async fn a_full_sender_queue_is_rate_limited() {
+    let error = sms_error(twilio_error(
+        400,
+        21611,
+        "This 'From' number has exceeded the maximum number of queued messages",
+    ))
+    .await;
+    assert_eq!(error.code(), "rate_limited");
+    assert!(error.is_transient() && error.never_reached_provider());
+}
+
+/// 21635 (landline, from Twilio's July 2024 split of 21614) and 21268 (premium rate) are
+/// about the number: 422, no failover. 21612 (To and From cannot be connected from this
+/// account) is not: another provider may reach the number.
+#[tokio::test]
+async fn the_number_is_the_callers_problem_but_an_unreachable_pairing_fails_over() {
+    for (code, text) in [
+        (21635, "'To' number cannot be a landline"),
+        (21268, "Premium rate numbers are not allowed"),
+    ] {
+        let error = sms_error(twilio_error(400, code, text)).await;
+        assert_eq!(error.code(), "invalid_recipient", "{code}");
+        assert!(
+            error.is_recipient_problem() && !error.another_provider_may_succeed(),
+            "{code}"
+        );
+    }
+    let error = sms_error(twilio_error(
+        400,
+        21612,
+        "The 'To' phone number is not currently reachable using the 'From' phone number via SMS.",
+    ))
+    .await;
+    assert_eq!(error.code(), "region_not_enabled");
+    assert!(error.another_provider_may_succeed() && !error.is_recipient_problem());
 }
 
 #[tokio::test]
@@ -604,32 +680,25 @@ async fn a_4xx_that_is_not_twilio_json_is_a_protocol_error() {
     assert_eq!(error.code(), "protocol");
 }
 
+/// A 2xx is Twilio's acceptance, whatever its body: failing over would send a second
+/// code. The receipt has no id (delivery reports cannot be matched) and is `queued`.
 #[tokio::test]
-async fn a_created_reply_without_a_sid_is_a_protocol_error() {
-    let error = sms_error(
+async fn a_created_reply_without_a_readable_sid_is_still_an_acceptance() {
+    for reply in [
         ResponseTemplate::new(201)
             .set_body_raw(r#"{"status":"queued","code":"123456"}"#, "application/json"),
-    )
-    .await;
-    assert_eq!(
-        error,
-        ProviderError::Protocol {
-            status: 201,
-            detail: r#"{"status":"queued","code":"****"}"#.into()
-        }
-    );
-}
-
-#[tokio::test]
-async fn a_created_reply_that_is_not_json_is_a_protocol_error() {
-    let error = sms_error(ResponseTemplate::new(201).set_body_raw("OK", "text/plain")).await;
-    assert_eq!(
-        error,
-        ProviderError::Protocol {
-            status: 201,
-            detail: "OK".into()
-        }
-    );
+        ResponseTemplate::new(201).set_body_raw("OK", "text/plain"),
+        ResponseTemplate::new(200),
+    ] {
+        let server = mock_messages(reply).await;
+        let receipt = provider(settings(&server.uri()))
+            .send(&message(PT_BR_TEXT, Some("123456"), Channel::Sms))
+            .await
+            .unwrap();
+        assert_eq!(receipt.provider, "twilio");
+        assert_eq!(receipt.provider_message_id, None);
+        assert_eq!(receipt.status, DeliveryStatus::Queued);
+    }
 }
 
 // ---- transport ----
@@ -806,6 +875,7 @@ fn from_env_accepts_a_whatsapp_prefixed_sender() {
     let mut pairs = minimal();
     pairs[2] = ("TWILIO_FROM", "whatsapp:+14155238886");
     pairs.push(("TWILIO_CHANNEL", "whatsapp"));
+    pairs.push(("TWILIO_CONTENT_SID", CONTENT_SID));
     let settings = read(&pairs).unwrap();
     assert_eq!(settings.sender, TwilioSender::From("+14155238886".into()));
 }
@@ -874,7 +944,21 @@ fn from_env_refuses_contradictions() {
     sender_id[2] = ("TWILIO_FROM", "MyBrand");
     assert!(read(&sender_id).is_ok(), "a sender ID is fine for SMS");
     sender_id.push(("TWILIO_CHANNEL", "sms,whatsapp"));
+    sender_id.push(("TWILIO_CONTENT_SID", CONTENT_SID));
     assert_eq!(failing_var(&sender_id), "TWILIO_FROM");
+}
+
+/// Outside the 24 h window WhatsApp takes only templates: free text would be accepted
+/// (201) and dropped later, so the login would say "sent" and the user get nothing.
+#[test]
+fn whatsapp_without_a_template_is_refused_at_startup() {
+    let mut pairs = minimal();
+    pairs.push(("TWILIO_CHANNEL", "sms,whatsapp"));
+    let error = read(&pairs).unwrap_err();
+    assert_eq!(error.var, "TWILIO_CONTENT_SID");
+    assert!(error.problem.contains("template"), "{error}");
+    pairs.push(("TWILIO_CONTENT_SID", CONTENT_SID));
+    assert!(read(&pairs).is_ok());
 }
 
 #[test]

@@ -117,12 +117,12 @@ fn pairs(fields: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn queued(id: &str, raw: &str) -> Receipt {
-    Receipt {
-        provider: "vonage".into(),
-        provider_message_id: Some(id.into()),
-        status: DeliveryStatus::Queued,
-        raw_status: Some(raw.into()),
-    }
+    Receipt::new(
+        "vonage",
+        Some(id.into()),
+        DeliveryStatus::Queued,
+        Some(raw.into()),
+    )
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -230,7 +230,7 @@ async fn sms_api_sends_gsm_text_without_type_and_no_callback_without_public_url(
 }
 
 #[tokio::test]
-async fn sms_api_multipart_success_keeps_the_first_part_id() {
+async fn sms_api_multipart_success_keeps_every_part_id() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(sms_accepted(&[("PART-1", "0"), ("PART-2", "0")]))
@@ -243,7 +243,10 @@ async fn sms_api_multipart_success_keeps_the_first_part_id() {
         .await
         .unwrap();
 
-    assert_eq!(receipt, queued("PART-1", "0"));
+    // Each part gets its own delivery receipt: every id is kept to match them.
+    let mut expected = queued("PART-1", "0");
+    expected.part_ids = vec!["PART-2".into()];
+    assert_eq!(receipt, expected);
 }
 
 #[tokio::test]
@@ -258,11 +261,13 @@ async fn sms_api_http_200_error_statuses_map_to_precise_errors() {
         ("9", "Partner quota exceeded", "account_unusable"),
         ("11", "Account not enabled for HTTP", "account_unusable"),
         ("14", "Invalid Signature", "unauthorized"),
+        // Our configuration: the sender id, the callback URL we sent.
         (
             "15",
             "Illegal Sender Address - rejected",
-            "account_unusable",
+            "provider_misconfigured",
         ),
+        ("23", "Invalid Callback Url", "provider_misconfigured"),
         (
             "29",
             "Non White-listed Destination - rejected",
@@ -352,7 +357,7 @@ async fn sms_api_internal_error_is_transient_but_not_safe_to_retry() {
 }
 
 #[tokio::test]
-async fn sms_api_throttled_part_after_a_sent_part_is_not_safe_to_retry() {
+async fn sms_api_reply_with_some_parts_accepted_is_an_acceptance() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -366,17 +371,14 @@ async fn sms_api_throttled_part_after_a_sent_part_is_not_safe_to_retry() {
         .await;
     let provider = VonageProvider::new(sms_settings(&server.uri()), &context(None)).unwrap();
 
-    let error = provider
+    // Part 1 went out: the message is with Vonage, and failing over would send the
+    // code twice.
+    let receipt = provider
         .send(&message("long text", None, Channel::Sms))
         .await
-        .unwrap_err();
+        .unwrap();
 
-    assert_eq!(
-        error,
-        ProviderError::Unavailable {
-            detail: "status 1: Throttled".into()
-        }
-    );
+    assert_eq!(receipt, queued("PART-1", "0"));
 }
 
 #[tokio::test]
@@ -401,16 +403,43 @@ async fn sms_api_error_text_is_scrubbed_of_numbers() {
     );
 }
 
+/// The SMS API answers 200 to failures too, but always as readable JSON with a non-zero
+/// part status: a 200 without any failed part is Vonage's acceptance, read or not.
 #[tokio::test]
-async fn sms_api_malformed_replies_are_protocol_errors() {
+async fn sms_api_unreadable_200_is_an_acceptance_without_id() {
     let replies = [
         ResponseTemplate::new(200).set_body_string("<html>maintenance</html>"),
         ResponseTemplate::new(200).set_body_json(json!({"message-count": "0", "messages": []})),
         ResponseTemplate::new(200)
             .set_body_json(json!({"message-count": "1", "messages": [{"status": "0"}]})),
-        ResponseTemplate::new(404).set_body_string("Not Found"),
     ];
-    for (reply, status) in replies.into_iter().zip([200, 200, 200, 404]) {
+    for reply in replies {
+        accepted_without_id(reply, sms_settings).await;
+    }
+}
+
+/// Sends an SMS to a Vonage answering `reply`: it must be an acceptance without an id.
+async fn accepted_without_id(reply: ResponseTemplate, settings: impl Fn(&str) -> VonageSettings) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(reply)
+        .mount(&server)
+        .await;
+    let provider = VonageProvider::new(settings(&server.uri()), &context(None)).unwrap();
+
+    let receipt = provider
+        .send(&message("Your code is 123456", None, Channel::Sms))
+        .await
+        .unwrap();
+
+    assert_eq!(receipt.provider_message_id, None);
+    assert_eq!(receipt.status, DeliveryStatus::Queued);
+}
+
+#[tokio::test]
+async fn sms_api_malformed_replies_are_protocol_errors() {
+    let replies = [ResponseTemplate::new(404).set_body_string("Not Found")];
+    for (reply, status) in replies.into_iter().zip([404]) {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .respond_with(reply)
@@ -656,15 +685,28 @@ async fn messages_api_whatsapp_template_carries_the_code() {
 
     let request = only_request(&server).await;
     assert_eq!(jwt_claims(&request).application_id, APP_ID);
+    // https://developer.vonage.com/en/messages/code-snippets/whatsapp/send-authentication-template:
+    // an authentication template has a button, so it goes as a custom message, with the
+    // code in the body and as the copy-code button's URL parameter.
     assert_eq!(
         json(&request),
         json!({
-            "message_type": "template",
+            "message_type": "custom",
             "channel": "whatsapp",
             "to": "5511966191717",
             "from": FROM,
-            "template": {"name": "otp_code", "parameters": ["123456"]},
-            "whatsapp": {"policy": "deterministic", "locale": "pt_BR"},
+            "custom": {
+                "type": "template",
+                "template": {
+                    "name": "otp_code",
+                    "language": {"policy": "deterministic", "code": "pt_BR"},
+                    "components": [
+                        {"type": "body", "parameters": [{"type": "text", "text": "123456"}]},
+                        {"type": "button", "sub_type": "url", "index": "0",
+                         "parameters": [{"type": "text", "text": "123456"}]}
+                    ]
+                }
+            },
             "client_ref": MESSAGE_ID
         })
     );
@@ -742,16 +784,35 @@ async fn messages_api_problem_replies_map_to_precise_errors() {
     let cases: &[(u16, &str, &str, &str)] = &[
         (422, "1170", "Invalid recipient", "invalid_recipient"),
         (422, "1430", "Invalid recipient", "invalid_recipient"),
-        (422, "1420", "Invalid sender", "account_unusable"),
+        // The catalogue: x-errors of the Messages API spec.
+        (422, "1420", "Invalid sender", "provider_misconfigured"),
         (
             422,
             "1120",
             "Illegal Sender Address - rejected",
+            "provider_misconfigured",
+        ),
+        (422, "1022", "Invalid template", "provider_misconfigured"),
+        (422, "1480", "Entity Filter", "provider_misconfigured"),
+        (403, "1070", "Provider quota exceeded", "account_unusable"),
+        (
+            422,
+            "1460",
+            "Daily message limit exceeded",
             "account_unusable",
         ),
-        (422, "1022", "Invalid template", "account_unusable"),
-        (403, "1070", "Provider quota exceeded", "account_unusable"),
-        (422, "1340", "Outside of the allowed window", "rejected"),
+        (
+            422,
+            "1474",
+            "Fraud Defender country block",
+            "region_not_enabled",
+        ),
+        (
+            422,
+            "1340",
+            "Outside of the allowed window",
+            "provider_misconfigured",
+        ),
         (
             422,
             "1300",
@@ -768,15 +829,18 @@ async fn messages_api_problem_replies_map_to_precise_errors() {
         (402, "low-balance", "Low balance", "account_unusable"),
         (403, "forbidden", "Forbidden", "unauthorized"),
         (500, "1030", "Internal error", "unavailable"),
+        // A 4xx other than 429 is never transient, whatever the code: it must not trip
+        // the circuit.
         (
             422,
             "1180",
             "Destination temporarily unavailable",
-            "unavailable",
+            "rejected",
         ),
-        (422, "1220", "Handset Busy", "unavailable"),
-        (422, "1230", "Temporary network failure", "unavailable"),
-        (422, "1331", "Provider error", "unavailable"),
+        (422, "1220", "Handset Busy", "rejected"),
+        (422, "1230", "Temporary network failure", "rejected"),
+        (422, "1331", "Provider error", "rejected"),
+        (400, "1000", "Throttled", "rejected"),
     ];
     for (status, code, title, expected) in cases {
         let server = MockServer::start().await;
@@ -872,19 +936,24 @@ async fn messages_api_problem_texts_and_parameters_are_scrubbed() {
     );
 }
 
+/// A 2xx is Vonage's acceptance even without a readable `message_uuid`: failing it over
+/// would send a second code.
+#[tokio::test]
+async fn messages_api_2xx_without_a_readable_uuid_is_an_acceptance() {
+    for reply in [
+        ResponseTemplate::new(202).set_body_json(json!({"id": "x"})),
+        ResponseTemplate::new(202).set_body_string("accepted"),
+    ] {
+        accepted_without_id(reply, |uri| messages_settings(uri, true)).await;
+    }
+}
+
 #[tokio::test]
 async fn messages_api_malformed_replies_are_protocol_errors() {
-    let replies = [
-        (
-            ResponseTemplate::new(202).set_body_json(json!({"id": "x"})),
-            202,
-        ),
-        (ResponseTemplate::new(202).set_body_string("accepted"), 202),
-        (
-            ResponseTemplate::new(400).set_body_string("<html>Bad Request</html>"),
-            400,
-        ),
-    ];
+    let replies = [(
+        ResponseTemplate::new(400).set_body_string("<html>Bad Request</html>"),
+        400,
+    )];
     for (reply, status) in replies {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
@@ -1068,7 +1137,7 @@ fn from_env_takes_the_pem_text_itself_even_on_one_line() {
         .unwrap();
         assert_eq!(
             settings.whatsapp_template.unwrap().locale,
-            "en",
+            "en_US",
             "default locale"
         );
     }
@@ -1165,6 +1234,11 @@ fn from_env_refuses_contradictions_and_bad_values() {
     assert_eq!(error.var, "VONAGE_FROM");
     let error = messages(&[("VONAGE_FROM", FROM), ("VONAGE_WHATSAPP_TEMPLATE", "x:")]);
     assert_eq!(error.var, "VONAGE_WHATSAPP_TEMPLATE");
+    // WhatsApp without a template: free text is accepted and then dropped outside the
+    // 24 h window, so it is refused at startup.
+    let error = messages(&[("VONAGE_FROM", FROM), ("VONAGE_CHANNEL", "sms,whatsapp")]);
+    assert_eq!(error.var, "VONAGE_WHATSAPP_TEMPLATE");
+    assert!(error.problem.contains("template"), "{error}");
     // Half a key pair next to an application is still a contradiction.
     let error = messages(&[("VONAGE_FROM", FROM), ("VONAGE_API_SECRET", SECRET)]);
     assert_eq!(error.var, "VONAGE_API_KEY");

@@ -15,6 +15,9 @@ use crate::message::TextError;
 use crate::store::StoreError;
 use otp_relay_providers::callbacks::CallbackError;
 
+/// The media type of every failure answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
 /// Everything the API can answer other than success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -140,6 +143,32 @@ impl ApiError {
         self.classify().code
     }
 
+    /// The problem document this error is answered with, exactly as sent (kept under
+    /// an `Idempotency-Key` to answer repeats alike).
+    pub fn problem_json(&self) -> String {
+        let Classified {
+            code,
+            status,
+            title,
+            retryable,
+        } = self.classify();
+        let (id, attempts) = match self {
+            ApiError::Dispatch { id, error } => (Some(id.as_str()), Some(error.attempts())),
+            _ => (None, None),
+        };
+        let problem = Problem {
+            kind: format!("urn:otp-relay:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code,
+            retryable,
+            id,
+            attempts,
+        };
+        serde_json::to_string(&problem).unwrap_or_default()
+    }
+
     /// Seconds to wait before trying again, for answers that carry `Retry-After`.
     fn retry_after(&self) -> Option<u64> {
         match self {
@@ -165,28 +194,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let Classified {
-            code,
-            status,
-            title,
-            retryable,
-        } = self.classify();
-        let (id, attempts) = match self {
-            ApiError::Dispatch { id, error } => (Some(id.as_str()), Some(error.attempts())),
-            _ => (None, None),
-        };
-        let problem = Problem {
-            kind: format!("urn:otp-relay:problem:{code}"),
-            title,
-            status: status.as_u16(),
-            detail: self.to_string(),
-            code,
-            retryable,
-            id,
-            attempts,
-        };
+        let Classified { code, status, .. } = self.classify();
+        let body = self.problem_json();
         let mut response = HttpResponse::build(status);
-        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
@@ -196,7 +207,7 @@ impl ResponseError for ApiError {
         ) {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        let mut response = response.body(serde_json::to_string(&problem).unwrap_or_default());
+        let mut response = response.body(body);
         // For the request metrics, which only see the response.
         response.extensions_mut().insert(ProblemCode(code));
         response

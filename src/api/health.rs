@@ -17,7 +17,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     for (provider, circuit) in state.dispatcher.provider_states() {
         let value = match circuit {
             CircuitState::Closed => 0.0,
-            CircuitState::HalfOpen => 1.0,
+            CircuitState::HalfOpen | CircuitState::Trial => 1.0,
             CircuitState::Open => 2.0,
         };
         metrics::gauge!(prometheus::CIRCUIT_STATE, "provider" => provider).set(value);
@@ -32,21 +32,41 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(prometheus::handle().render())
 }
 
-/// Ready while the state store answers and at least one provider is usable (its circuit
-/// is not open). The body shows each provider's circuit and the store.
+/// Ready while the state store answers and serves (no operation of the shared store
+/// failed lately: the replica would be counting limits on its own), and at least one
+/// provider is usable: its circuit would admit a send now (closed, or half-open with no
+/// trial out). The body shows each provider's circuit and the store, and under
+/// `config_errors` the latest error each provider blamed on our configuration.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let circuits = state.dispatcher.provider_states();
-    let usable = circuits.iter().any(|(_, c)| *c != CircuitState::Open);
-    let store_ok = state.store.ping().await.is_ok();
+    let usable = circuits.iter().any(|(_, c)| c.admits());
+    let store = state.store.health().await;
+    let store_ok = store.is_ready();
     let providers: Map<String, Value> = circuits
         .iter()
         .map(|(name, circuit)| (name.to_string(), json!(circuit.as_str())))
         .collect();
-    let body = json!({
+    // The latest error each provider blamed on our configuration: it fails every send
+    // there until an operator fixes it, yet does not make the service unready.
+    let config_errors: Map<String, Value> = circuits
+        .iter()
+        .filter_map(|(name, _)| {
+            let last = state.dispatcher.last_config_error(name)?;
+            Some((name.to_string(), json!(last)))
+        })
+        .collect();
+    let mut body = json!({
         "status": if usable && store_ok { "ready" } else { "unavailable" },
         "providers": providers,
-        "store": { "backend": state.store.backend(), "reachable": store_ok },
+        "store": {
+            "backend": state.store.backend(),
+            "reachable": store.reachable,
+            "degraded": store.degraded,
+        },
     });
+    if !config_errors.is_empty() {
+        body["config_errors"] = Value::Object(config_errors);
+    }
     if usable && store_ok {
         HttpResponse::Ok().json(body)
     } else {

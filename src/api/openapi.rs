@@ -111,7 +111,7 @@ fn v1_messages() {}
     responses(
         (status = 200, description = "The record", body = MessageRecord),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such message (or older than MESSAGE_RETENTION)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message, sent by another caller, or older than MESSAGE_RETENTION", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -119,19 +119,19 @@ fn get_message() {}
 
 /// Twilio status callback (form), `X-Twilio-Signature` over `PUBLIC_BASE_URL/webhooks/twilio`.
 #[utoipa::path(post, path = "/webhooks/twilio", tag = "webhooks", security(()),
-    responses((status = 204, description = "Recorded"), (status = 401, description = "Bad or missing signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Twilio or PUBLIC_BASE_URL not configured", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Acknowledged (empty body)"), (status = 401, description = "Bad or missing signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Twilio or PUBLIC_BASE_URL not configured", body = Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 fn webhook_twilio() {}
 
 /// Vonage SMS API receipt (signed parameters) or Messages API status (signed JWT).
 #[utoipa::path(post, path = "/webhooks/vonage", tag = "webhooks", security(()),
-    responses((status = 204, description = "Recorded"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Vonage or VONAGE_SIGNATURE_SECRET not configured", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Acknowledged (empty body)"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Vonage or VONAGE_SIGNATURE_SECRET not configured", body = Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 fn webhook_vonage() {}
 
 /// Telegram Gateway delivery report, `X-Request-Timestamp` + `X-Request-Signature`.
 #[utoipa::path(post, path = "/webhooks/telegram-gateway", tag = "webhooks", security(()),
-    responses((status = 204, description = "Recorded"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Telegram gateway not configured", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Acknowledged (empty body)"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Telegram gateway not configured", body = Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 fn webhook_telegram_gateway() {}
 
@@ -173,7 +173,8 @@ fn compat_keycloak_mfa_plugins() {}
 #[allow(dead_code)]
 fn health_live() {}
 
-/// Readiness: the state store answers and a provider's circuit is not open.
+/// Readiness: the state store answers and a provider's circuit admits a send (closed, or
+/// half-open with no trial out).
 #[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 #[allow(dead_code)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_web::http::{header::ContentType, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use otp_relay_providers::{Channel, OutboundMessage, Phone};
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
@@ -13,7 +13,7 @@ use otp_relay_providers::DeliveryStatus;
 use tokio::time::Instant;
 
 use crate::api::body::{decode_text, parse_json, read_limited};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, PROBLEM_JSON};
 use crate::config::Config;
 use crate::dispatch::Attempt;
 use crate::guards::access::Caller;
@@ -130,9 +130,10 @@ async fn handle_send(
     dialect: Dialect,
 ) -> Result<HttpResponse, ApiError> {
     let limits = &state.config.limits;
-    let deadline = Instant::now() + limits.request_deadline;
-    // The body first, within its own bound: a client still sending holds no send slot.
+    // The body first, within its own bound: a client still sending holds no send slot,
+    // and a slow one does not spend the send's time: the deadline starts once it is in.
     let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
+    let deadline = Instant::now() + limits.request_deadline;
     // Refuse at once rather than queue: the caller is a login waiting on us.
     let _permit = state
         .in_flight
@@ -148,9 +149,10 @@ async fn handle_send(
         .get("idempotency-key")
         .map(|v| v.to_str().map_err(|_| IdempotencyError::InvalidKey))
         .transpose()?;
+    let identity = caller.identity.to_string();
     let source = KeySource {
         header,
-        caller: &caller.identity,
+        caller: &identity,
         e164: message.to.e164(),
         channel: message.channel.as_str(),
         text: &message.text,
@@ -167,12 +169,16 @@ async fn handle_send(
         Some(Begin::Replay(answer)) => {
             metrics::counter!(prometheus::IDEMPOTENT_REPLAYS).increment(1);
             tracing::info!(to = %message.to.masked(), "repeated request: answering as the first time");
-            return Ok(HttpResponse::build(
-                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
-            )
-            .content_type(ContentType::json())
-            .insert_header(("Idempotent-Replayed", "true"))
-            .body(answer.body));
+            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+            let content_type = if status.is_success() {
+                ContentType::json()
+            } else {
+                ContentType(PROBLEM_JSON.parse().expect("a valid media type"))
+            };
+            return Ok(HttpResponse::build(status)
+                .content_type(content_type)
+                .insert_header(("Idempotent-Replayed", "true"))
+                .body(answer.body));
         }
         Some(Begin::Proceed(ticket)) => Some(ticket),
         None => None,
@@ -181,14 +187,31 @@ async fn handle_send(
     let outcome = deliver(&state, &message, &caller, deadline).await;
     if let Some(ticket) = ticket {
         match &outcome {
-            Ok(answer) => ticket.succeeded(answer).await,
-            Err(_) => ticket.failed().await,
+            Ok(answer) => ticket.remember(answer).await,
+            Err(error) if never_left(error) => ticket.release().await,
+            // A provider may have sent it: the same failure for every repeat, no second send.
+            Err(error) => {
+                let answer = StoredAnswer {
+                    status: error.status_code().as_u16(),
+                    body: error.problem_json(),
+                };
+                ticket.remember(&answer).await;
+            }
         }
     }
     let answer = outcome?;
     Ok(HttpResponse::Ok()
         .content_type(ContentType::json())
         .body(answer.body))
+}
+
+/// Whether a failed `deliver` provably reached no provider: refused before dispatch
+/// (rate limit, store), or a dispatch that never left (see `DispatchError::never_left`).
+fn never_left(error: &ApiError) -> bool {
+    match error {
+        ApiError::Dispatch { error, .. } => error.never_left(),
+        _ => true,
+    }
 }
 
 /// Counts the send against the rate limits and hands it to the providers.
@@ -210,7 +233,7 @@ async fn deliver(
         return Err(ApiError::RateLimited(limited));
     }
     let result = state.dispatcher.send(message, deadline).await;
-    keep_record(state, message, &result).await;
+    keep_record(state, message, &caller.identity.to_string(), &result).await;
     match result {
         Ok(delivery) => {
             let receipt = &delivery.receipt;
@@ -248,11 +271,13 @@ async fn deliver(
     }
 }
 
-/// Records the send's outcome for `GET /v1/messages/{id}` and delivery reports. A
+/// Records the send's outcome for `GET /v1/messages/{id}` (shown to `sender` only)
+/// and delivery reports. A
 /// record that cannot be kept is logged; the send itself stands.
 async fn keep_record(
     state: &AppState,
     message: &OutboundMessage,
+    sender: &str,
     result: &Result<crate::dispatch::Delivery, crate::dispatch::DispatchError>,
 ) {
     let now = timestamp(SystemTime::now());
@@ -265,7 +290,8 @@ async fn keep_record(
             provider_status: delivery.receipt.raw_status.clone(),
             error_code: None,
             ..new_record(message, &now)
-        },
+        }
+        .with_parts(&delivery.receipt.part_ids),
         Err(error) => {
             let last = error.attempts().last();
             MessageRecord {
@@ -275,7 +301,7 @@ async fn keep_record(
             }
         }
     };
-    if let Err(error) = state.records.save(&record).await {
+    if let Err(error) = state.records.save(&record, sender).await {
         tracing::warn!(message_id = %message.id, %error, "could not keep the message record");
     }
 }
@@ -292,6 +318,7 @@ fn new_record(message: &OutboundMessage, now: &str) -> MessageRecord {
         to: message.to.masked(),
         created_at: now.to_owned(),
         updated_at: now.to_owned(),
+        parts: Vec::new(),
     }
 }
 

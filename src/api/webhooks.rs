@@ -3,7 +3,14 @@
 //! Each is verified with its provider's own signature scheme before anything is read
 //! (see `otp_relay_providers::callbacks`); a bad, missing or stale signature is 401 and
 //! changes nothing. A webhook whose provider or secret is not configured answers 404.
-//! Reports about unknown messages are acknowledged, so providers do not retry them.
+//!
+//! An authentic callback is acknowledged with `200 OK` and an empty body, the answer
+//! every provider documents: the Telegram Gateway repeats a report not answered with
+//! exactly 200 up to 10 times (<https://core.telegram.org/gateway/api#report-delivery>),
+//! Vonage's SMS API and Messages API specs name 200 as the answer that accepts a delivery
+//! receipt or status webhook, Twilio's status callbacks and the Bot API's webhooks take
+//! any 2xx (<https://www.twilio.com/docs/api/errors/11217>: anything else is an error). Reports about unknown messages, and Gateway reports that carry no delivery
+//! status (code verification only), are acknowledged too, so providers do not retry them.
 
 use std::time::SystemTime;
 
@@ -59,7 +66,7 @@ async fn record(state: &AppState, update: StatusUpdate) -> Result<HttpResponse, 
             "delivery report for an unknown message"
         ),
     }
-    Ok(HttpResponse::NoContent().finish())
+    Ok(HttpResponse::Ok().finish())
 }
 
 /// `POST /webhooks/twilio`: status callbacks, `X-Twilio-Signature` over the public URL.
@@ -135,7 +142,13 @@ pub async fn telegram_gateway(
         &body,
         SystemTime::now(),
     )?;
-    record(&state, update).await
+    match update {
+        Some(update) => record(&state, update).await,
+        None => {
+            tracing::debug!("telegram gateway report without a delivery status");
+            Ok(HttpResponse::Ok().finish())
+        }
+    }
 }
 
 /// `POST /webhooks/telegram-bot`: users link their number by sharing their own contact

@@ -12,6 +12,7 @@
 //! - Each attempt is bounded by `PROVIDER_TIMEOUT`, the whole send by `REQUEST_DEADLINE`.
 
 pub mod circuit;
+pub mod config_errors;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +22,8 @@ use otp_relay_providers::{Channel, MessageProvider, OutboundMessage, ProviderErr
 use serde::Serialize;
 use tokio::time::Instant;
 
-use circuit::{Admission, Circuit, CircuitState};
+use circuit::{Admission, Circuit, CircuitState, Pass};
+use config_errors::{ConfigErrors, LastConfigError};
 
 use crate::prometheus;
 
@@ -126,6 +128,16 @@ pub struct DispatchPolicy {
     pub circuit_cooldown: Duration,
 }
 
+impl DispatchPolicy {
+    /// The least time a send must have left to carry a circuit's half-open trial: an
+    /// attempt's whole time, so that the deadline cannot cut the trial short and fail a
+    /// healthy provider; or half the deadline when attempts may take longer than that,
+    /// so that a fresh send can always carry it.
+    pub fn trial_needs(&self) -> Duration {
+        self.provider_timeout.min(self.request_deadline / 2)
+    }
+}
+
 struct Route {
     provider: Arc<dyn MessageProvider>,
     circuit: Circuit,
@@ -135,6 +147,7 @@ struct Route {
 pub struct Dispatcher {
     routes: Vec<Route>,
     policy: DispatchPolicy,
+    config_errors: ConfigErrors,
 }
 
 /// Where the attempt loop for one provider ended.
@@ -154,11 +167,22 @@ impl Dispatcher {
                     provider.name(),
                     policy.circuit_failures,
                     policy.circuit_cooldown,
+                    policy.provider_timeout,
+                    policy.trial_needs(),
                 ),
                 provider,
             })
             .collect();
-        Dispatcher { routes, policy }
+        Dispatcher {
+            routes,
+            policy,
+            config_errors: ConfigErrors::default(),
+        }
+    }
+
+    /// The latest error of `provider` that was our configuration's fault, if any.
+    pub fn last_config_error(&self, provider: &str) -> Option<LastConfigError> {
+        self.config_errors.last(provider)
     }
 
     /// The providers, in priority order, with their circuit states.
@@ -228,22 +252,38 @@ impl Dispatcher {
         {
             served = true;
             let name = route.provider.name();
-            if let Admission::Rejected { retry_after } = route.circuit.admit(Instant::now()) {
-                prometheus::counter(
-                    prometheus::PROVIDER_ATTEMPTS,
-                    &[
-                        ("provider", name),
-                        ("channel", message.channel.as_str()),
-                        ("outcome", "skipped"),
-                    ],
-                )
-                .increment(1);
-                push(&attempts, Attempt::skipped(name));
-                worth_retrying_later = true;
-                reopen_after = Some(reopen_after.map_or(retry_after, |r| r.min(retry_after)));
-                continue;
+            let now = Instant::now();
+            let time_left = deadline.saturating_duration_since(now);
+            if time_left.is_zero() {
+                return Err(DispatchError::DeadlineExceeded {
+                    attempts: attempts.into_inner().unwrap_or_default(),
+                });
             }
-            match self.try_provider(route, message, deadline, &attempts).await {
+            let pass = match route.circuit.admit(now, time_left) {
+                Admission::Allowed(pass) => pass,
+                Admission::Rejected { retry_after } => {
+                    prometheus::counter(
+                        prometheus::PROVIDER_ATTEMPTS,
+                        &[
+                            ("provider", name),
+                            ("channel", message.channel.as_str()),
+                            ("outcome", "skipped"),
+                        ],
+                    )
+                    .increment(1);
+                    push(&attempts, Attempt::skipped(name));
+                    worth_retrying_later = true;
+                    reopen_after = Some(reopen_after.map_or(retry_after, |r| r.min(retry_after)));
+                    continue;
+                }
+            };
+            let outcome = self
+                .try_provider(route, &pass, message, deadline, &attempts)
+                .await;
+            // An unresolved trial (out of time before calling) is given back here; a
+            // dropped send gives it back the same way.
+            drop(pass);
+            match outcome {
                 ProviderOutcome::Sent(receipt) => {
                     return Ok(Delivery {
                         channel: message.channel,
@@ -264,6 +304,7 @@ impl Dispatcher {
                         transient = error.is_transient(),
                         "provider attempt failed: {error}"
                     );
+                    self.config_errors.note(name, &error);
                     if !error.another_provider_may_succeed() {
                         return Err(DispatchError::Rejected {
                             error,
@@ -303,6 +344,7 @@ impl Dispatcher {
     async fn try_provider(
         &self,
         route: &Route,
+        pass: &Pass<'_>,
         message: &OutboundMessage,
         deadline: Instant,
         attempts: &Mutex<Vec<Attempt>>,
@@ -341,12 +383,12 @@ impl Dispatcher {
                 .record(prometheus::seconds(now - started));
             match result {
                 Ok(receipt) => {
-                    route.circuit.record(false, now);
+                    pass.record(false, now);
                     push(attempts, Attempt::sent(name));
                     Ok(receipt)
                 }
                 Err(error) => {
-                    route.circuit.record(error.is_transient(), now);
+                    pass.record(error.is_transient(), now);
                     push(attempts, Attempt::failed(name, &error));
                     if matches!(error, ProviderError::Timeout) && capped_by_deadline {
                         return Err(Stop::OutOfTime);
@@ -364,14 +406,7 @@ impl Dispatcher {
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|stop| matches!(stop, Stop::Failed(error) if error.is_safe_to_retry()))
-            .adjust(|stop, backoff_delay| {
-                let wait = match stop {
-                    Stop::Failed(error) => error.retry_after().or(backoff_delay)?,
-                    Stop::OutOfTime => return None,
-                };
-                // Waiting past the deadline only to fail is worse than failing over now.
-                (Instant::now() + wait < deadline).then_some(wait)
-            })
+            .adjust(|stop, backoff_delay| retry_wait(stop, backoff_delay, deadline, Instant::now()))
             .await;
         match result {
             Ok(receipt) => ProviderOutcome::Sent(receipt),
@@ -379,6 +414,25 @@ impl Dispatcher {
             Err(Stop::OutOfTime) => ProviderOutcome::OutOfTime,
         }
     }
+}
+
+/// How long to wait before retrying after `stop`, or `None` to stop retrying.
+/// `backoff_delay` is backon's next delay, `None` once `RETRY_MAX` retries are spent:
+/// the provider's own delay (clamped where it was read) may only lengthen a wait, never
+/// add a retry. Waiting past the deadline only to fail is worse than failing over now.
+fn retry_wait(
+    stop: &Stop,
+    backoff_delay: Option<Duration>,
+    deadline: Instant,
+    now: Instant,
+) -> Option<Duration> {
+    let Stop::Failed(error) = stop else {
+        return None;
+    };
+    let wait = backoff_delay?.max(error.retry_after().unwrap_or_default());
+    now.checked_add(wait)
+        .is_some_and(|resume| resume < deadline)
+        .then_some(wait)
 }
 
 /// Why one try ended without a receipt.
@@ -392,4 +446,56 @@ fn push(attempts: &Mutex<Vec<Attempt>>, attempt: Attempt) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push(attempt);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limited(retry_after: Option<Duration>) -> Stop {
+        Stop::Failed(ProviderError::RateLimited {
+            detail: "slow down".into(),
+            retry_after,
+        })
+    }
+
+    #[test]
+    fn a_provider_delay_lengthens_a_wait_but_never_adds_a_retry() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        let backoff = Some(Duration::from_millis(100));
+        let zero = limited(Some(Duration::ZERO));
+        assert_eq!(
+            retry_wait(&zero, None, deadline, now),
+            None,
+            "retries spent"
+        );
+        assert_eq!(retry_wait(&zero, backoff, deadline, now), backoff);
+        let longer = limited(Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_wait(&longer, backoff, deadline, now),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(retry_wait(&Stop::OutOfTime, backoff, deadline, now), None);
+    }
+
+    #[test]
+    fn a_wait_past_the_deadline_fails_over_instead_and_never_overflows() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(1);
+        let backoff = Some(Duration::from_millis(100));
+        assert_eq!(
+            retry_wait(
+                &limited(Some(Duration::from_secs(5))),
+                backoff,
+                deadline,
+                now
+            ),
+            None
+        );
+        assert_eq!(
+            retry_wait(&limited(None), Some(Duration::MAX), deadline, now),
+            None
+        );
+    }
 }

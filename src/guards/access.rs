@@ -1,11 +1,18 @@
-//! Who may ask otp-relay to send: API keys, allowed networks, or nobody checked.
+//! Who may ask otp-relay to send: API keys, allowed networks, or nobody checked; and
+//! which address a request comes from when it passes through trusted proxies.
+//!
+//! Only `X-Forwarded-For` is read (every line of it, in order), and only from a peer
+//! in `TRUSTED_PROXIES`. RFC 7239 `Forwarded` is not read: proxies that set only that
+//! header are refused as unknown clients rather than mistaken for the proxy itself.
+//! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a `[::]` listener sees of IPv4
+//! peers) are compared as the IPv4 address they carry.
 
 use std::fmt;
 use std::future::{ready, Ready};
 use std::net::IpAddr;
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -54,6 +61,17 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// A network as it is compared: `::ffff:a.b.c.d/n` (n >= 96) is the IPv4 network it maps.
+fn canonical_network(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 impl AccessPolicy {
     pub fn new(
         api_keys: Vec<SecretString>,
@@ -63,9 +81,12 @@ impl AccessPolicy {
     ) -> Self {
         AccessPolicy {
             key_digests: api_keys.iter().map(|k| digest(k.expose_secret())).collect(),
-            allowed_networks,
+            allowed_networks: allowed_networks
+                .into_iter()
+                .map(canonical_network)
+                .collect(),
             disabled,
-            trusted_proxies,
+            trusted_proxies: trusted_proxies.into_iter().map(canonical_network).collect(),
         }
     }
 
@@ -75,27 +96,44 @@ impl AccessPolicy {
     }
 
     /// The caller's address: the peer, or, when the peer is a trusted proxy, the
-    /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
-    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
-        let peer = peer?;
-        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
-        let Some(chain) = forwarded_for.filter(|_| trusted(&peer)) else {
+    /// right-most hop of `forwarded_for` (every `X-Forwarded-For` line, in order) that is
+    /// not itself a trusted proxy. `None` when it cannot be known: no peer, a hop that is
+    /// not a bare IP address (`junk`, `203.0.113.9:4711`) where the walk needs it, or a
+    /// trusted proxy that sent an RFC 7239 `Forwarded` header (`rfc7239_forwarded`) but
+    /// no `X-Forwarded-For`.
+    pub fn client_ip(
+        &self,
+        peer: Option<IpAddr>,
+        forwarded_for: &[&str],
+        rfc7239_forwarded: bool,
+    ) -> Option<IpAddr> {
+        // Compared as IPv4 when IPv4-mapped, like every address here.
+        let peer = peer?.to_canonical();
+        if !self.is_trusted_proxy(peer) {
             return Some(peer);
-        };
-        let mut client = peer;
-        for hop in chain.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip;
-                    if !trusted(&ip) {
-                        break;
-                    }
-                }
-                // A hop we cannot read ends what we can believe.
-                Err(_) => break,
+        }
+        if forwarded_for.is_empty() {
+            // The proxy speaking for itself, unless it says it forwards someone else.
+            return (!rfc7239_forwarded).then_some(peer);
+        }
+        // The lines are one list, walked from its end: the proxy appended to the last line.
+        let hops_from_the_right = forwarded_for.iter().rev().flat_map(|line| line.rsplit(','));
+        let mut client = None;
+        for hop in hops_from_the_right {
+            // A hop we cannot read is where believing stops, and there the client is
+            // unknown: never the proxy that forwarded it.
+            let ip = hop.trim().parse::<IpAddr>().ok()?.to_canonical();
+            client = Some(ip);
+            if !self.is_trusted_proxy(ip) {
+                break;
             }
         }
-        Some(client)
+        // Every hop a trusted proxy: the left-most one is where the request began.
+        client
+    }
+
+    fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
     /// Decides whether a caller at `client_ip` presenting `key` may send.
@@ -116,8 +154,9 @@ impl AccessPolicy {
                 Err(AccessDenied::WrongKey)
             };
         }
-        let address_allowed =
-            client_ip.is_some_and(|ip| self.allowed_networks.iter().any(|n| n.contains(&ip)));
+        let address_allowed = client_ip
+            .map(|ip| ip.to_canonical())
+            .is_some_and(|ip| self.allowed_networks.iter().any(|n| n.contains(&ip)));
         if address_allowed {
             Ok(())
         } else if !self.key_digests.is_empty() {
@@ -163,13 +202,32 @@ fn presented_key(req: &HttpRequest) -> Option<String> {
     })
 }
 
+/// Who a caller is, for per-caller limits, idempotency keys, dedupe and records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The digest of the API key it presented.
+    Key(String),
+    /// Its address (canonical: IPv4-mapped addresses as IPv4), when it sent no key.
+    Address(IpAddr),
+    /// Neither: no key, and an address that could not be known.
+    Unknown,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Key(digest) => write!(f, "key:{digest}"),
+            Identity::Address(ip) => write!(f, "ip:{ip}"),
+            Identity::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
 /// A caller that passed the access policy; handlers that take one are protected.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub ip: Option<IpAddr>,
-    /// Who this is for per-caller limits and idempotency keys: a digest of the API key
-    /// it presented, or else its address.
-    pub identity: String,
+    pub identity: Identity,
 }
 
 impl FromRequest for Caller {
@@ -181,11 +239,18 @@ impl FromRequest for Caller {
             // Wiring error: fail closed.
             return ready(Err(ApiError::Access(AccessDenied::AddressNotAllowed)));
         };
-        let forwarded_for = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let ip = policy.client_ip(req.peer_addr().map(|a| a.ip()), forwarded_for);
+        let headers = req.headers();
+        // A line that is not text cannot be read, so the client cannot be known.
+        let forwarded_for: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect();
+        let rfc7239_forwarded = headers.contains_key(header::FORWARDED);
+        let ip = policy.client_ip(
+            req.peer_addr().map(|a| a.ip()),
+            &forwarded_for,
+            rfc7239_forwarded,
+        );
         let key = presented_key(req).filter(|_| !policy.key_digests.is_empty());
         let key = key.as_deref();
         ready(
@@ -194,9 +259,9 @@ impl FromRequest for Caller {
                 .map(|()| Caller {
                     ip,
                     identity: match (key, ip) {
-                        (Some(key), _) => format!("key:{}", crate::guards::digest(&[key])),
-                        (None, Some(ip)) => format!("ip:{ip}"),
-                        (None, None) => "unknown".to_owned(),
+                        (Some(key), _) => Identity::Key(crate::guards::digest(&[key])),
+                        (None, Some(ip)) => Identity::Address(ip),
+                        (None, None) => Identity::Unknown,
                     },
                 })
                 .map_err(ApiError::Access),
@@ -213,10 +278,15 @@ mod tests {
             keys.iter()
                 .map(|k| SecretString::from(k.to_string()))
                 .collect(),
-            networks.iter().map(|n| n.parse().unwrap()).collect(),
+            networks.iter().map(|n| net(n)).collect(),
             false,
-            proxies.iter().map(|n| n.parse().unwrap()).collect(),
+            proxies.iter().map(|n| net(n)).collect(),
         )
+    }
+
+    fn net(text: &str) -> IpNet {
+        text.parse()
+            .unwrap_or_else(|_| IpNet::from(text.parse::<IpAddr>().unwrap()))
     }
 
     fn ip(text: &str) -> Option<IpAddr> {
@@ -228,19 +298,88 @@ mod tests {
         let p = policy(&[], &["10.1.0.0/16"], &["192.168.0.1/32", "192.168.0.2/32"]);
         // Untrusted peer: its header is ignored.
         assert_eq!(
-            p.client_ip(ip("203.0.113.9"), Some("10.1.2.3")),
+            p.client_ip(ip("203.0.113.9"), &["10.1.2.3"], false),
             ip("203.0.113.9")
         );
         // Trusted peer: the right-most untrusted hop is the client.
         assert_eq!(
-            p.client_ip(ip("192.168.0.1"), Some("6.6.6.6, 10.1.2.3, 192.168.0.2")),
+            p.client_ip(
+                ip("192.168.0.1"),
+                &["6.6.6.6, 10.1.2.3, 192.168.0.2"],
+                false
+            ),
             ip("10.1.2.3")
         );
-        // Garbage stops the walk at the last hop we could read.
+        // Every hop trusted: the first one.
         assert_eq!(
-            p.client_ip(ip("192.168.0.1"), Some("junk")),
+            p.client_ip(ip("192.168.0.1"), &["192.168.0.2"], false),
+            ip("192.168.0.2")
+        );
+        // No header: the proxy itself.
+        assert_eq!(
+            p.client_ip(ip("192.168.0.1"), &[], false),
             ip("192.168.0.1")
         );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts_and_the_last_is_the_proxys() {
+        let p = policy(&[], &["10.0.0.0/8"], &["127.0.0.1"]);
+        // The client wrote the first line; the proxy appended the second.
+        let ip_seen = p.client_ip(ip("127.0.0.1"), &["10.1.2.3", "203.0.113.9"], false);
+        assert_eq!(ip_seen, ip("203.0.113.9"));
+        assert_eq!(p.check(ip_seen, None), Err(AccessDenied::AddressNotAllowed));
+        assert_eq!(
+            p.client_ip(
+                ip("127.0.0.1"),
+                &["203.0.113.9", "10.1.2.3, 127.0.0.1"],
+                false
+            ),
+            ip("10.1.2.3")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_hop_makes_the_client_unknown_never_the_proxy() {
+        let p = policy(&[], &["127.0.0.0/8"], &["127.0.0.1"]);
+        for chain in [
+            &["junk"][..],
+            &["203.0.113.9:4711"],
+            &["[2001:db8::1]:4711"],
+            &["10.1.2.3, "],
+            &["10.1.2.3", "junk"],
+        ] {
+            let seen = p.client_ip(ip("127.0.0.1"), chain, false);
+            assert_eq!(seen, None, "{chain:?}");
+            assert_eq!(p.check(seen, None), Err(AccessDenied::AddressNotAllowed));
+        }
+        // Junk left of the client is the client's own business.
+        assert_eq!(
+            p.client_ip(ip("127.0.0.1"), &["junk, 203.0.113.9"], false),
+            ip("203.0.113.9")
+        );
+        // A trusted proxy that forwards with RFC 7239 `Forwarded` only.
+        assert_eq!(p.client_ip(ip("127.0.0.1"), &[], true), None);
+        // The header means nothing from a peer that is not a proxy.
+        assert_eq!(p.client_ip(ip("10.9.9.9"), &[], true), ip("10.9.9.9"));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_compare_as_ipv4() {
+        let p = policy(&[], &["10.0.0.0/8"], &["127.0.0.1"]);
+        assert_eq!(p.check(ip("::ffff:10.1.2.3"), None), Ok(()));
+        assert_eq!(
+            p.check(ip("::ffff:11.1.2.3"), None),
+            Err(AccessDenied::AddressNotAllowed)
+        );
+        // A mapped peer is the trusted proxy; a mapped hop is the IPv4 client.
+        assert_eq!(
+            p.client_ip(ip("::ffff:127.0.0.1"), &["::ffff:10.1.2.3"], false),
+            ip("10.1.2.3")
+        );
+        // Networks written in the mapped form work for IPv4 peers too.
+        let mapped = policy(&[], &["::ffff:10.0.0.0/104"], &[]);
+        assert_eq!(mapped.check(ip("10.1.2.3"), None), Ok(()));
     }
 
     #[test]

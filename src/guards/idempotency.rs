@@ -1,9 +1,12 @@
-//! One send per `Idempotency-Key`, or per (number, text) within `DEDUPE_WINDOW`.
+//! One send per `Idempotency-Key`, or per caller and (number, text) within
+//! `DEDUPE_WINDOW`.
 //!
 //! The first request claims the key in the store and sends; a repeat while it is in
 //! flight waits for its answer (bounded by the request deadline); a repeat after it
-//! succeeded gets the stored answer. A failed send releases the key, so a repeat may
-//! try again: only successes are replayed.
+//! finished gets the stored answer. Finished means answered with a success, or with a
+//! failure a provider may have acted on (a timeout, a 5xx, a lost connection): sending
+//! again could deliver the code twice, so that failure is replayed too. Only a failure
+//! that provably reached no provider releases the key, so a repeat may try again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +34,7 @@ pub enum IdempotencyError {
 
 /// What the request should do.
 pub enum Begin {
-    /// Send, then call [`Ticket::succeeded`] or [`Ticket::failed`].
+    /// Send, then call [`Ticket::remember`] or [`Ticket::release`].
     Proceed(Ticket),
     /// Answer with what the first request answered.
     Replay(StoredAnswer),
@@ -41,14 +44,14 @@ pub enum Begin {
 pub struct KeySource<'a> {
     /// The `Idempotency-Key` header, if sent.
     pub header: Option<&'a str>,
-    /// Who is calling (keys are per caller).
+    /// Who is calling (keys and dedupe are per caller).
     pub caller: &'a str,
     pub e164: &'a str,
     pub channel: &'a str,
     pub text: &'a str,
 }
 
-/// The key, the request's fingerprint and how long a success is remembered; `None`
+/// The key, the request's fingerprint and how long its answer is remembered; `None`
 /// when neither a header nor the dedupe window applies.
 fn key_for(
     source: &KeySource<'_>,
@@ -71,7 +74,7 @@ fn key_for(
         None => {
             let fingerprint = fingerprint();
             Ok(Some((
-                format!("idem:dedupe:{fingerprint}"),
+                format!("idem:dedupe:{}", digest(&[source.caller, &fingerprint])),
                 fingerprint,
                 dedupe_window,
             )))
@@ -89,8 +92,9 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// Remembers the answer for repeats.
-    pub async fn succeeded(self, answer: &StoredAnswer) {
+    /// Remembers the answer (a success, or a failure whose outcome is unknown) for
+    /// repeats.
+    pub async fn remember(self, answer: &StoredAnswer) {
         if let Err(error) = self
             .store
             .finish(
@@ -106,8 +110,8 @@ impl Ticket {
         }
     }
 
-    /// Frees the key so a repeat may send.
-    pub async fn failed(self) {
+    /// Frees the key so a repeat may send: only for a send that provably went nowhere.
+    pub async fn release(self) {
         if let Err(error) = self.store.release(&self.key, &self.token).await {
             tracing::warn!(%error, "could not release the idempotency key; it lapses by itself");
         }

@@ -1,10 +1,13 @@
 //! Rate limits: `RATE_LIMIT_PER_NUMBER`, `RATE_LIMIT_PER_CLIENT`, `RATE_LIMIT_GLOBAL`,
 //! counted in the shared store so that replicas enforce one limit together.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::Ipv6Net;
 use otp_relay_providers::Phone;
 
+use super::access::Identity;
 use super::digest;
 use crate::config::{Limits, RateSpec};
 use crate::store::{RateDecision, RateLimit, Store, StoreError};
@@ -43,13 +46,25 @@ pub struct Limited {
     pub retry_after: Duration,
 }
 
+/// Whom `RATE_LIMIT_PER_CLIENT` counts: the API key; else the IPv4 address, or the
+/// IPv6 /64 (one subscriber's network, whose addresses it can rotate through at will).
+pub fn client_key(identity: &Identity) -> String {
+    match identity {
+        Identity::Address(IpAddr::V6(v6)) => {
+            let net = Ipv6Net::new(*v6, 64).map_or(*v6, |n| n.network());
+            format!("net:{net}/64")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Counts one send for the number, the caller and in all, or (counting none) says
 /// which limit refuses it: the number's first, then the caller's, then the global one.
 pub async fn check(
     store: &dyn Store,
     limits: &Limits,
     phone: &Phone,
-    client: &str,
+    client: &Identity,
 ) -> Result<Result<(), Limited>, StoreError> {
     let on: Vec<(Scope, String, RateSpec)> = [
         (Scope::Number, limits.rate_per_number),
@@ -62,7 +77,7 @@ pub async fn check(
         let spec = spec?;
         let id = match scope {
             Scope::Number => digest(&[phone.e164()]),
-            Scope::Client => digest(&[client]),
+            Scope::Client => digest(&[&client_key(client)]),
             Scope::Global => String::new(),
         };
         Some((scope, format!("rate:{}:{id}", scope.as_str()), spec))
@@ -85,4 +100,25 @@ pub async fn check(
             retry_after,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(text: &str) -> Identity {
+        Identity::Address(text.parse().unwrap())
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let one = client_key(&address("2001:db8:1:2::a"));
+        assert_eq!(one, "net:2001:db8:1:2::/64");
+        assert_eq!(client_key(&address("2001:db8:1:2:ffff:1:2:3")), one);
+        assert_ne!(client_key(&address("2001:db8:1:3::a")), one);
+        // IPv4 clients, and clients by key, are counted one by one.
+        assert_eq!(client_key(&address("10.1.2.3")), "ip:10.1.2.3");
+        assert_ne!(client_key(&address("10.1.2.4")), "ip:10.1.2.3");
+        assert_eq!(client_key(&Identity::Key("ab12".into())), "key:ab12");
+    }
 }

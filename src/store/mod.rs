@@ -10,14 +10,13 @@ pub mod redis;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RateSpec;
+use crate::config::{Config, RateSpec};
 
 /// The store could not be reached or answered nonsense.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -93,6 +92,21 @@ impl Record {
     }
 }
 
+/// How a store is doing, for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// It answers now.
+    pub reachable: bool,
+    /// Operations failed lately and were served from this process's memory instead.
+    pub degraded: bool,
+}
+
+impl StoreHealth {
+    pub fn is_ready(self) -> bool {
+        self.reachable && !self.degraded
+    }
+}
+
 /// Shared state for rate limits and idempotency.
 ///
 /// Implementations are atomic per key: two callers (in one process or in two replicas
@@ -105,6 +119,14 @@ pub trait Store: Send + Sync {
 
     /// Whether the store answers now.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether the store answers now and serves as it should.
+    async fn health(&self) -> StoreHealth {
+        StoreHealth {
+            reachable: self.ping().await.is_ok(),
+            degraded: false,
+        }
+    }
 
     /// Counts one event against every limit (GCRA: `count` events per `per`, evenly
     /// replenished), all or nothing: when each admits it, each counts it; when one
@@ -137,8 +159,9 @@ pub trait Store: Send + Sync {
     /// Gives up the holder's claim so that a repeat may try again.
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError>;
 
-    /// Stores each value under its key, all in one step, for `ttl` or (with `None`)
-    /// until deleted.
+    /// Stores each value under its key, for `ttl` or (with `None`) until deleted: all in
+    /// one step, except on a Redis Cluster for keys in different slots, which are
+    /// written one after another in the order given (see [`redis`]).
     async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError>;
 
     /// The value under `key`, if any.
@@ -157,75 +180,175 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// The store the application uses: memory, or Redis with a per-replica memory fallback,
-/// the memory within `memory_budget` bytes.
-pub fn open(
-    redis_url: Option<&SecretString>,
-    memory_budget: u64,
-) -> Result<Arc<dyn Store>, StoreError> {
-    let memory = memory::MemoryStore::with_budget(memory_budget);
-    Ok(match redis_url {
+/// The store the application uses: memory, or Redis (`REDIS_URL`, a cluster with
+/// `REDIS_CLUSTER`) with a per-replica memory fallback, the memory within
+/// `MEMORY_STORE_MIB`. A Redis Cluster's connection runs on the Tokio runtime this is
+/// called on.
+pub fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    let memory = memory::MemoryStore::with_budget(config.memory_store_bytes);
+    Ok(match &config.redis_url {
         None => Arc::new(memory),
-        Some(url) => Arc::new(FallbackStore::new(
-            Box::new(redis::RedisStore::connect(url)?),
-            memory,
-        )),
+        Some(url) => {
+            let topology = if config.redis_cluster {
+                redis::Topology::Cluster
+            } else {
+                redis::Topology::Single
+            };
+            let redis = redis::RedisStore::connect_with(url, topology, config.redis_timeout)?;
+            Arc::new(FallbackStore::new(Box::new(redis), memory))
+        }
     })
 }
 
-/// A shared store that, while it is unreachable, serves from this process's memory so
+/// Failures are logged at most once per this interval, and readiness reports the shared
+/// store degraded until this long has passed without one.
+pub const ERROR_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A shared store that, while its operations fail, serves from this process's memory so
 /// logins go on (with per-replica limits), and goes back to it as soon as it answers.
+///
+/// Every failure is counted (`otp_relay_store_errors_total`); they are logged at most
+/// once per interval, with how many there were; and while any failed within the last
+/// interval the store reports itself degraded, so that readiness does not claim shared
+/// limits that are in fact per replica (a store may answer a ping yet fail operations:
+/// a cluster node asked for another node's keys answers MOVED).
 pub struct FallbackStore {
     primary: Box<dyn Store>,
     fallback: memory::MemoryStore,
-    degraded: AtomicBool,
+    interval: Duration,
+    /// Set on a failure, cleared once an interval passed without one: lets successes
+    /// skip the lock while all is well.
+    troubled: AtomicBool,
+    failures: Mutex<Failures>,
+}
+
+/// The recent failures of a [`FallbackStore`].
+#[derive(Default)]
+struct Failures {
+    last: Option<Instant>,
+    last_logged: Option<Instant>,
+    /// Failures since the last log line.
+    unlogged: u64,
 }
 
 impl FallbackStore {
     pub fn new(primary: Box<dyn Store>, fallback: memory::MemoryStore) -> Self {
+        Self::with_interval(primary, fallback, ERROR_INTERVAL)
+    }
+
+    /// With failures logged, and held against readiness, per `interval`.
+    pub fn with_interval(
+        primary: Box<dyn Store>,
+        fallback: memory::MemoryStore,
+        interval: Duration,
+    ) -> Self {
         FallbackStore {
             primary,
             fallback,
-            degraded: AtomicBool::new(false),
+            interval,
+            troubled: AtomicBool::new(false),
+            failures: Mutex::new(Failures::default()),
         }
     }
 
     /// Runs `primary`; when the shared store fails, notes it and runs `fallback`.
-    async fn either<T, P, F, Fut>(&self, primary: P, fallback: F) -> Result<T, StoreError>
+    async fn either<T, P, F, Fut>(
+        &self,
+        operation: &'static str,
+        primary: P,
+        fallback: F,
+    ) -> Result<T, StoreError>
     where
         P: Future<Output = Result<T, StoreError>>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        match primary.await {
-            Ok(value) => {
-                self.mark(false);
-                Ok(value)
-            }
-            Err(error) => {
-                self.mark(true);
-                metrics::counter!(crate::prometheus::STORE_ERRORS, "backend" => self.primary.backend())
-                    .increment(1);
-                tracing::debug!(%error, "state store operation failed; using local memory");
-                fallback().await
-            }
+        match self.noted(operation, primary.await) {
+            Ok(value) => Ok(value),
+            Err(_) => fallback().await,
         }
     }
 
-    fn mark(&self, degraded: bool) {
-        if self.degraded.swap(degraded, Ordering::Relaxed) != degraded {
-            if degraded {
-                tracing::warn!(
-                    backend = self.primary.backend(),
-                    "state store unreachable: falling back to per-replica memory"
-                );
-            } else {
-                tracing::info!(
-                    backend = self.primary.backend(),
-                    "state store reachable again"
-                );
-            }
+    /// Counts and logs a failure, or notes a success.
+    fn noted<T>(
+        &self,
+        operation: &'static str,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => self.succeeded(),
+            Err(error) => self.failed(operation, error),
         }
+        result
+    }
+
+    fn failed(&self, operation: &'static str, error: &StoreError) {
+        let backend = self.primary.backend();
+        metrics::counter!(
+            crate::prometheus::STORE_ERRORS,
+            "backend" => backend,
+            "operation" => operation
+        )
+        .increment(1);
+        self.troubled.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        let failures = {
+            let mut state = self.lock();
+            state.last = Some(now);
+            state.unlogged += 1;
+            let due = state
+                .last_logged
+                .is_none_or(|at| now.duration_since(at) >= self.interval);
+            if !due {
+                return;
+            }
+            state.last_logged = Some(now);
+            std::mem::take(&mut state.unlogged)
+        };
+        tracing::warn!(
+            backend,
+            operation,
+            %error,
+            failures,
+            interval = %humantime::format_duration(self.interval),
+            "state store operations failing: serving from per-replica memory, so limits \
+             count per replica (failures = how many since the last such line)"
+        );
+    }
+
+    fn succeeded(&self) {
+        if self.troubled.load(Ordering::Relaxed) {
+            self.degraded();
+        }
+    }
+
+    /// Whether an operation failed within the interval; notes (once) when that ends.
+    fn degraded(&self) -> bool {
+        let mut state = self.lock();
+        let Some(last) = state.last else {
+            return false;
+        };
+        if last.elapsed() < self.interval {
+            return true;
+        }
+        if self.troubled.swap(false, Ordering::Relaxed) {
+            let unlogged = std::mem::take(&mut state.unlogged);
+            state.last_logged = None;
+            drop(state);
+            tracing::info!(
+                backend = self.primary.backend(),
+                failures = unlogged,
+                "state store healthy again: shared limits apply"
+            );
+        }
+        false
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failures> {
+        // The state is a few numbers, valid whatever a panicking holder left.
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -236,13 +359,19 @@ impl Store for FallbackStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let result = self.primary.ping().await;
-        self.mark(result.is_err());
-        result
+        self.noted("ping", self.primary.ping().await)
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let reachable = self.ping().await.is_ok();
+        StoreHealth {
+            reachable,
+            degraded: self.degraded(),
+        }
     }
 
     async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
-        self.either(self.primary.rate_acquire(limits), || {
+        self.either("rate_acquire", self.primary.rate_acquire(limits), || {
             self.fallback.rate_acquire(limits)
         })
         .await
@@ -255,14 +384,16 @@ impl Store for FallbackStore {
         fingerprint: &str,
         ttl: Duration,
     ) -> Result<Claim, StoreError> {
-        self.either(self.primary.claim(key, token, fingerprint, ttl), || {
-            self.fallback.claim(key, token, fingerprint, ttl)
-        })
+        self.either(
+            "claim",
+            self.primary.claim(key, token, fingerprint, ttl),
+            || self.fallback.claim(key, token, fingerprint, ttl),
+        )
         .await
     }
 
     async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError> {
-        self.either(self.primary.peek(key), || self.fallback.peek(key))
+        self.either("peek", self.primary.peek(key), || self.fallback.peek(key))
             .await
     }
 
@@ -275,6 +406,7 @@ impl Store for FallbackStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.either(
+            "finish",
             self.primary.finish(key, token, fingerprint, answer, ttl),
             || self.fallback.finish(key, token, fingerprint, answer, ttl),
         )
@@ -284,32 +416,36 @@ impl Store for FallbackStore {
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError> {
         // Release both: the claim may have been taken in either place.
         let local = self.fallback.release(key, token).await;
-        self.either(self.primary.release(key, token), || async { local })
-            .await
+        self.either("release", self.primary.release(key, token), || async {
+            local
+        })
+        .await
     }
 
     async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError> {
-        self.either(self.primary.put(entries, ttl), || {
+        self.either("put", self.primary.put(entries, ttl), || {
             self.fallback.put(entries, ttl)
         })
         .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.either(self.primary.get(key), || self.fallback.get(key))
+        self.either("get", self.primary.get(key), || self.fallback.get(key))
             .await
     }
 
     async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError> {
-        self.either(self.primary.replace(key, expected, new), || {
+        self.either("replace", self.primary.replace(key, expected, new), || {
             self.fallback.replace(key, expected, new)
         })
         .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.either(self.primary.delete(key), || self.fallback.delete(key))
-            .await
+        self.either("delete", self.primary.delete(key), || {
+            self.fallback.delete(key)
+        })
+        .await
     }
 
     fn memory_bytes(&self) -> u64 {
@@ -335,6 +471,150 @@ fn gcra(tat: Option<u64>, now: u64, spec: RateSpec) -> Result<u64, Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    /// A shared store that answers a ping but fails every operation, as a cluster node
+    /// asked for another node's keys does.
+    struct Misrouted;
+
+    fn moved<T>() -> Result<T, StoreError> {
+        Err(StoreError("MOVED 1234 127.0.0.1:7001".into()))
+    }
+
+    #[async_trait]
+    impl Store for Misrouted {
+        fn backend(&self) -> &'static str {
+            "redis"
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn rate_acquire(&self, _: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
+            moved()
+        }
+        async fn claim(&self, _: &str, _: &str, _: &str, _: Duration) -> Result<Claim, StoreError> {
+            moved()
+        }
+        async fn peek(&self, _: &str) -> Result<Option<Claim>, StoreError> {
+            moved()
+        }
+        async fn finish(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &StoredAnswer,
+            _: Duration,
+        ) -> Result<(), StoreError> {
+            moved()
+        }
+        async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            moved()
+        }
+        async fn put(&self, _: &[(&str, &str)], _: Option<Duration>) -> Result<(), StoreError> {
+            moved()
+        }
+        async fn get(&self, _: &str) -> Result<Option<String>, StoreError> {
+            moved()
+        }
+        async fn replace(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
+            moved()
+        }
+        async fn delete(&self, _: &str) -> Result<(), StoreError> {
+            moved()
+        }
+    }
+
+    fn misrouted(interval: Duration) -> FallbackStore {
+        FallbackStore::with_interval(
+            Box::new(Misrouted),
+            memory::MemoryStore::default(),
+            interval,
+        )
+    }
+
+    fn run<T>(future: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_failure_is_counted_and_they_are_logged_once_per_interval() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let logs = Buffer::default();
+        let writer = logs.clone();
+        let subscriber =
+            crate::telemetry::subscriber(crate::config::LogFormat::Json, "debug", move || {
+                writer.clone()
+            });
+        metrics::with_local_recorder(&recorder, || {
+            tracing::subscriber::with_default(subscriber, || {
+                run(async {
+                    let store = misrouted(Duration::from_secs(3600));
+                    for _ in 0..30 {
+                        // Served from memory meanwhile.
+                        assert_eq!(store.get("k").await.unwrap(), None);
+                    }
+                    store.put(&[("k", "v")], None).await.unwrap();
+                    assert_eq!(store.get("k").await.unwrap().as_deref(), Some("v"));
+                })
+            })
+        });
+
+        let metrics = metrics.render();
+        for expected in [
+            r#"otp_relay_store_errors_total{backend="redis",operation="get"} 31"#,
+            r#"otp_relay_store_errors_total{backend="redis",operation="put"} 1"#,
+        ] {
+            assert!(metrics.contains(expected), "missing {expected}\n{metrics}");
+        }
+        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|line| line.contains("state store operations failing"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{logs}");
+        assert!(
+            lines[0].contains("MOVED") && lines[0].contains("WARN"),
+            "{logs}"
+        );
+    }
+
+    #[test]
+    fn a_store_that_answers_pings_but_fails_operations_is_degraded() {
+        run(async {
+            let store = misrouted(Duration::from_secs(3600));
+            let healthy = StoreHealth {
+                reachable: true,
+                degraded: false,
+            };
+            assert_eq!(store.health().await, healthy);
+            store.rate_acquire(&[]).await.unwrap();
+            let health = store.health().await;
+            assert!(health.reachable && health.degraded && !health.is_ready());
+
+            // A failure counts against readiness for one interval only.
+            let store = misrouted(Duration::ZERO);
+            store.rate_acquire(&[]).await.unwrap();
+            assert_eq!(store.health().await, healthy);
+        });
+    }
 
     #[test]
     fn gcra_allows_a_burst_of_count_then_one_per_interval() {

@@ -1,17 +1,105 @@
-//! The Redis store, shared by every replica. Each operation is one atomic Lua script,
-//! and rate-limit time comes from the Redis server so replicas agree on it.
+//! The Redis store, shared by every replica: one server, or a Redis Cluster. Each
+//! operation is one atomic Lua script, and rate-limit time comes from the Redis server so
+//! replicas agree on it.
+//!
+//! # Keys on a Redis Cluster
+//!
+//! A cluster keeps each key in one of 16384 slots, spread over its nodes, and refuses a
+//! script or a MULTI/EXEC whose keys sit in different slots (CROSSSLOT). So on a cluster
+//! the keys that one operation touches together share a hash tag (`{...}`, the only part
+//! of a key the slot is computed from):
+//!
+//! - every rate-limit key (`rate:*`) is tagged `{rate}`: one send counts against the
+//!   number, the caller and the global limit in one all-or-nothing script, so they must
+//!   sit together. One slot (one node) carries all the deployment's limits: one short
+//!   script per login is far within what one Redis node serves;
+//! - Telegram links (`chat:*`, `chat-owner:*`) are tagged `{chat}`: a link and its owner
+//!   entry are written together, and there is one pair per registered user;
+//! - everything else (message records, their provider-id index, idempotency records)
+//!   is hashed whole and spreads over the nodes. A record and its index cannot share a
+//!   tag (the index is looked up by the provider's id alone), and need not be written
+//!   atomically: `put` writes them one after another, and a status report that finds no
+//!   index entry is ignored as for an unknown message.
+//!
+//! On a single server the keys keep the names they always had (`otp-relay:<key>`), so an
+//! upgrade keeps existing limits, records and Telegram links.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer};
 
 /// Every key otp-relay writes starts with this, so it can share a Redis.
 const PREFIX: &str = "otp-relay:";
+
+/// On a cluster: the key prefixes whose keys one operation uses together, and the hash
+/// tag that keeps them in one slot (see the module documentation).
+const TAGGED: &[(&str, &str)] = &[
+    ("rate:", "rate"),
+    ("chat:", "chat"),
+    ("chat-owner:", "chat"),
+];
+
+/// How long one store operation may take when nothing else is said (`REDIS_TIMEOUT`).
+/// A healthy Redis answers in well under a millisecond; this leaves room for a busy
+/// one (a fork for a snapshot, a slow disk) before falling back to local memory.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How the Redis deployment is laid out (`REDIS_CLUSTER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One server (possibly a primary with replicas behind one address).
+    Single,
+    /// A Redis Cluster, reached through one or more of its nodes.
+    Cluster,
+}
+
+/// A connection to either layout; both reconnect on their own after a failure.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
 
 /// GCRA with the server's clock, over several limits at once, all or nothing.
 /// KEYS: the limits. ARGV: period ms and emission interval ms of each, in order.
@@ -70,9 +158,12 @@ redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 ";
 
-/// State in a Redis server.
+/// State in a Redis server or cluster.
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
+    topology: Topology,
+    /// The longest one operation may take, round trips and reconnects included.
+    timeout: Duration,
     rate: Script,
     claim: Script,
     finish: Script,
@@ -80,9 +171,11 @@ pub struct RedisStore {
     replace: Script,
 }
 
-fn unavailable(error: redis::RedisError) -> StoreError {
-    // Redis errors do not carry the URL or password.
-    StoreError(error.to_string())
+impl From<redis::RedisError> for StoreError {
+    fn from(error: redis::RedisError) -> Self {
+        // Redis errors do not carry the URL or password.
+        StoreError(error.to_string())
+    }
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -90,20 +183,51 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// Prepares a connection that is made on first use and remade after a failure, so a
-    /// Redis that is down at startup does not stop otp-relay.
+    /// A single server at `url`, with the default timeout.
     pub fn connect(url: &SecretString) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|_| StoreError("REDIS_URL is not a valid Redis URL".into()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Self::connect_with(url, Topology::Single, DEFAULT_TIMEOUT)
+    }
+
+    /// Prepares a connection that is made on first use and remade after a failure, so a
+    /// Redis that is down at startup does not stop otp-relay. For a cluster, `urls` is a
+    /// comma list of seed nodes (one is enough: the others are discovered). Every
+    /// operation gives up after `timeout`.
+    ///
+    /// A cluster's connection runs on the Tokio runtime this is called on.
+    pub fn connect_with(
+        urls: &SecretString,
+        topology: Topology,
+        timeout: Duration,
+    ) -> Result<RedisStore, StoreError> {
+        let invalid = || StoreError("REDIS_URL is not a valid Redis URL".into());
+        let connection = match topology {
+            Topology::Single => {
+                let client = redis::Client::open(urls.expose_secret()).map_err(|_| invalid())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            }
+            Topology::Cluster => {
+                let seeds: Vec<&str> = urls.expose_secret().split(',').map(str::trim).collect();
+                let client = ClusterClientBuilder::new(seeds)
+                    // Redirections (MOVED, ASK) and reconnects, within `timeout` overall.
+                    .retries(3)
+                    .max_retry_wait(200)
+                    .build()
+                    .map_err(|_| invalid())?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout);
+                Connection::Cluster(client.get_pending_async_connection_with_config(config))
+            }
+        };
         Ok(RedisStore {
             connection,
+            topology,
+            timeout,
             rate: Script::new(RATE_SCRIPT),
             claim: Script::new(CLAIM_SCRIPT),
             finish: Script::new(FINISH_SCRIPT),
@@ -112,8 +236,34 @@ impl RedisStore {
         })
     }
 
-    fn key(key: &str) -> String {
-        format!("{PREFIX}{key}")
+    /// The Redis key for a store key (see the module documentation).
+    fn key(&self, key: &str) -> String {
+        let tag = match self.topology {
+            Topology::Single => None,
+            Topology::Cluster => TAGGED
+                .iter()
+                .find(|(prefix, _)| key.starts_with(prefix))
+                .map(|(_, tag)| tag),
+        };
+        match tag {
+            None => format!("{PREFIX}{key}"),
+            Some(tag) => format!("{PREFIX}{{{tag}}}:{key}"),
+        }
+    }
+
+    /// Runs one operation on the connection within the timeout.
+    async fn bounded<T, F, Fut>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        match tokio::time::timeout(self.timeout, operation(self.connection.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError(format!(
+                "no answer within {}",
+                humantime::format_duration(self.timeout)
+            ))),
+        }
     }
 }
 
@@ -136,12 +286,13 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        self.bounded(|mut connection| async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn rate_acquire(&self, limits: &[RateLimit<'_>]) -> Result<RateDecision, StoreError> {
@@ -150,14 +301,15 @@ impl Store for RedisStore {
             let period = millis(limit.spec.per);
             let interval = (period / u64::from(limit.spec.count)).max(1);
             invocation
-                .key(Self::key(limit.key))
+                .key(self.key(limit.key))
                 .arg(period)
                 .arg(interval);
         }
-        let (refused, wait): (usize, u64) = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+        let (refused, wait): (usize, u64) = self
+            .bounded(
+                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
+            )
+            .await?;
         Ok(match refused.checked_sub(1) {
             None => RateDecision::Allowed,
             Some(limit) => RateDecision::Limited {
@@ -174,14 +326,16 @@ impl Store for RedisStore {
         fingerprint: &str,
         ttl: Duration,
     ) -> Result<Claim, StoreError> {
-        let held: Option<String> = self
-            .claim
-            .key(Self::key(key))
+        let mut invocation = self.claim.prepare_invoke();
+        invocation
+            .key(self.key(key))
             .arg(in_flight(token, fingerprint))
-            .arg(millis(ttl))
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg(millis(ttl));
+        let held: Option<String> = self
+            .bounded(
+                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
+            )
+            .await?;
         match held {
             None => Ok(Claim::Claimed),
             Some(text) => Ok(parse_record(&text)?.into_claim()),
@@ -189,11 +343,7 @@ impl Store for RedisStore {
     }
 
     async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError> {
-        let held: Option<String> = redis::cmd("GET")
-            .arg(Self::key(key))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+        let held = self.get(key).await?;
         held.map(|text| parse_record(&text).map(Record::into_claim))
             .transpose()
     }
@@ -211,88 +361,161 @@ impl Store for RedisStore {
             answer: answer.clone(),
         })
         .expect("a record serializes");
-        let _: i64 = self
-            .finish
-            .key(Self::key(key))
+        let mut invocation = self.finish.prepare_invoke();
+        invocation
+            .key(self.key(key))
             .arg(in_flight(token, fingerprint))
             .arg(done)
-            .arg(millis(ttl))
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg(millis(ttl));
+        self.bounded(|mut connection| async move {
+            invocation.invoke_async::<i64>(&mut connection).await?;
+            Ok(())
+        })
+        .await?;
         Ok(())
     }
 
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        // The record holds the fingerprint too; read it to rebuild our exact value.
-        let mut connection = self.connection.clone();
-        let held: Option<String> = redis::cmd("GET")
-            .arg(Self::key(key))
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        let Some(Record::InFlight {
-            token: holder,
-            fingerprint,
-        }) = held.as_deref().map(parse_record).transpose()?
-        else {
-            return Ok(());
-        };
-        if holder != token {
-            return Ok(());
-        }
-        let _: i64 = self
-            .release
-            .key(Self::key(key))
-            .arg(in_flight(token, &fingerprint))
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let key = self.key(key);
+        self.bounded(|mut connection| async move {
+            // The record holds the fingerprint too; read it to rebuild our exact value.
+            let held: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await?;
+            let Some(Record::InFlight {
+                token: holder,
+                fingerprint,
+            }) = held.as_deref().map(parse_record).transpose()?
+            else {
+                return Ok(());
+            };
+            if holder != token {
+                return Ok(());
+            }
+            self.release
+                .key(&key)
+                .arg(in_flight(token, &fingerprint))
+                .invoke_async::<i64>(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn put(&self, entries: &[(&str, &str)], ttl: Option<Duration>) -> Result<(), StoreError> {
-        // One round trip, applied together (MULTI/EXEC).
-        let mut pipeline = redis::pipe();
-        pipeline.atomic();
-        for &(key, value) in entries {
-            let command = pipeline.cmd("SET").arg(Self::key(key)).arg(value);
+        let keyed: Vec<(String, &str)> = entries
+            .iter()
+            .map(|&(key, value)| (self.key(key), value))
+            .collect();
+        let set = |pipeline: &mut Pipeline, key: &str, value: &str| {
+            let command = pipeline.cmd("SET").arg(key).arg(value);
             if let Some(ttl) = ttl {
                 command.arg("PX").arg(millis(ttl));
             }
             command.ignore();
-        }
-        pipeline
-            .query_async::<()>(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)
+        };
+        // One round trip, applied together (MULTI/EXEC), where the keys allow it: always
+        // on one server, on a cluster when they share a slot. Otherwise one after the
+        // other, in the order given.
+        let together = self.topology == Topology::Single
+            || keyed
+                .windows(2)
+                .all(|pair| Slot::for_key(&pair[0].0) == Slot::for_key(&pair[1].0));
+        let steps: Vec<Pipeline> = if together {
+            let mut pipeline = redis::pipe();
+            pipeline.atomic();
+            for (key, value) in &keyed {
+                set(&mut pipeline, key, value);
+            }
+            vec![pipeline]
+        } else {
+            keyed
+                .iter()
+                .map(|(key, value)| {
+                    let mut pipeline = redis::pipe();
+                    set(&mut pipeline, key, value);
+                    pipeline
+                })
+                .collect()
+        };
+        self.bounded(|mut connection| async move {
+            for step in steps {
+                step.query_async::<()>(&mut connection).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        redis::cmd("GET")
-            .arg(Self::key(key))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)
+        let key = self.key(key);
+        self.bounded(|mut connection| async move {
+            Ok(redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut connection)
+                .await?)
+        })
+        .await
     }
 
     async fn replace(&self, key: &str, expected: &str, new: &str) -> Result<bool, StoreError> {
+        let mut invocation = self.replace.prepare_invoke();
+        invocation.key(self.key(key)).arg(expected).arg(new);
         let swapped: i64 = self
-            .replace
-            .key(Self::key(key))
-            .arg(expected)
-            .arg(new)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+            .bounded(
+                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
+            )
+            .await?;
         Ok(swapped == 1)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        redis::cmd("DEL")
-            .arg(Self::key(key))
-            .query_async::<()>(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)
+        let key = self.key(key);
+        self.bounded(|mut connection| async move {
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<()>(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(topology: Topology) -> RedisStore {
+        // Nothing listens there: building the store makes no connection.
+        let url = SecretString::from("redis://127.0.0.1:1".to_owned());
+        RedisStore::connect_with(&url, topology, DEFAULT_TIMEOUT).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_single_server_keeps_the_key_names_deployments_already_have() {
+        let store = store(Topology::Single);
+        for key in ["rate:number:ab12", "chat:cd34", "chat-owner:42", "msg:01J"] {
+            assert_eq!(store.key(key), format!("otp-relay:{key}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn on_a_cluster_keys_used_together_share_a_slot_and_the_rest_spread() {
+        let store = store(Topology::Cluster);
+        let slot = |key: &str| Slot::for_key(store.key(key));
+        // One send's limits: the number's, the caller's and the global one.
+        let rate = slot("rate:number:ab12");
+        assert_eq!(slot("rate:client:ef56"), rate);
+        assert_eq!(slot("rate:global:"), rate);
+        assert_eq!(slot("chat:cd34"), slot("chat-owner:42"));
+        assert_eq!(store.key("rate:global:"), "otp-relay:{rate}:rate:global:");
+        // Records and idempotency keys are not piled onto one node.
+        let spread: std::collections::HashSet<_> = (0..20)
+            .map(|i| slot(&format!("msg:01J{i}")))
+            .chain((0..20).map(|i| slot(&format!("idem:key:{i}"))))
+            .collect();
+        assert!(spread.len() > 30, "{} slots", spread.len());
     }
 }

@@ -16,10 +16,15 @@ fn body(mobile: &str, text: &str) -> String {
 }
 
 async fn post_with_key(app: &TestApp, key: &str, body: String) -> reqwest::Response {
+    post_with(app, ("Idempotency-Key", key), body).await
+}
+
+/// Posts `body` to the canonical path with one extra header.
+async fn post_with(app: &TestApp, (name, value): (&str, &str), body: String) -> reqwest::Response {
     app.client
         .post(app.url("/v1/messages"))
         .header("Content-Type", "application/json")
-        .header("Idempotency-Key", key)
+        .header(name, value)
         .body(body)
         .send()
         .await
@@ -88,11 +93,11 @@ async fn a_repeat_after_success_is_replayed_and_marked() {
 }
 
 #[tokio::test]
-async fn a_failed_send_is_not_replayed() {
-    let provider = RecordingProvider::failing_with(ProviderError::Unavailable {
-        detail: "down".into(),
+async fn a_failure_that_never_reached_a_provider_is_not_replayed() {
+    let provider = RecordingProvider::failing_with(ProviderError::Connect {
+        detail: "connection refused".into(),
     });
-    let app = spawn_app_with(&[("DEDUPE_WINDOW", "60s")], provider).await;
+    let app = spawn_app_with(&[("DEDUPE_WINDOW", "60s"), ("RETRY_MAX", "0")], provider).await;
 
     for _ in 0..2 {
         let response = app
@@ -102,6 +107,129 @@ async fn a_failed_send_is_not_replayed() {
         problem(response, 503, "no_provider_available").await;
     }
     assert_eq!(app.recorder().received().len(), 2, "the repeat sent again");
+}
+
+#[tokio::test]
+async fn a_failure_a_provider_may_have_acted_on_is_replayed_not_resent() {
+    let provider = RecordingProvider::failing_with(ProviderError::Unavailable {
+        detail: "HTTP 500".into(),
+    });
+    let app = spawn_app_with(&[("DEDUPE_WINDOW", "60s")], provider).await;
+
+    let first = app
+        .post_raw("/api/sms", body("+5511966191717", "Code 555667"))
+        .await;
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    let first = problem(first, 503, "no_provider_available").await;
+    let repeat = app
+        .post_raw("/api/sms", body("+5511966191717", "Code 555667"))
+        .await;
+    assert_eq!(repeat.headers()["idempotent-replayed"], "true");
+    let repeat = problem(repeat, 503, "no_provider_available").await;
+
+    assert_eq!(repeat, first, "the same answer, message id included");
+    assert_eq!(app.recorder().received().len(), 1, "sent once");
+}
+
+#[tokio::test]
+async fn dedupe_is_per_caller() {
+    let app = spawn_app(&[
+        ("AUTH_API_KEYS", "caller-a,caller-b"),
+        ("DEDUPE_WINDOW", "60s"),
+    ])
+    .await;
+    let send = |key: &'static str| {
+        post_with(
+            &app,
+            ("X-API-Key", key),
+            body("+5511966191717", "Code 121212"),
+        )
+    };
+
+    let a = send("caller-a").await;
+    let b = send("caller-b").await;
+    let a_again = send("caller-a").await;
+
+    assert_eq!(a.status(), 200);
+    assert_eq!(b.status(), 200);
+    assert!(!b.headers().contains_key("idempotent-replayed"));
+    assert_eq!(a_again.headers()["idempotent-replayed"], "true");
+    let (a, b): (Value, Value) = (a.json().await.unwrap(), b.json().await.unwrap());
+    assert_ne!(a["id"], b["id"], "B got its own send, not A's answer");
+    assert_eq!(a_again.json::<Value>().await.unwrap(), a);
+    assert_eq!(app.recorder().received().len(), 2);
+}
+
+mod over_the_wire {
+    //! Exactly once against a mock Twilio: what a timeout or a refused connection does
+    //! to a repeat under the same `Idempotency-Key`.
+
+    use serde_json::Value;
+    use wiremock::MockServer;
+
+    use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted, SLOW};
+    use crate::helpers::{problem, spawn_configured_app, TestApp};
+
+    const BODY: &str = r#"{"mobile": "+5511966191717", "totp": "Your code is 864200"}"#;
+
+    async fn app_at(base_url: &str) -> TestApp {
+        let mut vars = provider_vars(base_url, None);
+        vars.extend([
+            ("PROVIDER_TIMEOUT".to_owned(), "1s".to_owned()),
+            ("RETRY_MAX".to_owned(), "0".to_owned()),
+        ]);
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        spawn_configured_app(&pairs).await
+    }
+
+    async fn post(app: &TestApp, key: &str) -> reqwest::Response {
+        super::post_with_key(app, key, BODY.to_owned()).await
+    }
+
+    #[tokio::test]
+    async fn a_provider_slower_than_its_timeout_gets_one_request_per_key() {
+        let twilio = MockServer::start().await;
+        // It accepts, but answers after otp-relay stopped waiting.
+        mount_twilio(&twilio, twilio_accepted().set_delay(SLOW)).await;
+        let app = app_at(&twilio.uri()).await;
+
+        let first = post(&app, "login-7").await;
+        let status = first.status().as_u16();
+        assert!(!first.headers().contains_key("idempotent-replayed"));
+        let first: Value = first.json().await.unwrap();
+        assert_eq!(first["attempts"][0]["code"], "timeout", "{first}");
+        let repeat = post(&app, "login-7").await;
+
+        assert_eq!(repeat.headers()["idempotent-replayed"], "true");
+        let repeat = problem(repeat, status, first["code"].as_str().unwrap()).await;
+        assert_eq!(repeat, first);
+        assert_eq!(hits(&twilio).await, 1, "one SMS for one key");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_lets_the_repeat_send() {
+        // Bound but not listening: connections are refused until it listens.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let base_url = format!("http://{}", socket.local_addr().unwrap());
+        let app = app_at(&base_url).await;
+
+        let refused = post(&app, "login-8").await;
+        let refused = problem(refused, 503, "no_provider_available").await;
+        assert_eq!(
+            refused["attempts"][0]["code"], "connect_failed",
+            "{refused}"
+        );
+
+        let listener = socket.listen(16).unwrap().into_std().unwrap();
+        let twilio = MockServer::builder().listener(listener).start().await;
+        mount_twilio(&twilio, twilio_accepted()).await;
+        let repeat = post(&app, "login-8").await;
+
+        assert!(!repeat.headers().contains_key("idempotent-replayed"));
+        assert_eq!(repeat.status(), 200);
+        assert_eq!(hits(&twilio).await, 1, "the repeat was sent");
+    }
 }
 
 #[tokio::test]

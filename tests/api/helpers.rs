@@ -69,12 +69,12 @@ impl MessageProvider for RecordingProvider {
         });
         match &self.failure {
             Some(error) => Err(error.clone()),
-            None => Ok(Receipt {
-                provider: self.name.into(),
-                provider_message_id: Some(format!("rec-{}", message.id)),
-                status: DeliveryStatus::Queued,
-                raw_status: Some("accepted".into()),
-            }),
+            None => Ok(Receipt::new(
+                self.name,
+                Some(format!("rec-{}", message.id)),
+                DeliveryStatus::Queued,
+                Some("accepted".into()),
+            )),
         }
     }
 }
@@ -114,6 +114,17 @@ impl TestApp {
             .send()
             .await
             .expect("request failed")
+    }
+
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        self.get_text("/metrics").await
+    }
+
+    /// The body of a GET of `path`, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
@@ -343,11 +354,11 @@ impl MessageProvider for GatedProvider {
     async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
         self.arrived.notify_one();
         self.release.acquire().await.expect("gate open").forget();
-        Ok(Receipt {
-            provider: "gated".into(),
-            provider_message_id: Some(message.id.clone()),
-            status: DeliveryStatus::Queued,
-            raw_status: None,
-        })
+        Ok(Receipt::new(
+            "gated",
+            Some(message.id.clone()),
+            DeliveryStatus::Queued,
+            None,
+        ))
     }
 }

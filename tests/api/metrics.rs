@@ -20,15 +20,7 @@ async fn sends_and_failures_show_up_with_their_labels() {
     assert_eq!(send("+5511987650001", "Code 7412").await.status(), 429);
     assert_eq!(send("not a number", "Code 7413").await.status(), 422);
     assert_eq!(send("+53 5 234 5678", "Code 7414").await.status(), 403);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
 
     for expected in [
         r#"otp_relay_http_requests_total{route="/api/sms",status="200",code="ok"}"#,

@@ -40,6 +40,22 @@ async fn send(app: &TestApp) -> Value {
     response.json().await.unwrap()
 }
 
+/// Sends the QIAM body with one extra header; the id of the message.
+async fn send_with(app: &TestApp, (name, value): (&str, &str)) -> String {
+    let sent = app
+        .client
+        .post(app.url("/api/sms"))
+        .header("Content-Type", "application/json")
+        .header(name, value)
+        .body(QIAM)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let sent: Value = sent.json().await.unwrap();
+    sent["id"].as_str().unwrap().to_owned()
+}
+
 async fn get_record(app: &TestApp, id: &str) -> reqwest::Response {
     app.client
         .get(app.url(&format!("/v1/messages/{id}")))
@@ -133,18 +149,62 @@ async fn twilio_reports_update_the_record_and_never_move_it_back() {
     );
 
     let ok = twilio_callback(&app, &delivered, Some(twilio_signature(&url, &delivered))).await;
-    assert_eq!(ok.status(), 204);
+    assert_eq!(ok.status(), 200);
     assert_eq!(status_of(&app, id).await["status"], "delivered");
 
     let late = [("MessageSid", sid), ("MessageStatus", "sent")];
     let late = twilio_callback(&app, &late, Some(twilio_signature(&url, &late))).await;
-    assert_eq!(late.status(), 204);
+    assert_eq!(late.status(), 200);
     let record = status_of(&app, id).await;
     assert_eq!(
         record["status"], "delivered",
         "a late sent does not undo delivered"
     );
     assert_eq!(record["provider_status"], "delivered");
+
+    let failed = [("MessageSid", sid), ("MessageStatus", "failed")];
+    let failed = twilio_callback(&app, &failed, Some(twilio_signature(&url, &failed))).await;
+    assert_eq!(failed.status(), 204);
+    let record = status_of(&app, id).await;
+    assert_eq!(record["status"], "delivered", "a final status is final");
+    assert_eq!(record["provider_status"], "delivered");
+}
+
+#[tokio::test]
+async fn a_record_is_shown_only_to_the_caller_that_sent_it() {
+    let app = crate::helpers::spawn_app(&[("AUTH_API_KEYS", "caller-a,caller-b")]).await;
+    let get = |id: String, key: &'static str| {
+        app.client
+            .get(app.url(&format!("/v1/messages/{id}")))
+            .header("X-API-Key", key)
+            .send()
+    };
+    let id = send_with(&app, ("X-API-Key", "caller-a")).await;
+
+    let own = get(id.clone(), "caller-a").await.unwrap();
+    assert_eq!(own.status(), 200);
+    let own: Value = own.json().await.unwrap();
+    assert_eq!(own["id"], id.as_str());
+    assert!(own.get("owner").is_none(), "{own}");
+    let other = get(id, "caller-b").await.unwrap();
+    problem(other, 404, "message_not_found").await;
+}
+
+#[tokio::test]
+async fn a_caller_of_unknown_address_reads_no_record() {
+    let app =
+        crate::helpers::spawn_app(&[("AUTH_DISABLED", "true"), ("TRUSTED_PROXIES", "127.0.0.1")])
+            .await;
+    let id = send_with(&app, ("X-Forwarded-For", "junk")).await;
+
+    let read = app
+        .client
+        .get(app.url(&format!("/v1/messages/{id}")))
+        .header("X-Forwarded-For", "junk")
+        .send()
+        .await
+        .unwrap();
+    problem(read, 404, "message_not_found").await;
 }
 
 /// Vonage SMS API: each parameter as `&name=value` (with `&` and `=` in values
@@ -218,7 +278,7 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
             .await
             .unwrap()
             .status(),
-        204
+        200
     );
     assert_eq!(status_of(&app, &id).await["status"], "delivered");
 
@@ -244,7 +304,7 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
             .send()
     };
     problem(post_json(altered).await.unwrap(), 401, "invalid_signature").await;
-    assert_eq!(post_json(body).await.unwrap().status(), 204);
+    assert_eq!(post_json(body).await.unwrap().status(), 200);
     assert_eq!(status_of(&app, &id).await["provider_status"], "read");
 }
 
@@ -324,9 +384,21 @@ async fn telegram_gateway_reports_are_verified() {
     .await;
     assert_eq!(status_of(&app, &id).await["status"], "queued");
 
+    // A report of code verification only: authentic, acknowledged with exactly 200 (any
+    // other answer is repeated up to 10 times), and nothing changes.
+    let verification_only = json!({"request_id": "7d3c1f2a9b", "phone_number": "+5511966191717",
+        "request_cost": 0.01, "verification_status": {"status": "code_valid", "updated_at": now}})
+    .to_string();
+    let answer = post(now, sign(now, &verification_only), verification_only)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(status_of(&app, &id).await["status"], "queued");
+
+    // https://core.telegram.org/gateway/api#report-delivery: exactly 200, not 204.
     assert_eq!(
         post(now, sign(now, &body), body).await.unwrap().status(),
-        204
+        200
     );
     assert_eq!(status_of(&app, &id).await["status"], "delivered");
 }
@@ -369,4 +441,76 @@ async fn records_past_the_memory_budget_go_oldest_first() {
     let last = send(&app).await["id"].as_str().unwrap().to_owned();
     assert_eq!(status_of(&app, &last).await["id"], last.as_str());
     problem(get_record(&app, &first).await, 404, "message_not_found").await;
+}
+
+/// Vonage SMS API: a long message goes as parts, each with its own message-id and
+/// delivery receipt. A receipt for any part finds the record, whose status is over all
+/// parts: delivered only once every part is. A reply in which only some parts were
+/// accepted is still an acceptance (200, no failover: the user would get two codes).
+#[tokio::test]
+async fn vonage_multipart_receipts_update_the_record_over_all_parts() {
+    let vonage = MockServer::start().await;
+    mount_vonage(
+        &vonage,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "message-count": "3",
+            "messages": [
+                {"to": "5511966191717", "message-id": "0A00000000P1", "status": "0"},
+                {"to": "5511966191717", "message-id": "0A00000000P2", "status": "0"},
+                {"to": "5511966191717", "status": "1", "error-text": "Throttled"}
+            ]
+        })),
+    )
+    .await;
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
+    vars.retain(|(k, _)| k != "PROVIDERS");
+    let app = app_with(
+        vars,
+        &[
+            ("PROVIDERS", "vonage,twilio"),
+            ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
+            ("VONAGE_SIGNATURE_METHOD", "sha256"),
+        ],
+    )
+    .await;
+    let sent = send(&app).await;
+    assert_eq!(sent["provider"], "vonage");
+    assert_eq!(sent["provider_message_id"], "0A00000000P1");
+    assert_eq!(crate::fakes::hits(&twilio).await, 0, "no second code");
+    let id = sent["id"].as_str().unwrap().to_owned();
+
+    let receipt = |part: &str| {
+        vonage_signed(&[
+            ("messageId", part.into()),
+            ("msisdn", "5511966191717".into()),
+            ("status", "delivered".into()),
+            ("err-code", "0".into()),
+            ("nonce", format!("nonce-{part}")),
+            ("timestamp", unix_now().to_string()),
+        ])
+    };
+    let post_form = |params: Vec<(String, String)>| {
+        app.client
+            .post(app.url("/webhooks/vonage"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded_like(&params))
+            .send()
+    };
+    assert_eq!(
+        post_form(receipt("0A00000000P2")).await.unwrap().status(),
+        200
+    );
+    let record = status_of(&app, &id).await;
+    assert_eq!(record["status"], "queued", "part 1 is not delivered yet");
+    assert_eq!(
+        record["parts"][1],
+        json!({"id": "0A00000000P2", "status": "delivered"})
+    );
+    assert_eq!(
+        post_form(receipt("0A00000000P1")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(status_of(&app, &id).await["status"], "delivered");
 }

@@ -1,4 +1,5 @@
-//! Several otp-relay instances sharing one Redis, as replicas behind a load balancer.
+//! Several otp-relay instances sharing one Redis or one Redis Cluster, as replicas
+//! behind a load balancer.
 
 use std::sync::Arc;
 
@@ -6,12 +7,16 @@ use serde_json::json;
 use wiremock::MockServer;
 
 use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted};
-use crate::helpers::{spawn_configured_app, TestApp};
-use crate::redis_server::RedisServer;
+use crate::helpers::{captured_logs, spawn_configured_app, TestApp};
+use crate::redis_server::{RedisCluster, RedisServer};
 
 async fn replica(twilio: &MockServer, redis_url: &str, extra: &[(&str, &str)]) -> TestApp {
     let mut vars = provider_vars(&twilio.uri(), None);
     vars.push(("REDIS_URL".into(), redis_url.into()));
+    // A test machine under load may take longer than the default second to schedule a
+    // call; a call that times out would be served from memory, which is not what these
+    // tests are about.
+    vars.push(("REDIS_TIMEOUT".into(), "5s".into()));
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     spawn_configured_app(&pairs).await
@@ -29,19 +34,43 @@ async fn send(app: &TestApp, mobile: &str, text: &str, key: Option<&str>) -> req
     request.send().await.unwrap()
 }
 
+/// Sends `count` codes to `mobile`, in turn through `a` and `b`; how many were
+/// accepted (the others rate limited).
+async fn sends_accepted(a: &TestApp, b: &TestApp, mobile: &str, count: usize) -> usize {
+    let mut accepted = 0;
+    for i in 0..count {
+        let app = if i % 2 == 0 { a } else { b };
+        let response = send(app, mobile, &format!("Code 5000{i:02}"), None).await;
+        match response.status().as_u16() {
+            200 => accepted += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    accepted
+}
+
 async fn ready_status(app: &TestApp) -> u16 {
-    app.client
+    readiness(app).await.0
+}
+
+/// The readiness status and the store's part of its body.
+async fn readiness(app: &TestApp) -> (u16, serde_json::Value) {
+    let response = app
+        .client
         .get(app.url("/health/ready"))
         .send()
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    (status, body["store"].clone())
 }
 
-/// Whether the replica reports ready within a few seconds (it is asked every 50 ms).
+/// Whether the replica reports ready within 30 s (it is asked every 50 ms): a failed
+/// store operation keeps it unready for 10 s.
 async fn becomes_ready(app: &TestApp) -> bool {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if ready_status(app).await == 200 {
             return true;
         }
@@ -96,16 +125,7 @@ async fn the_per_number_limit_is_shared_across_replicas() {
     let a = replica(&twilio, &redis.url(), &limit).await;
     let b = replica(&twilio, &redis.url(), &limit).await;
 
-    let mut accepted = 0;
-    for i in 0..12 {
-        let app = if i % 2 == 0 { &a } else { &b };
-        let response = send(app, "+5511966191717", &format!("Code 5000{i:02}"), None).await;
-        match response.status().as_u16() {
-            200 => accepted += 1,
-            429 => {}
-            other => panic!("unexpected {other}"),
-        }
-    }
+    let accepted = sends_accepted(&a, &b, "+5511966191717", 12).await;
 
     assert_eq!(accepted, 5);
     assert_eq!(hits(&twilio).await, 5);
@@ -203,9 +223,82 @@ async fn a_report_received_by_one_replica_is_seen_by_another() {
     let signature = twilio_signature("https://otp.example.com/webhooks/twilio", &report);
     assert_eq!(
         twilio_callback(&b, &report, Some(signature)).await.status(),
-        204
+        200
     );
 
     assert_eq!(status_of(&a, &id).await["status"], "delivered");
     assert_eq!(status_of(&b, &id).await["status"], "delivered");
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_cluster_enforce_one_limit_per_number() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    // Every limit on, so each send's script takes three keys at once; dedupe on, so
+    // each send also writes a key of its own.
+    let vars = [
+        ("REDIS_CLUSTER", "true"),
+        ("RATE_LIMIT_PER_NUMBER", "2/1h"),
+        ("RATE_LIMIT_PER_CLIENT", "1000/1h"),
+        ("RATE_LIMIT_GLOBAL", "1000/1h"),
+        ("DEDUPE_WINDOW", "60s"),
+    ];
+    let a = replica(&twilio, &cluster.urls(), &vars).await;
+    // The other replica knows one node only, and finds the rest.
+    let b = replica(&twilio, &cluster.nodes[2].url(), &vars).await;
+
+    let numbers: Vec<String> = (10..18).map(|i| format!("+55119661917{i}")).collect();
+    for number in &numbers {
+        let accepted = sends_accepted(&a, &b, number, 3).await;
+        assert_eq!(accepted, 2, "{number}: one limit for both replicas");
+    }
+    assert_eq!(hits(&twilio).await, 2 * numbers.len());
+
+    // Nothing was served from a replica's own memory, and every node took part.
+    for app in [&a, &b] {
+        let (status, store) = readiness(app).await;
+        assert_eq!(status, 200, "{store}");
+        assert_eq!(store["degraded"], false);
+    }
+    let counts = cluster.keys_per_node().await;
+    assert!(counts.iter().all(|&n| n > 0), "keys per node: {counts:?}");
+}
+
+#[tokio::test]
+async fn a_cluster_addressed_as_one_server_is_not_ready() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    // REDIS_CLUSTER unset: one node answers pings, but MOVED for the other nodes' keys.
+    let limit = [("RATE_LIMIT_PER_NUMBER", "5/1h")];
+    let app = replica(&twilio, &cluster.nodes[0].url(), &limit).await;
+    assert_eq!(ready_status(&app).await, 200, "a ping alone looks fine");
+
+    for i in 10..16 {
+        let number = format!("+55119661918{i}");
+        // Logins go on from the replica's memory.
+        assert_eq!(send(&app, &number, "Code 424242", None).await.status(), 200);
+    }
+
+    let (status, store) = readiness(&app).await;
+    assert_eq!(status, 503, "{store}");
+    assert_eq!(store["reachable"], true);
+    assert_eq!(store["degraded"], true);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"otp_relay_store_errors_total{backend="redis",operation="#),
+        "{metrics}"
+    );
+    let logs = captured_logs();
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("state store operations failing")
+                && (line.contains("Moved") || line.contains("CrossSlot"))),
+        "the failure is logged with its cause"
+    );
 }

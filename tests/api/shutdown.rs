@@ -1,5 +1,5 @@
-//! The binary itself: a SIGTERM stops it accepting connections, and a send in flight
-//! still gets its answer before the process exits.
+//! The binary itself: a SIGTERM or a SIGINT (Ctrl-C) stops it accepting connections,
+//! and a send in flight still gets its answer before the process exits 0.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -41,6 +41,17 @@ async fn held_twilio() -> (String, oneshot::Receiver<()>, oneshot::Sender<()>) {
 
 #[tokio::test]
 async fn sigterm_finishes_the_send_in_flight_then_exits() {
+    stop_with_a_send_in_flight("-TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_finishes_the_send_in_flight_then_exits() {
+    stop_with_a_send_in_flight("-INT").await;
+}
+
+/// Starts the binary, holds a send at the provider, sends `signal` (a `kill` option),
+/// and checks that the listener closes, the send is answered 200 and the exit is 0.
+async fn stop_with_a_send_in_flight(signal: &str) {
     let (twilio, arrived, release) = held_twilio().await;
     let (mut child, port) = serve_binary(&[
         ("PROVIDERS", "twilio"),
@@ -62,7 +73,7 @@ async fn sigterm_finishes_the_send_in_flight_then_exits() {
     );
     arrived.await.unwrap();
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
+        .args([signal, &child.id().unwrap().to_string()])
         .status()
         .await
         .unwrap();

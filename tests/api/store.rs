@@ -1,15 +1,16 @@
-//! The store contract, run alike against the memory store and a real Redis.
+//! The store contract, run alike against the memory store, a real Redis and a real
+//! Redis Cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use otp_relay::config::RateSpec;
 use otp_relay::store::memory::MemoryStore;
-use otp_relay::store::redis::RedisStore;
+use otp_relay::store::redis::{RedisStore, Topology};
 use otp_relay::store::{Claim, RateDecision, RateLimit, Store, StoredAnswer};
 use secrecy::SecretString;
 
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisCluster, RedisServer};
 
 async fn contract(store: Arc<dyn Store>) {
     store.ping().await.expect("reachable");
@@ -189,6 +190,90 @@ async fn the_redis_store_keeps_the_contract() {
     };
     let store = RedisStore::connect(&SecretString::from(redis.url())).unwrap();
     contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn the_redis_store_keeps_the_contract_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    // A bound for the first calls, which also learn the cluster's layout.
+    let timeout = Duration::from_secs(5);
+    // One seed is enough: the other nodes are discovered.
+    let seed = SecretString::from(cluster.nodes[1].url());
+    let store = Arc::new(RedisStore::connect_with(&seed, Topology::Cluster, timeout).unwrap());
+    contract(Arc::clone(&store) as Arc<dyn Store>).await;
+
+    // The keys were spread over the nodes, and each node answered for its own.
+    let counts = cluster.keys_per_node().await;
+    assert!(counts.iter().all(|&n| n > 0), "keys per node: {counts:?}");
+
+    // A node that lost its scripts (a restart, a failover) answers NOSCRIPT: the
+    // script is loaded again and the call goes through.
+    for node in &cluster.nodes {
+        let mut flush = redis::cmd("SCRIPT");
+        flush.arg("FLUSH");
+        node.query::<()>(&flush).await;
+    }
+    let spec = RateSpec {
+        count: 1,
+        per: Duration::from_secs(60),
+    };
+    let limits = [
+        RateLimit {
+            key: "rate:number:flushed",
+            spec,
+        },
+        RateLimit {
+            key: "rate:global:",
+            spec,
+        },
+    ];
+    assert_eq!(
+        store.rate_acquire(&limits).await.unwrap(),
+        RateDecision::Allowed
+    );
+}
+
+#[tokio::test]
+async fn a_hung_redis_does_not_hold_a_call() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let urls = SecretString::from(cluster.urls());
+    let timeout = Duration::from_millis(300);
+    let store = RedisStore::connect_with(&urls, Topology::Cluster, timeout).unwrap();
+    // Connected (with a few tries: a loaded machine may be slower than the timeout).
+    let mut answered = false;
+    for _ in 0..20 {
+        answered = store.get("v:hung").await.is_ok();
+        if answered {
+            break;
+        }
+    }
+    assert!(answered, "the cluster never answered");
+    for node in &cluster.nodes {
+        node.freeze().await;
+    }
+
+    // Generous: only there to end the test should the store wait forever.
+    let failed = tokio::time::timeout(Duration::from_secs(30), async {
+        let limit = [RateLimit {
+            key: "rate:hung",
+            spec: RateSpec {
+                count: 1,
+                per: Duration::from_secs(60),
+            },
+        }];
+        (
+            store.get("v:hung").await,
+            store.rate_acquire(&limit).await,
+            store.put(&[("v:a", "1"), ("v:b", "2")], None).await,
+        )
+    })
+    .await
+    .expect("a store call waited on a hung Redis");
+    assert!(failed.0.is_err() && failed.1.is_err() && failed.2.is_err());
 }
 
 #[tokio::test]

@@ -62,29 +62,9 @@ async fn send_telegram(app: &TestApp, mobile: &str) -> reqwest::Response {
 #[tokio::test]
 async fn users_link_their_own_number_and_unlink_it() {
     let bot = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(format!("/bot{TOKEN}/sendMessage")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "ok": true, "result": {"message_id": 99, "date": 1732752000, "chat": {"id": CHAT, "type": "private"}}
-        })))
-        .mount(&bot)
-        .await;
+    mount_bot_accepting(&bot).await;
     let twilio = MockServer::start().await;
-    mount_twilio(&twilio, twilio_accepted()).await;
-    let twilio_url = twilio.uri();
-    let app = spawn_configured_app(&[
-        ("PROVIDERS", "telegram,twilio"),
-        ("AUTH_DISABLED", "true"),
-        ("TWILIO_ACCOUNT_SID", TWILIO_SID),
-        ("TWILIO_AUTH_TOKEN", "fake-token"),
-        ("TWILIO_FROM", "+14155550100"),
-        ("TWILIO_BASE_URL", &twilio_url),
-        ("TELEGRAM_MODE", "bot"),
-        ("TELEGRAM_BOT_TOKEN", TOKEN),
-        ("TELEGRAM_BOT_BASE_URL", &bot.uri()),
-        ("TELEGRAM_WEBHOOK_SECRET", SECRET),
-    ])
-    .await;
+    let app = bot_and_sms(&bot, &twilio, &[]).await;
 
     // Without or with a wrong secret nothing happens.
     problem(
@@ -136,10 +116,7 @@ async fn users_link_their_own_number_and_unlink_it() {
     assert_eq!(sent(&bot).await.len(), before);
 
     // One's own contact links the number; a send reaches that chat.
-    let own = update(
-        json!({"contact": {"phone_number": "5511966191717", "first_name": "Ana", "user_id": CHAT}}),
-    );
-    assert_eq!(webhook(&app, Some(SECRET), own).await.status(), 200);
+    link_own_number(&app).await;
     let response = send_telegram(&app, "+5511966191717").await;
     assert_eq!(response.status(), 200);
     let delivered = sent(&bot).await;
@@ -158,20 +135,7 @@ async fn users_link_their_own_number_and_unlink_it() {
         200
     );
     let before = sent(&bot).await.len();
-    let after_stop: Value = send_telegram(&app, "+5511966191717")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(after_stop["channel"], "sms");
-    assert_eq!(after_stop["provider"], "twilio");
-    assert_eq!(
-        after_stop["attempts"],
-        json!([
-            {"provider": "telegram", "outcome": "failed", "code": "recipient_not_registered"},
-            {"provider": "twilio", "outcome": "sent", "code": null}
-        ])
-    );
+    fell_back_to_sms(&app).await;
     assert_eq!(sent(&bot).await.len(), before);
     assert_eq!(crate::fakes::hits(&twilio).await, 2);
 }
@@ -195,4 +159,174 @@ async fn without_an_sms_provider_an_unlinked_number_is_refused() {
     )
     .await;
     assert!(sent(&bot).await.is_empty());
+}
+
+/// A bot, a Twilio for the SMS fallback, and an app using both (and `extra`).
+async fn bot_and_sms(bot: &MockServer, twilio: &MockServer, extra: &[(&str, &str)]) -> TestApp {
+    mount_twilio(twilio, twilio_accepted()).await;
+    let twilio_url = twilio.uri();
+    let bot_url = bot.uri();
+    let mut vars = vec![
+        ("PROVIDERS", "telegram,twilio"),
+        ("AUTH_DISABLED", "true"),
+        ("TWILIO_ACCOUNT_SID", TWILIO_SID),
+        ("TWILIO_AUTH_TOKEN", "fake-token"),
+        ("TWILIO_FROM", "+14155550100"),
+        ("TWILIO_BASE_URL", &twilio_url),
+        ("TELEGRAM_MODE", "bot"),
+        ("TELEGRAM_BOT_TOKEN", TOKEN),
+        ("TELEGRAM_BOT_BASE_URL", &bot_url),
+        ("TELEGRAM_WEBHOOK_SECRET", SECRET),
+    ];
+    vars.extend_from_slice(extra);
+    spawn_configured_app(&vars).await
+}
+
+/// The bot accepts every sendMessage.
+async fn mount_bot_accepting(bot: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path(format!("/bot{TOKEN}/sendMessage")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true, "result": {"message_id": 99, "date": 1732752000, "chat": {"id": CHAT, "type": "private"}}
+        })))
+        .mount(bot)
+        .await;
+}
+
+/// A Telegram send to the fixture number went by SMS after Telegram said the number is
+/// not registered.
+async fn fell_back_to_sms(app: &TestApp) {
+    let answer: Value = send_telegram(app, "+5511966191717")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["channel"], "sms");
+    assert_eq!(answer["provider"], "twilio");
+    assert_eq!(
+        answer["attempts"],
+        json!([
+            {"provider": "telegram", "outcome": "failed", "code": "recipient_not_registered"},
+            {"provider": "twilio", "outcome": "sent", "code": null}
+        ])
+    );
+}
+
+async fn link_own_number(app: &TestApp) {
+    let own = update(
+        json!({"contact": {"phone_number": "5511966191717", "first_name": "Ana", "user_id": CHAT}}),
+    );
+    assert_eq!(webhook(app, Some(SECRET), own).await.status(), 200);
+}
+
+/// Bot API 403 "Forbidden: bot was blocked by the user": the user is not reachable on
+/// Telegram (it was a 422 on every login before). The chat is unlinked and the code
+/// goes by SMS, now and on later logins, without asking Telegram again.
+#[tokio::test]
+async fn a_user_who_blocked_the_bot_is_unlinked_and_gets_the_code_by_sms() {
+    let bot = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/bot{TOKEN}/sendMessage")))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"text": "Your code is 555123"}),
+        ))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({
+            "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"
+        })))
+        .mount(&bot)
+        .await;
+    mount_bot_accepting(&bot).await;
+    let twilio = MockServer::start().await;
+    let app = bot_and_sms(&bot, &twilio, &[]).await;
+    link_own_number(&app).await;
+    let replies = sent(&bot).await.len();
+
+    fell_back_to_sms(&app).await;
+    assert_eq!(sent(&bot).await.len(), replies + 1);
+
+    fell_back_to_sms(&app).await;
+    assert_eq!(sent(&bot).await.len(), replies + 1, "the link is gone");
+    assert_eq!(crate::fakes::hits(&twilio).await, 2);
+}
+
+/// Links live TELEGRAM_LINK_TTL (in Redis, so every replica sees the same expiry) and
+/// each delivery starts that time again: a recycled number stops reaching the old owner.
+#[tokio::test]
+async fn links_expire_after_the_link_ttl_and_each_delivery_renews_them() {
+    let Some(redis) = crate::redis_server::RedisServer::start().await else {
+        return;
+    };
+    let bot = MockServer::start().await;
+    mount_bot_accepting(&bot).await;
+    let twilio = MockServer::start().await;
+    let redis_url = redis.url();
+    let app = bot_and_sms(
+        &bot,
+        &twilio,
+        &[("REDIS_URL", &redis_url), ("TELEGRAM_LINK_TTL", "2h")],
+    )
+    .await;
+    link_own_number(&app).await;
+
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*chat*")
+        .query_async(&mut redis_connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.len(),
+        2,
+        "the number's link and the chat's owner: {keys:?}"
+    );
+    for (key, ttl) in keys
+        .iter()
+        .zip(each(&mut redis_connection, "TTL", &keys, None).await)
+    {
+        assert!((7000..=7200).contains(&ttl), "{key}: {ttl}");
+    }
+    // As if most of the time had passed.
+    each(&mut redis_connection, "EXPIRE", &keys, Some(60)).await;
+
+    let delivered: Value = send_telegram(&app, "+5511966191717")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(delivered["channel"], "telegram");
+    for (key, ttl) in keys
+        .iter()
+        .zip(each(&mut redis_connection, "TTL", &keys, None).await)
+    {
+        assert!((7000..=7200).contains(&ttl), "renewed: {key}: {ttl}");
+    }
+
+    // Gone (as after the TTL): the number is no longer linked, the code goes by SMS.
+    each(&mut redis_connection, "DEL", &keys, None).await;
+    let later: Value = send_telegram(&app, "+5511966191717")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(later["channel"], "sms");
+}
+
+/// Runs `command key [argument]` for each of `keys`; the integer replies.
+async fn each(
+    connection: &mut redis::aio::MultiplexedConnection,
+    command: &str,
+    keys: &[String],
+    argument: Option<i64>,
+) -> Vec<i64> {
+    let mut replies = Vec::new();
+    for key in keys {
+        let mut cmd = redis::cmd(command);
+        cmd.arg(key);
+        if let Some(argument) = argument {
+            cmd.arg(argument);
+        }
+        replies.push(cmd.query_async(connection).await.unwrap());
+    }
+    replies
 }

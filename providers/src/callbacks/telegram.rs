@@ -43,13 +43,14 @@ pub const SECRET_TOKEN_HEADER: &str = "X-Telegram-Bot-Api-Secret-Token";
 
 /// Verifies and reads a Gateway delivery report. `timestamp` and `signature` are the
 /// `X-Request-Timestamp` and `X-Request-Signature` headers, `body` the raw body.
+/// `Ok(None)` is an authentic report that says nothing about delivery.
 pub fn verify_gateway_status(
     gateway_token: &SecretString,
     timestamp: Option<&str>,
     signature: Option<&str>,
     body: &[u8],
     now: SystemTime,
-) -> Result<StatusUpdate, CallbackError> {
+) -> Result<Option<StatusUpdate>, CallbackError> {
     let timestamp = presented(timestamp)?;
     let signature = presented(signature)?;
     let key = Sha256::digest(gateway_token.expose_secret().as_bytes());
@@ -59,19 +60,18 @@ pub fn verify_gateway_status(
 
     let report: RequestStatus =
         serde_json::from_slice(body).map_err(|e| json_error("a RequestStatus object", &e))?;
-    // Reports also cover code verification; we only send codes, so delivery is what
-    // each report must tell.
-    let raw_status = report
-        .delivery_status
-        .map(|delivery| delivery.status)
-        .ok_or_else(|| CallbackError::Malformed("the report has no delivery_status".into()))?;
-    Ok(StatusUpdate {
+    // Reports also cover code verification (`verification_status` only): authentic, but
+    // nothing for us, and it must still be acknowledged with 200 or Telegram repeats it.
+    let Some(raw_status) = report.delivery_status.map(|delivery| delivery.status) else {
+        return Ok(None);
+    };
+    Ok(Some(StatusUpdate {
         provider: "telegram",
         provider_message_id: report.request_id,
         status: gateway_status(&raw_status),
         raw_status,
         error_code: None,
-    })
+    }))
 }
 
 /// What a bot update asks of us.
