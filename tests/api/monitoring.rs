@@ -39,12 +39,21 @@ const POLL: Duration = Duration::from_millis(200);
 /// The number whose sends Twilio fails with a 500, so they fail over to Vonage.
 const FAILOVER_MOBILE: &str = "+5511987659999";
 
+/// The number whose sends Twilio refuses for our configuration (21609, a bad status
+/// callback URL), so they fail over to Vonage too.
+const MISCONFIGURED_MOBILE: &str = "+5511987658888";
+
 #[tokio::test]
 async fn every_dashboard_expression_evaluates_in_prometheus_and_the_alert_rules_load() {
     let twilio = MockServer::start().await;
     let vonage = MockServer::start().await;
     Mock::given(body_string_contains(&FAILOVER_MOBILE[1..]))
         .respond_with(twilio_error(500, 20500, "Internal Server Error"))
+        .with_priority(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(body_string_contains(&MISCONFIGURED_MOBILE[1..]))
+        .respond_with(twilio_error(400, 21609, "StatusCallback URL is not valid"))
         .with_priority(1)
         .mount(&twilio)
         .await;
@@ -124,8 +133,8 @@ async fn every_dashboard_expression_evaluates_in_prometheus_and_the_alert_rules_
     assert_eq!(rules, defined, "every rule in alerts.yml is loaded");
 }
 
-/// Successes, a failover, a refusal and an idempotent replay; returns the Unix time
-/// after the last answer.
+/// Successes, failovers (one for a configuration error), a refusal and an idempotent
+/// replay; returns the Unix time after the last answer.
 async fn drive_traffic(app: &TestApp, round: u32) -> f64 {
     let send = |mobile: &str, key: Option<String>| {
         let body = json!({"mobile": mobile, "totp": format!("Your code is 48{round}1")});
@@ -143,6 +152,7 @@ async fn drive_traffic(app: &TestApp, round: u32) -> f64 {
         assert_eq!(send(&format!("+55119876500{round}{n}"), None).await, 200);
     }
     assert_eq!(send(FAILOVER_MOBILE, None).await, 200, "failed over");
+    assert_eq!(send(MISCONFIGURED_MOBILE, None).await, 200, "failed over");
     assert_eq!(send("+53 5 234 5678", None).await, 403, "country refused");
     let key = format!("monitoring-{round}");
     for _ in 0..2 {
