@@ -39,8 +39,9 @@ const POLL: Duration = Duration::from_millis(200);
 /// The number whose sends Twilio fails with a 500, so they fail over to Vonage.
 const FAILOVER_MOBILE: &str = "+5511987659999";
 
-/// The number whose sends Twilio refuses for our configuration (21609, a bad status
-/// callback URL), so they fail over to Vonage too.
+/// The number whose sends Twilio refuses for our configuration (21606, a sender that
+/// cannot send SMS), so they fail over to Vonage too. Not 21609, whose count another
+/// test checks in the process's one recorder.
 const MISCONFIGURED_MOBILE: &str = "+5511987658888";
 
 #[tokio::test]
@@ -53,7 +54,11 @@ async fn every_dashboard_expression_evaluates_in_prometheus_and_the_alert_rules_
         .mount(&twilio)
         .await;
     Mock::given(body_string_contains(&MISCONFIGURED_MOBILE[1..]))
-        .respond_with(twilio_error(400, 21609, "StatusCallback URL is not valid"))
+        .respond_with(twilio_error(
+            400,
+            21606,
+            "The From phone number is not a valid, SMS-capable number",
+        ))
         .with_priority(1)
         .mount(&twilio)
         .await;
