@@ -49,6 +49,9 @@ impl Traces {
                     endpoint = Some(value.as_ref().to_owned())
                 }
                 "OTEL_SERVICE_NAME" => service_named = true,
+                "OTEL_RESOURCE_ATTRIBUTES" if value.as_ref().contains("service.name=") => {
+                    service_named = true
+                }
                 _ => {}
             }
         }
