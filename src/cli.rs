@@ -84,7 +84,14 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    telemetry::init(config.log_format, &config.log_filter);
+    let traces = match telemetry::Traces::from_vars(std::env::vars()) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("otp-relay: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format, &config.log_filter, traces.as_ref());
     let application = match Application::build(config) {
         Ok(application) => application,
         Err(error) => {
@@ -93,7 +100,12 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match application.run_until_stopped().await {
+    let result = application.run_until_stopped().await;
+    if let Some(traces) = traces {
+        // Shutting down waits for the last export: off the runtime's thread.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("server failed: {error}");

@@ -91,10 +91,12 @@ impl FromStr for RateSpec {
             .check(per)
             .map_err(|problem| format!("the period {problem}"))?;
         let spec = RateSpec { count, per };
-        if spec.interval() < MIN_RATE_INTERVAL {
+        if !spec.is_exact() {
             return Err(format!(
-                "{count} per {} is more than one per microsecond, finer than the limiter \
-                 counts (at most {} per second; `off` disables the limit)",
+                "{count} per {} is more than one per microsecond and does not divide into \
+                 whole nanoseconds, finer than the limiter counts (for example {} per \
+                 second at most, or a count that divides the period in nanoseconds; `off` \
+                 disables the limit)",
                 humantime::format_duration(per),
                 Duration::from_secs(1).as_nanos() / MIN_RATE_INTERVAL.as_nanos()
             ));
@@ -103,9 +105,10 @@ impl FromStr for RateSpec {
     }
 }
 
-/// The shortest time between two events a rate may ask for. The stores count time in
-/// nanoseconds and Redis tells it in microseconds: at one or more microseconds between
-/// events, rounding the interval to whole nanoseconds changes a rate by under 0.1%.
+/// Below this time between two events a rate must divide its period into whole
+/// nanoseconds. The stores count time in nanoseconds: at one or more microseconds
+/// between events, rounding the interval down to whole nanoseconds changes a rate by
+/// under 0.1%; below it only an exact interval keeps the rate what it says.
 pub const MIN_RATE_INTERVAL: Duration = Duration::from_micros(1);
 
 /// The shortest and the longest period a rate may span. Redis counts in doubles, whose
@@ -113,6 +116,13 @@ pub const MIN_RATE_INTERVAL: Duration = Duration::from_micros(1);
 pub const RATE_PERIODS: (Duration, Duration) = (RATE_PERIOD_BOUNDS.min, RATE_PERIOD_BOUNDS.max);
 
 impl RateSpec {
+    /// Whether the limiter counts this rate as written: its interval is a whole number of
+    /// nanoseconds, or long enough that rounding it to one does not matter.
+    pub fn is_exact(&self) -> bool {
+        self.interval() >= MIN_RATE_INTERVAL
+            || self.per.as_nanos() % u128::from(self.count.max(1)) == 0
+    }
+
     /// The time between two events at the sustained rate: `per / count`, rounded down
     /// to a whole nanosecond, at least one.
     pub fn interval(&self) -> Duration {
@@ -914,19 +924,28 @@ mod tests {
             "RATE_LIMIT_PER_CLIENT",
             "RATE_LIMIT_GLOBAL",
         ] {
-            for bad in ["100000000/1s", "1000001/1s", "3600000001/1h"] {
+            for bad in [
+                "300000000/1s",
+                "1000001/1s",
+                "3600000001/1h",
+                "4000000000/1s",
+            ] {
                 let message = error(&[(name, bad)]);
                 assert!(message.contains(name), "{bad}: {message}");
             }
         }
-        // The finest and the longest accepted: one per microsecond, once in 31 days.
+        // One per microsecond, finer rates that divide a period into whole nanoseconds
+        // (as the observed 100000000/1s does), and once in 31 days are accepted.
         let c = config(&[
             ("RATE_LIMIT_GLOBAL", "1000000/1s"),
+            ("RATE_LIMIT_PER_CLIENT", "100000000/1s"),
             ("RATE_LIMIT_PER_NUMBER", "1/31d"),
         ])
         .unwrap();
         let global = c.limits.rate_global.unwrap();
         assert_eq!(global.interval(), Duration::from_micros(1));
+        let client = c.limits.rate_per_client.unwrap();
+        assert_eq!(client.interval(), Duration::from_nanos(10));
         assert_eq!(
             c.limits.rate_per_number.unwrap().interval(),
             Duration::from_secs(31 * 86_400)
@@ -1137,13 +1156,17 @@ mod tests {
         let c = config(&[("REDIS_TIMEOUT", "200ms")]).unwrap();
         assert_eq!(c.redis_timeout, Duration::from_millis(200));
         // The default never outlasts a short deadline.
-        let c = config(&[("REQUEST_DEADLINE", "300ms")]).unwrap();
+        let c = config(&[("REQUEST_DEADLINE", "300ms"), ("PROVIDER_TIMEOUT", "300ms")]).unwrap();
         assert_eq!(c.redis_timeout, Duration::from_millis(300));
         for bad in [
             vec![("REDIS_TIMEOUT", "0s")],
             vec![("REDIS_TIMEOUT", "soon")],
             vec![("REDIS_TIMEOUT", "10s")],
-            vec![("REDIS_TIMEOUT", "2s"), ("REQUEST_DEADLINE", "1s")],
+            vec![
+                ("REDIS_TIMEOUT", "2s"),
+                ("REQUEST_DEADLINE", "1s"),
+                ("PROVIDER_TIMEOUT", "1s"),
+            ],
         ] {
             let message = error(&bad);
             assert!(message.contains("REDIS_TIMEOUT"), "{bad:?}: {message}");

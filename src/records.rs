@@ -366,7 +366,7 @@ impl Records {
             return Ok(false);
         };
         // Only drop the number's link if it still points at this chat.
-        self.store.replace(&key, &chat_id.to_string(), "").await?;
+        self.store.delete_if(&key, &chat_id.to_string()).await?;
         self.store.delete(&owner).await?;
         Ok(true)
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use tracing::Instrument;
 
 use crate::ProviderError;
 
@@ -76,10 +77,28 @@ pub struct Reply {
 }
 
 /// Sends a request and reads the answer within [`MAX_REPLY_BYTES`]; failing to get one
-/// is a [`transport_error`].
+/// is a [`transport_error`]. The call is a span of its own (a client span in a trace),
+/// and carries the trace context to the provider as W3C `traceparent` when tracing is
+/// on.
 pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> {
-    let response = request.send().await.map_err(transport_error)?;
+    let (client, request) = request.build_split();
+    let mut request = request.map_err(transport_error)?;
+    // The host only: some providers (the Telegram Bot API) carry the token in the path.
+    let span = tracing::info_span!(
+        "provider call",
+        otel.kind = "client",
+        http.request.method = %request.method(),
+        server.address = request.url().host_str().unwrap_or_default(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    inject_trace_context(&span, request.headers_mut());
+    let response = client
+        .execute(request)
+        .instrument(span.clone())
+        .await
+        .map_err(transport_error)?;
     let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
     let retry_after = retry_after(response.headers());
     let body = read_body(response).await?;
     Ok(Reply {
@@ -87,6 +106,30 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, Provide
         retry_after,
         body,
     })
+}
+
+/// Writes the trace context of `span` into `headers` (`traceparent`, `tracestate`),
+/// through the process's propagator: none is set, and nothing is written, unless
+/// traces are exported.
+fn inject_trace_context(span: &tracing::Span, headers: &mut reqwest::header::HeaderMap) {
+    use reqwest::header::{HeaderName, HeaderValue};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Headers<'a>(&'a mut reqwest::header::HeaderMap);
+    impl opentelemetry::propagation::Injector for Headers<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(key.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut Headers(headers))
+    });
 }
 
 /// The receipt for a message a provider accepted (it answered 2xx, or its own success

@@ -650,6 +650,20 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(self.with(|inner| {
+            let values = inner.values(key);
+            let matches = values
+                .live(key, now)
+                .is_some_and(|current| **current == *expected);
+            if matches {
+                values.remove(key);
+            }
+            matches
+        }))
+    }
+
     fn memory_bytes(&self) -> u64 {
         self.with(|inner| inner.bytes() as u64)
     }

@@ -178,6 +178,9 @@ pub trait Store: Send + Sync {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
+    /// Deletes `key` only if its value is still `expected`. Returns whether it did.
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError>;
+
     /// Bytes this process holds for the store, as the memory store weighs them (0 for a
     /// store that keeps everything elsewhere).
     fn memory_bytes(&self) -> u64 {
@@ -468,6 +471,13 @@ impl Store for FallbackStore {
         .await
     }
 
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
+        self.either("delete_if", self.primary.delete_if(key, expected), || {
+            self.fallback.delete_if(key, expected)
+        })
+        .await
+    }
+
     fn memory_bytes(&self) -> u64 {
         self.fallback.memory_bytes()
     }
@@ -573,6 +583,9 @@ mod tests {
             moved()
         }
         async fn delete(&self, _: &str) -> Result<(), StoreError> {
+            moved()
+        }
+        async fn delete_if(&self, _: &str, _: &str) -> Result<bool, StoreError> {
             moved()
         }
     }

@@ -568,6 +568,18 @@ impl Store for RedisStore {
         Ok(swapped == 1)
     }
 
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
+        // The release script is a compare-and-delete of any value.
+        let mut invocation = self.release.prepare_invoke();
+        invocation.key(self.key(key)).arg(expected);
+        let deleted: i64 = self
+            .bounded(
+                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
+            )
+            .await?;
+        Ok(deleted == 1)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let key = self.key(key);
         self.bounded(|mut connection| async move {

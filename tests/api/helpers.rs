@@ -255,9 +255,44 @@ pub async fn run_binary(args: &[&str], vars: &[(String, String)]) -> std::proces
         .args(args)
         .env_clear()
         .envs(vars.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(true)
         .output()
         .await
         .expect("the binary runs")
+}
+
+/// Starts the otp-relay binary as a server with only `vars` in its environment (JSON
+/// logs at info added), and returns it with the port it says it listens on.
+pub async fn serve_binary(vars: &[(&str, &str)]) -> (tokio::process::Child, u16) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_otp-relay"))
+        .env_clear()
+        .envs([
+            ("BIND_ADDR", "127.0.0.1:0"),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "info"),
+        ])
+        .envs(vars.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    // The port is in the startup event.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the binary started");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["fields"]["message"] == "otp-relay listening" {
+            break event["fields"]["port"].as_u64().unwrap() as u16;
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
 }
 
 #[derive(Clone)]

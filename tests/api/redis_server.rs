@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::server_process::{free_port, spawn_or_skip, wait_for_line};
 
 /// A running Redis, stopped when dropped.
 pub struct RedisServer {
@@ -27,36 +28,23 @@ impl RedisServer {
 
     /// Starts one on `port` with more command-line options.
     async fn spawn(port: u16, options: &[String]) -> Option<RedisServer> {
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
-            .args(options)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                if std::env::var("REQUIRE_REDIS").as_deref() == Ok("1") {
-                    panic!("REQUIRE_REDIS=1 but redis-server is not installed (apt-get install redis-server)");
-                }
-                eprintln!("skipped: redis-server not found; install the redis-server package to run the Redis tests");
-                return None;
-            }
-            Err(error) => panic!("cannot start redis-server: {error}"),
-        };
+        let mut child = spawn_or_skip(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
+                .args(options)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true),
+            "redis-server",
+            "REQUIRE_REDIS",
+        )?;
         // Wait for the server to say it is ready, rather than for a while.
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        while let Some(line) = lines.next_line().await.expect("redis-server output") {
-            if line.contains("Ready to accept connections") {
-                // Keep draining so the server never blocks on a full pipe.
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Some(RedisServer { port, child });
-            }
+        match wait_for_line(stdout, "Ready to accept connections").await {
+            Ok(()) => Some(RedisServer { port, child }),
+            Err(_) => panic!("redis-server exited before it was ready (port {port} taken?)"),
         }
-        panic!("redis-server exited before it was ready (port {port} taken?)");
     }
 
     pub fn url(&self) -> String {
@@ -191,9 +179,4 @@ impl Drop for RedisCluster {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }

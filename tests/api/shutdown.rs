@@ -1,14 +1,13 @@
 //! The binary itself: a SIGTERM or a SIGINT (Ctrl-C) stops it accepting connections,
 //! and a send in flight still gets its answer before the process exits 0.
 
-use std::process::Stdio;
-
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
 use crate::fakes::TWILIO_SID;
+use crate::helpers::serve_binary;
 
 /// A one-request Twilio stand-in: says when the request arrived, answers 201 when told.
 async fn held_twilio() -> (String, oneshot::Receiver<()>, oneshot::Sender<()>) {
@@ -54,38 +53,15 @@ async fn sigint_finishes_the_send_in_flight_then_exits() {
 /// and checks that the listener closes, the send is answered 200 and the exit is 0.
 async fn stop_with_a_send_in_flight(signal: &str) {
     let (twilio, arrived, release) = held_twilio().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_otp-relay"))
-        .env_clear()
-        .envs([
-            ("BIND_ADDR", "127.0.0.1:0"),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "info"),
-            ("PROVIDERS", "twilio"),
-            ("AUTH_DISABLED", "true"),
-            ("TWILIO_ACCOUNT_SID", TWILIO_SID),
-            ("TWILIO_AUTH_TOKEN", "fake-token"),
-            ("TWILIO_FROM", "+14155550100"),
-            ("TWILIO_BASE_URL", &twilio),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // The port is in the startup event.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the binary started");
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if event["fields"]["message"] == "otp-relay listening" {
-            break event["fields"]["port"].as_u64().unwrap();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (mut child, port) = serve_binary(&[
+        ("PROVIDERS", "twilio"),
+        ("AUTH_DISABLED", "true"),
+        ("TWILIO_ACCOUNT_SID", TWILIO_SID),
+        ("TWILIO_AUTH_TOKEN", "fake-token"),
+        ("TWILIO_FROM", "+14155550100"),
+        ("TWILIO_BASE_URL", &twilio),
+    ])
+    .await;
     let url = format!("http://127.0.0.1:{port}");
 
     let in_flight = tokio::spawn(
@@ -106,7 +82,7 @@ async fn stop_with_a_send_in_flight(signal: &str) {
     // New connections are refused while the send in flight goes on. Nothing announces
     // the listener's closing, so try until it is refused (bounded).
     let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port as u16))
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {

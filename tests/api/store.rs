@@ -198,6 +198,15 @@ async fn contract_after_ping(store: Arc<dyn Store>) {
     assert!(store.replace("v:a", "one", "two").await.unwrap());
     assert_eq!(store.get("v:a").await.unwrap().as_deref(), Some("two"));
     assert!(!store.replace("v:missing", "", "x").await.unwrap());
+    assert!(
+        !store.delete_if("v:a", "one").await.unwrap(),
+        "not the value"
+    );
+    assert_eq!(store.get("v:a").await.unwrap().as_deref(), Some("two"));
+    assert!(store.delete_if("v:a", "two").await.unwrap());
+    assert_eq!(store.get("v:a").await.unwrap(), None);
+    assert!(!store.delete_if("v:missing", "").await.unwrap());
+    store.put(&[("v:a", "three")], None).await.unwrap();
     store.delete("v:a").await.unwrap();
     assert_eq!(store.get("v:a").await.unwrap(), None);
     assert_eq!(

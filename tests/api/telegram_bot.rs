@@ -270,11 +270,7 @@ async fn links_expire_after_the_link_ttl_and_each_delivery_renews_them() {
 
     let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*chat*")
-        .query_async(&mut redis_connection)
-        .await
-        .unwrap();
+    let keys = chat_keys(&mut redis_connection).await;
     assert_eq!(
         keys.len(),
         2,
@@ -310,6 +306,38 @@ async fn links_expire_after_the_link_ttl_and_each_delivery_renews_them() {
         .await
         .unwrap();
     assert_eq!(later["channel"], "sms");
+}
+
+/// `/stop` deletes the link and its owner entry rather than leaving a blank behind.
+#[tokio::test]
+async fn stop_deletes_the_link() {
+    let Some(redis) = crate::redis_server::RedisServer::start().await else {
+        return;
+    };
+    let bot = MockServer::start().await;
+    mount_bot_accepting(&bot).await;
+    let twilio = MockServer::start().await;
+    let redis_url = redis.url();
+    let app = bot_and_sms(&bot, &twilio, &[("REDIS_URL", &redis_url)]).await;
+    link_own_number(&app).await;
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
+    assert_eq!(chat_keys(&mut redis_connection).await.len(), 2);
+
+    let stop = webhook(&app, Some(SECRET), update(json!({"text": "/stop"}))).await;
+    assert_eq!(stop.status(), 200);
+
+    assert_eq!(chat_keys(&mut redis_connection).await, Vec::<String>::new());
+    fell_back_to_sms(&app).await;
+}
+
+/// The keys of Telegram links and their owners.
+async fn chat_keys(connection: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg("*chat*")
+        .query_async(connection)
+        .await
+        .unwrap()
 }
 
 /// Runs `command key [argument]` for each of `keys`; the integer replies.
