@@ -253,6 +253,26 @@ async fn report_delivered(app: &TestApp) {
     assert_eq!(response.status(), 200);
 }
 
+/// Asserts that `app` shows the message delivered and priced `cost` (amount, currency),
+/// and that `metrics_app` counted it once: `total` in that currency.
+async fn twilio_priced_once(
+    app: &TestApp,
+    metrics_app: &TestApp,
+    id: &str,
+    (amount, currency): (&str, &str),
+    total: &str,
+) {
+    let record = status_of(app, id).await;
+    assert_eq!(record["status"], "delivered");
+    assert_eq!(
+        record["cost"],
+        json!({"amount": amount, "currency": currency})
+    );
+    let line =
+        format!(r#"otp_relay_cost_total{{provider="twilio",currency="{currency}"}} {total}"#);
+    metrics_show(metrics_app, &[&line]).await;
+}
+
 #[tokio::test]
 async fn twilio_price_is_looked_up_once_after_a_final_status() {
     let twilio = twilio_priced("-0.04210", "CHF").await;
@@ -271,54 +291,61 @@ async fn twilio_price_is_looked_up_once_after_a_final_status() {
     report_delivered(&app).await;
     settled(&app).await;
 
-    let record = status_of(&app, id).await;
-    assert_eq!(record["status"], "delivered");
-    assert_eq!(
-        record["cost"],
-        json!({"amount": "0.04210", "currency": "CHF"})
-    );
     // Counted once, whatever repeated.
-    metrics_show(
-        &app,
-        &[r#"otp_relay_cost_total{provider="twilio",currency="CHF"} 0.0421"#],
-    )
-    .await;
+    twilio_priced_once(&app, &app, id, ("0.04210", "CHF"), "0.0421").await;
     assert_eq!(hits(&twilio).await, 2, "one send and one lookup");
 }
 
-#[tokio::test]
-async fn vonage_sms_parts_are_summed_into_the_cost_and_the_balance_shown() {
-    let vonage = MockServer::start().await;
+/// Starts an app whose one provider (configured by `vars`, its base URL in `base_var`)
+/// answers `reply` at `route`, and sends a code through it: the app, the mock and the
+/// message's record.
+async fn send_through(
+    vars: &[(&str, &str)],
+    base_var: &str,
+    route: &str,
+    reply: ResponseTemplate,
+) -> (TestApp, MockServer, Value) {
+    let provider = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/sms/json"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "message-count": "2",
-            "messages": [
-                {"to": "5511966191717", "message-id": "0A0000001234", "status": "0",
-                 "remaining-balance": "7.96670000", "message-price": "0.03330000", "network": "72405"},
-                {"to": "5511966191717", "message-id": "0A0000001235", "status": "0",
-                 "remaining-balance": "7.93340000", "message-price": "0.03330000", "network": "72405"}
-            ]
-        })))
-        .mount(&vonage)
+        .and(path(route))
+        .respond_with(reply)
+        .mount(&provider)
         .await;
-    let vars = owned(&[
-        ("PROVIDERS", "vonage"),
+    let mut all = owned(vars);
+    all.extend(owned(&[
         ("AUTH_DISABLED", "true"),
-        ("VONAGE_API_KEY", "fake-key"),
-        ("VONAGE_API_SECRET", "fake-secret"),
-        ("VONAGE_FROM", "AcmeOTP"),
-        ("VONAGE_SMS_BASE_URL", &vonage.uri()),
-    ]);
-    let app = spawn(&vars, fast()).await;
-
+        (base_var, &provider.uri()),
+    ]));
+    let app = spawn(&all, fast()).await;
     let sent = send(
         &app,
         json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
     )
     .await;
-
     let record = status_of(&app, sent["id"].as_str().unwrap()).await;
+    (app, provider, record)
+}
+
+#[tokio::test]
+async fn vonage_sms_parts_are_summed_into_the_cost_and_the_balance_shown() {
+    let reply = ResponseTemplate::new(200).set_body_json(json!({
+        "message-count": "2",
+        "messages": [
+            {"to": "5511966191717", "message-id": "0A0000001234", "status": "0",
+             "remaining-balance": "7.96670000", "message-price": "0.03330000", "network": "72405"},
+            {"to": "5511966191717", "message-id": "0A0000001235", "status": "0",
+             "remaining-balance": "7.93340000", "message-price": "0.03330000", "network": "72405"}
+        ]
+    }));
+    let vars = [
+        ("PROVIDERS", "vonage"),
+        ("VONAGE_API_KEY", "fake-key"),
+        ("VONAGE_API_SECRET", "fake-secret"),
+        ("VONAGE_FROM", "AcmeOTP"),
+    ];
+    let (app, _vonage, record) =
+        send_through(&vars, "VONAGE_SMS_BASE_URL", "/sms/json", reply).await;
+
     // Summed digit-exact, in the account's euros; nothing to follow up.
     assert_eq!(
         record["cost"],
@@ -428,46 +455,30 @@ async fn replicas_sharing_redis_look_a_price_up_once() {
         .filter(|r| r.method.as_str() == "GET")
         .count();
     assert_eq!(lookups, 1, "one replica claimed the lookup");
-    let record = status_of(&second, sent["id"].as_str().unwrap()).await;
-    assert_eq!(
-        record["cost"],
-        json!({"amount": "0.0512", "currency": "SEK"})
-    );
-    metrics_show(
-        &first,
-        &[r#"otp_relay_cost_total{provider="twilio",currency="SEK"} 0.0512"#],
-    )
-    .await;
+    let id = sent["id"].as_str().unwrap();
+    twilio_priced_once(&second, &first, id, ("0.0512", "SEK"), "0.0512").await;
 }
 
 #[tokio::test]
 async fn telegram_gateway_cost_is_in_unnamed_credits_and_its_balance_shown() {
-    let gateway = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/sendVerificationMessage"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "ok": true,
-            "result": {"request_id": "7d3c1f2a9b", "phone_number": "+5511966191717",
-                       "request_cost": 0.01, "remaining_balance": 12.5}
-        })))
-        .mount(&gateway)
-        .await;
-    let vars = owned(&[
+    let reply = ResponseTemplate::new(200).set_body_json(json!({
+        "ok": true,
+        "result": {"request_id": "7d3c1f2a9b", "phone_number": "+5511966191717",
+                   "request_cost": 0.01, "remaining_balance": 12.5}
+    }));
+    let vars = [
         ("PROVIDERS", "telegram"),
         ("DEFAULT_CHANNEL", "telegram"),
-        ("AUTH_DISABLED", "true"),
         ("TELEGRAM_GATEWAY_TOKEN", "gateway-token-costs"),
-        ("TELEGRAM_GATEWAY_BASE_URL", &gateway.uri()),
-    ]);
-    let app = spawn(&vars, fast()).await;
-
-    let sent = send(
-        &app,
-        json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
+    ];
+    let (app, _gateway, record) = send_through(
+        &vars,
+        "TELEGRAM_GATEWAY_BASE_URL",
+        "/sendVerificationMessage",
+        reply,
     )
     .await;
 
-    let record = status_of(&app, sent["id"].as_str().unwrap()).await;
     // RequestStatus.request_cost is in the Gateway's credits: no currency is named.
     assert_eq!(record["cost"], json!({"amount": "0.01", "currency": null}));
     metrics_show(
