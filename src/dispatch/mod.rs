@@ -21,6 +21,7 @@ use backon::{ExponentialBuilder, Retryable};
 use otp_relay_providers::{Channel, MessageProvider, OutboundMessage, ProviderError, Receipt};
 use serde::Serialize;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use circuit::{Admission, Circuit, CircuitState, Pass};
 use config_errors::{ConfigErrors, LastConfigError};
@@ -358,7 +359,15 @@ impl Dispatcher {
             let capped_by_deadline = remaining < self.policy.provider_timeout;
             let budget = remaining.min(self.policy.provider_timeout);
             let started = Instant::now();
+            // A span per attempt for traces: which provider, and how it ended.
+            let span = tracing::info_span!(
+                "provider attempt",
+                provider = name,
+                channel = message.channel.as_str(),
+                outcome = tracing::field::Empty,
+            );
             let result = tokio::time::timeout(budget, route.provider.send(message))
+                .instrument(span.clone())
                 .await
                 .unwrap_or(Err(ProviderError::Timeout))
                 // Adapters keep the text and the number out of their errors; this makes
@@ -370,6 +379,7 @@ impl Dispatcher {
                 });
             let now = Instant::now();
             let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "sent");
+            span.record("outcome", outcome);
             prometheus::counter(
                 prometheus::PROVIDER_ATTEMPTS,
                 &[

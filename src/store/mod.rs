@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::config::{Config, RateSpec};
 
@@ -279,7 +280,13 @@ impl FallbackStore {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        match self.noted(operation, primary.await) {
+        // A span per shared-store call for traces (the memory store costs no time).
+        let span = tracing::info_span!(
+            "store operation",
+            operation,
+            backend = self.primary.backend()
+        );
+        match self.noted(operation, primary.instrument(span).await) {
             Ok(value) => Ok(value),
             Err(_) => fallback().await,
         }

@@ -60,12 +60,16 @@ async fn the_callers_trace_goes_on_to_the_provider_and_to_the_collector() {
     let twilio = MockServer::start().await;
     mount_twilio(&twilio, twilio_accepted()).await;
     let endpoint = collector.uri();
+    let dead_redis = format!("redis://127.0.0.1:{}", crate::server_process::free_port());
     let (_child, port) = serve_with_twilio(
         &twilio,
         // Export within 100 ms rather than the default 5 s.
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            // Store calls are traced too: nothing listens there, so each is a failed
+            // call served from memory, and the send goes on.
+            ("REDIS_URL", &dead_redis),
         ],
     )
     .await;
@@ -96,7 +100,14 @@ async fn the_callers_trace_goes_on_to_the_provider_and_to_the_collector() {
                     .iter()
                     .any(|body| body.windows(needle.len()).any(|w| w == needle))
             };
-            if found(&trace_id) && found(b"provider call") {
+            // The HTTP call, the attempt it belongs to with its outcome, and the
+            // shared-store calls.
+            if found(&trace_id)
+                && found(b"provider call")
+                && found(b"provider attempt")
+                && found(b"outcome")
+                && found(b"store operation")
+            {
                 return requests;
             }
         }
