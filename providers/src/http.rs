@@ -82,7 +82,12 @@ pub struct Reply {
 /// on.
 pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> {
     let (client, request) = request.build_split();
-    let mut request = request.map_err(transport_error)?;
+    // A request that cannot even be built (a credential a header cannot hold) never
+    // left: our configuration's fault, not the provider's.
+    let mut request = request.map_err(|error| ProviderError::Misconfigured {
+        code: "request_invalid".into(),
+        detail: error.without_url().to_string(),
+    })?;
     // The host only: some providers (the Telegram Bot API) carry the token in the path.
     let span = tracing::info_span!(
         "provider call",
@@ -100,7 +105,17 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, Provide
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     let retry_after = retry_after(response.headers());
-    let body = read_body(response).await?;
+    let body = match read_body(response).await {
+        Ok(body) => body,
+        // A 2xx is the provider's acceptance even when its body is lost on the way (the
+        // connection dropped mid-body): an empty body reads as an unreadable acceptance,
+        // never as a failure to fail over from, which would send a second code.
+        Err(error) if status.is_success() => {
+            tracing::warn!(status = status.as_u16(), %error, "accepted, but the reply body was lost");
+            Vec::new()
+        }
+        Err(error) => return Err(error),
+    };
     Ok(Reply {
         status,
         retry_after,

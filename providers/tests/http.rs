@@ -56,3 +56,31 @@ async fn a_connect_timeout_is_a_connect_error_not_a_response_timeout() {
     assert!(error.is_safe_to_retry() && error.never_reached_provider());
     drop(listener);
 }
+
+/// A provider that accepted (201) but whose connection dropped in the middle of the
+/// body: still an answer with the 2xx status, so the adapter reads an acceptance and
+/// the dispatcher never fails over to send a second code.
+#[tokio::test]
+async fn a_2xx_whose_body_is_cut_off_is_still_an_answer() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request).unwrap();
+        stream
+            .write_all(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"sid\":")
+            .unwrap();
+        // Dropped here: the 100 promised bytes never come.
+    });
+    let client = http::client(std::time::Duration::from_secs(5));
+
+    let reply = http::exchange(client.post(format!("http://{address}/")))
+        .await
+        .expect("a 2xx is an answer");
+
+    assert_eq!(reply.status.as_u16(), 201);
+    assert!(reply.body.is_empty());
+    server.join().unwrap();
+}

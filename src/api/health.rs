@@ -62,6 +62,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "backend": state.store.backend(),
             "reachable": store.reachable,
             "degraded": store.degraded,
+            "overloaded": store.overloaded,
         },
     });
     if !config_errors.is_empty() {

@@ -100,11 +100,14 @@ pub struct StoreHealth {
     pub reachable: bool,
     /// Operations failed lately and were served from this process's memory instead.
     pub degraded: bool,
+    /// Live guard state fills the memory budget: sends are refused (see
+    /// [`Store::overloaded`]).
+    pub overloaded: bool,
 }
 
 impl StoreHealth {
     pub fn is_ready(self) -> bool {
-        self.reachable && !self.degraded
+        self.reachable && !self.degraded && !self.overloaded
     }
 }
 
@@ -126,6 +129,7 @@ pub trait Store: Send + Sync {
         StoreHealth {
             reachable: self.ping().await.is_ok(),
             degraded: false,
+            overloaded: self.overloaded(),
         }
     }
 
@@ -390,6 +394,7 @@ impl Store for FallbackStore {
         StoreHealth {
             reachable,
             degraded: self.degraded(),
+            overloaded: self.overloaded(),
         }
     }
 
@@ -675,6 +680,7 @@ mod tests {
             let healthy = StoreHealth {
                 reachable: true,
                 degraded: false,
+                overloaded: false,
             };
             assert_eq!(store.health().await, healthy);
             store.rate_acquire(&[]).await.unwrap();

@@ -120,6 +120,11 @@ async fn when_live_guard_state_alone_fills_the_memory_sends_are_refused() {
     };
     assert!(refused.headers().contains_key("retry-after"));
     problem(refused, 503, "overloaded").await;
+    // Readiness says so, so a load balancer sends logins to another replica.
+    let ready: serde_json::Value =
+        serde_json::from_str(&app.get_text("/health/ready").await).unwrap();
+    assert_eq!(ready["status"], "unavailable");
+    assert_eq!(ready["store"]["overloaded"], true);
     // Nothing was forgotten to make room: the first answer still replays, the first
     // number's limit still holds.
     assert!(sent > 1_000, "only {sent} sends before the store filled");

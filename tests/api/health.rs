@@ -36,7 +36,7 @@ async fn live_and_ready_answer() {
     assert_eq!(body["providers"], serde_json::json!({"recorder": "closed"}));
     assert_eq!(
         body["store"],
-        serde_json::json!({"backend": "memory", "reachable": true, "degraded": false})
+        serde_json::json!({"backend": "memory", "reachable": true, "degraded": false, "overloaded": false})
     );
 }
 
