@@ -186,8 +186,11 @@ const DEDUPE_WINDOW_BOUNDS: DurationBounds = millis(0, DAY);
 /// `MESSAGE_TTL`: the same range a request's `ttl` may ask for.
 const MESSAGE_TTL_BOUNDS: DurationBounds = millis(SECOND, DAY);
 const MESSAGE_RETENTION_BOUNDS: DurationBounds = millis(MINUTE, 90 * DAY);
-/// `REDIS_TIMEOUT`; it must also be shorter than `REQUEST_DEADLINE`.
+/// `REDIS_TIMEOUT`; it must also be at most `REQUEST_DEADLINE / STORE_CALLS_PER_SEND`.
 const REDIS_TIMEOUT_BOUNDS: DurationBounds = millis(10 * MS, MINUTE);
+/// The store calls one send makes one after another (claim, limits, record, answer):
+/// each may wait `REDIS_TIMEOUT` on a hung Redis before falling back to memory.
+const STORE_CALLS_PER_SEND: u32 = 4;
 /// The period of a rate limit (`N/PERIOD`).
 const RATE_PERIOD_BOUNDS: DurationBounds = millis(SECOND, 31 * DAY);
 
@@ -639,12 +642,13 @@ fn parse_redis(
     let deadline = limits.request_deadline;
     let timeout = match timeout_var.value {
         // A store call must leave the request time to send.
-        None => crate::store::redis::DEFAULT_TIMEOUT.min(deadline),
+        None => crate::store::redis::DEFAULT_TIMEOUT.min(deadline / STORE_CALLS_PER_SEND),
         Some(_) => {
             let timeout = timeout_var.duration("1s", REDIS_TIMEOUT_BOUNDS)?;
-            if timeout >= deadline {
+            if timeout > deadline / STORE_CALLS_PER_SEND {
                 return Err(timeout_var.invalid(format!(
-                    "must be shorter than REQUEST_DEADLINE ({})",
+                    "must be at most a quarter of REQUEST_DEADLINE ({}): a send makes up to \
+                     four store calls in turn, and a hung Redis must leave it time to send",
                     humantime::format_duration(deadline)
                 )));
             }
@@ -1157,11 +1161,12 @@ mod tests {
         assert_eq!(c.redis_timeout, Duration::from_millis(200));
         // The default never outlasts a short deadline.
         let c = config(&[("REQUEST_DEADLINE", "300ms"), ("PROVIDER_TIMEOUT", "300ms")]).unwrap();
-        assert_eq!(c.redis_timeout, Duration::from_millis(300));
+        assert_eq!(c.redis_timeout, Duration::from_millis(75));
         for bad in [
             vec![("REDIS_TIMEOUT", "0s")],
             vec![("REDIS_TIMEOUT", "soon")],
             vec![("REDIS_TIMEOUT", "10s")],
+            vec![("REDIS_TIMEOUT", "3s")],
             vec![
                 ("REDIS_TIMEOUT", "2s"),
                 ("REQUEST_DEADLINE", "1s"),

@@ -16,7 +16,7 @@ async fn replica(twilio: &MockServer, redis_url: &str, extra: &[(&str, &str)]) -
     // A test machine under load may take longer than the default second to schedule a
     // call; a call that times out would be served from memory, which is not what these
     // tests are about.
-    vars.push(("REDIS_TIMEOUT".into(), "5s".into()));
+    vars.push(("REDIS_TIMEOUT".into(), "2500ms".into()));
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     spawn_configured_app(&pairs).await
