@@ -6,11 +6,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use otp_relay_providers::ProbeOutcome;
 
-use crate::api::send::{build_message, Scalar, SendRequest};
+use crate::api::send::HttpAnswers;
 use crate::config::Config;
+use crate::dispatch::Attempt;
+use crate::guards::access::Identity;
 use crate::records::Records;
+use crate::send::{self, Outcome, SendError};
 use crate::startup::{
-    build_providers, dispatch_policy, provider_context, Application, StartupError,
+    build_providers, provider_context, standalone_send_service, Application, StartupError,
 };
 use crate::telemetry;
 
@@ -152,6 +155,10 @@ async fn check(config: Config) -> ExitCode {
     }
 }
 
+/// `otp-relay send`: one message through the send service, as the server would send
+/// it (policy, idempotency/dedupe, rate limits, record), under the fixed caller `cli`.
+/// Exit codes: 0 sent (or answered as the same send before), 2 an unusable request,
+/// 1 refused or not sent.
 async fn send(
     config: Config,
     to: String,
@@ -159,34 +166,72 @@ async fn send(
     channel: Option<String>,
     code: Option<String>,
 ) -> ExitCode {
-    let request = SendRequest {
-        mobile: Some(Scalar::Text(to)),
+    let request = send::Request {
+        mobile: Some(to),
         message: Some(text),
         channel,
-        code: code.map(Scalar::Text),
-        ..SendRequest::default()
+        code,
+        ..send::Request::default()
     };
-    let message = match build_message(&config, request) {
-        Ok(message) => message,
+    let service = match standalone_send_service(config) {
+        Ok(service) => service,
         Err(error) => {
-            eprintln!("otp-relay: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let providers = match cli_providers(&config) {
-        Ok(providers) => providers,
-        Err(error) => {
-            eprintln!("otp-relay: cannot build providers: {error}");
+            eprintln!("otp-relay: cannot build the send service: {error}");
             return ExitCode::from(1);
         }
     };
-    let dispatcher = crate::dispatch::Dispatcher::new(providers, dispatch_policy(&config));
-    let deadline = tokio::time::Instant::now() + config.limits.request_deadline;
-    let result = dispatcher.send(&message, deadline).await;
-    let attempts = match &result {
-        Ok(delivery) => &delivery.attempts[..],
-        Err(error) => error.attempts(),
+    let context = send::Context {
+        caller: Identity::Cli,
+        idempotency_key: None,
+        received_at: tokio::time::Instant::now(),
     };
+    // Answers are rendered as the HTTP API's, so that whatever is stored for repeats
+    // reads the same whichever entrance stored it.
+    match service.send(request, context, &HttpAnswers).await {
+        Ok(Outcome::Sent { sent, .. }) => {
+            print_attempts(&sent.delivery.attempts);
+            let receipt = &sent.delivery.receipt;
+            println!(
+                "sent {} to {} via {} ({}, provider id {})",
+                sent.id,
+                sent.to,
+                receipt.provider,
+                receipt.status,
+                receipt.provider_message_id.as_deref().unwrap_or("-")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Replayed(answer)) => {
+            println!(
+                "not sent again: the same message went to this number within DEDUPE_WINDOW; \
+                 its answer was {} {}",
+                answer.status, answer.body
+            );
+            if answer.status < 400 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            if let SendError::Dispatch { error, .. } = &error {
+                print_attempts(error.attempts());
+            }
+            let what = match error {
+                SendError::Dispatch { .. } => "not sent",
+                _ => "refused",
+            };
+            eprintln!("otp-relay: {what}: {error} ({})", error.code());
+            if error.is_invalid_request() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn print_attempts(attempts: &[Attempt]) {
     for attempt in attempts {
         println!(
             "{:<10} {:<8} {}",
@@ -194,27 +239,6 @@ async fn send(
             attempt.outcome,
             attempt.code.unwrap_or("")
         );
-    }
-    match result {
-        Ok(delivery) => {
-            println!(
-                "sent {} to {} via {} ({}, provider id {})",
-                message.id,
-                message.to.masked(),
-                delivery.receipt.provider,
-                delivery.receipt.status,
-                delivery
-                    .receipt
-                    .provider_message_id
-                    .as_deref()
-                    .unwrap_or("-")
-            );
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("otp-relay: not sent: {error}");
-            ExitCode::from(1)
-        }
     }
 }
 

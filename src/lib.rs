@@ -12,6 +12,7 @@ pub mod guards;
 pub mod message;
 pub mod prometheus;
 pub mod records;
+pub mod send;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -14,16 +14,17 @@ use otp_relay_providers::{
     http, ChatDirectory, MessageProvider, ProviderContext, ProviderSettings, SettingError,
     TelegramMode, TelegramProvider,
 };
-use tokio::sync::Semaphore;
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, TracingLogger};
 
 use crate::api;
 use crate::api::error::{ApiError, ProblemCode};
+use crate::api::state::AppState;
 use crate::config::Config;
 use crate::dispatch::{DispatchPolicy, Dispatcher};
 use crate::followup::Followups;
 use crate::prometheus;
 use crate::records::Records;
+use crate::send::SendService;
 use crate::store::{self, Store, StoreError};
 
 /// Why the application could not start.
@@ -42,20 +43,6 @@ pub enum StartupError {
     Signals(std::io::Error),
 }
 
-/// What every handler shares.
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub dispatcher: Dispatcher,
-    pub store: Arc<dyn Store>,
-    pub records: Records,
-    /// The Telegram bot, for answering its webhook (bot mode only).
-    pub telegram_bot: Option<Arc<TelegramProvider>>,
-    /// One permit per send in progress (`MAX_IN_FLIGHT`).
-    pub in_flight: Arc<Semaphore>,
-    /// Status and price lookups after sends and reports.
-    pub followups: Followups,
-}
-
 /// A bound, not yet running, otp-relay server.
 pub struct Application {
     port: u16,
@@ -66,14 +53,7 @@ pub struct Application {
 impl Application {
     /// Builds the providers named in the configuration and binds the server.
     pub fn build(config: Config) -> Result<Self, StartupError> {
-        let store = store::open(&config).map_err(StartupError::Store)?;
-        let mut records = Records::new(Arc::clone(&store), config.message_retention);
-        if let Some(ttl) = config.providers.iter().find_map(|p| match p {
-            ProviderSettings::Telegram(settings) => Some(settings.link_ttl),
-            _ => None,
-        }) {
-            records = records.with_link_ttl(ttl);
-        }
+        let (store, records) = open_state(&config)?;
         let context = provider_context(&config, Arc::new(records.clone()));
         let providers = build_providers(&config, &context)?;
         let telegram_bot = telegram_bot(&config, &context)?;
@@ -112,13 +92,9 @@ impl Application {
             .port();
         // Before the first send, not during it: the numbering plan loads in ~300 ms.
         otp_relay_providers::phone::warm_up();
-        let followups = Followups::start(
-            providers.clone(),
-            records.clone(),
-            Arc::clone(&store),
-            config.followup.clone(),
-        );
-        let dispatcher = Dispatcher::new(providers, dispatch_policy(&config));
+        let config = Arc::new(config);
+        let send = send_service(&config, &store, &records, providers);
+        let followups = send.followups().clone();
         let stop = stop_signal().map_err(StartupError::Signals)?;
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
         let shutdown_grace = config.limits.request_deadline + Duration::from_secs(2);
@@ -126,13 +102,12 @@ impl Application {
         let http = config.http.clone();
         let workers = config.workers;
         let state = web::Data::new(AppState {
-            in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
-            dispatcher,
+            send,
             store,
             records,
             telegram_bot,
             followups: followups.clone(),
-            config: Arc::new(config),
+            config,
         });
         prometheus::handle();
         let server = HttpServer::new(move || {
@@ -237,6 +212,54 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send
             "stopping: no new connections; finishing the sends in flight"
         );
     })
+}
+
+/// The shared store and the message records over it, as configured.
+fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Records), StartupError> {
+    let store = store::open(config).map_err(StartupError::Store)?;
+    let mut records = Records::new(Arc::clone(&store), config.message_retention);
+    if let Some(ttl) = config.providers.iter().find_map(|p| match p {
+        ProviderSettings::Telegram(settings) => Some(settings.link_ttl),
+        _ => None,
+    }) {
+        records = records.with_link_ttl(ttl);
+    }
+    Ok((store, records))
+}
+
+/// The send service over the given state and providers, with the follow-up lookups it
+/// schedules after sends.
+fn send_service(
+    config: &Arc<Config>,
+    store: &Arc<dyn Store>,
+    records: &Records,
+    providers: Vec<Arc<dyn MessageProvider>>,
+) -> SendService {
+    let followups = Followups::start(
+        providers.clone(),
+        records.clone(),
+        Arc::clone(store),
+        config.followup.clone(),
+    );
+    let dispatcher = Dispatcher::new(providers, dispatch_policy(config));
+    SendService::new(
+        Arc::clone(config),
+        dispatcher,
+        Arc::clone(store),
+        records.clone(),
+        followups,
+    )
+}
+
+/// The send service as the server would build it from `config` (its store, records and
+/// providers), without a server: for the command line's `send`.
+pub fn standalone_send_service(config: Config) -> Result<SendService, StartupError> {
+    let (store, records) = open_state(&config)?;
+    let providers = build_providers(
+        &config,
+        &provider_context(&config, Arc::new(records.clone())),
+    )?;
+    Ok(send_service(&Arc::new(config), &store, &records, providers))
 }
 
 /// The dispatcher's time bounds and retry policy, from the configuration.

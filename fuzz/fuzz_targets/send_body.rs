@@ -18,7 +18,8 @@ use actix_web::HttpRequest;
 use libfuzzer_sys::fuzz_target;
 use otp_relay::api::body::{decode_text, parse_json};
 use otp_relay::api::compat::{authentik_dialect, mfa_plugins_dialect};
-use otp_relay::api::send::{build_message, SendRequest};
+use otp_relay::api::send::SendRequest;
+use otp_relay::send::normalize;
 use otp_relay::config::Config;
 
 fn configs() -> &'static [Config; 2] {
@@ -75,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let config = &configs()[usize::from(selector >> 2) % 2];
-    match build_message(config, request) {
+    match normalize::message(config, request.into()) {
         Ok(message) => {
             let e164 = message.to.e164();
             assert!(e164.starts_with('+'), "{e164:?}");

@@ -13,10 +13,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use crate::api::body::parse_json;
+use crate::api::caller::Caller;
 use crate::api::error::ApiError;
 use crate::api::send::{serve_send, Scalar, SendRequest};
-use crate::guards::access::Caller;
-use crate::startup::AppState;
+use crate::api::state::AppState;
 
 /// authentik's generic provider body.
 #[derive(Debug, Deserialize)]

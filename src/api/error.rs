@@ -3,15 +3,13 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use otp_relay_providers::PhoneError;
 use serde::Serialize;
 
 use crate::dispatch::{Attempt, DispatchError};
 use crate::guards::access::AccessDenied;
 use crate::guards::idempotency::IdempotencyError;
 use crate::guards::number_policy::NumberRefused;
-use crate::guards::rate::Limited;
-use crate::message::TextError;
+use crate::send::SendError;
 use crate::store::StoreError;
 use otp_relay_providers::callbacks::CallbackError;
 
@@ -23,16 +21,6 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ApiError {
     #[error("the body is not valid JSON: {0}")]
     MalformedBody(String),
-    #[error("the `mobile` field is required")]
-    MissingMobile,
-    #[error("`mobile` is not a usable phone number: {0}")]
-    InvalidMobile(PhoneError),
-    #[error("{0}")]
-    InvalidText(TextError),
-    #[error("`channel` must be one of sms, whatsapp, telegram")]
-    InvalidChannel,
-    #[error("`ttl` must be a whole number of seconds between 1 and 86400")]
-    InvalidTtl,
     #[error("the body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("the body did not arrive within {} seconds", .0.as_secs_f64())]
@@ -43,18 +31,10 @@ pub enum ApiError {
     Access(AccessDenied),
     #[error("no route for this path")]
     NotFound,
-    #[error("{error}")]
-    Dispatch { id: String, error: DispatchError },
-    #[error("{0}")]
-    NumberRefused(NumberRefused),
-    #[error("too many messages ({} limit); retry later", .0.scope.as_str())]
-    RateLimited(Limited),
-    #[error("{0}")]
-    Idempotency(#[from] IdempotencyError),
+    #[error(transparent)]
+    Send(#[from] SendError),
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("too many sends in progress, or no memory left to keep their limits; retry shortly")]
-    Overloaded,
     #[error("no message with this id (records are kept for MESSAGE_RETENTION)")]
     MessageNotFound,
     #[error("this webhook's provider or secret is not configured")]
@@ -102,38 +82,18 @@ impl ApiError {
         use StatusCode as S;
         let (code, status, title, retryable) = match self {
             ApiError::MalformedBody(_) => ("malformed_json", S::BAD_REQUEST, "Malformed request body", false),
-            ApiError::MissingMobile => ("missing_mobile", S::BAD_REQUEST, "Missing mobile number", false),
-            ApiError::InvalidMobile(_) => ("invalid_mobile", S::UNPROCESSABLE_ENTITY, "Invalid mobile number", false),
-            ApiError::InvalidText(_) => ("invalid_text", S::UNPROCESSABLE_ENTITY, "Invalid message text", false),
-            ApiError::InvalidChannel => ("invalid_channel", S::UNPROCESSABLE_ENTITY, "Invalid channel", false),
-            ApiError::InvalidTtl => ("invalid_ttl", S::UNPROCESSABLE_ENTITY, "Invalid TTL", false),
             ApiError::BodyTooLarge { .. } => ("body_too_large", S::PAYLOAD_TOO_LARGE, "Request body too large", false),
             ApiError::BodyTimeout(_) => ("request_timeout", S::REQUEST_TIMEOUT, "Request timeout", true),
             ApiError::HeadersTooLarge { .. } => ("headers_too_large", S::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request headers too large", false),
             ApiError::Access(AccessDenied::AddressNotAllowed) => ("forbidden", S::FORBIDDEN, "Forbidden", false),
             ApiError::Access(_) => ("unauthorized", S::UNAUTHORIZED, "Unauthorized", false),
             ApiError::NotFound => ("not_found", S::NOT_FOUND, "Not found", false),
-            ApiError::NumberRefused(NumberRefused::CountryNotAllowed) => ("country_not_allowed", S::FORBIDDEN, "Country not allowed", false),
-            ApiError::NumberRefused(NumberRefused::UnsupportedNumberType) => ("unsupported_number_type", S::UNPROCESSABLE_ENTITY, "Unsupported number type", false),
-            ApiError::RateLimited(_) => ("rate_limited", S::TOO_MANY_REQUESTS, "Rate limited", true),
-            ApiError::Idempotency(IdempotencyError::InvalidKey) => ("invalid_idempotency_key", S::BAD_REQUEST, "Invalid Idempotency-Key", false),
-            ApiError::Idempotency(IdempotencyError::KeyReused) => ("idempotency_key_reused", S::UNPROCESSABLE_ENTITY, "Idempotency-Key reused", false),
-            ApiError::Idempotency(IdempotencyError::StillInFlight) => ("deadline_exceeded", S::GATEWAY_TIMEOUT, "Deadline exceeded", true),
-            ApiError::Idempotency(IdempotencyError::Store(_)) | ApiError::Store(_) => ("store_unavailable", S::SERVICE_UNAVAILABLE, "State store unavailable", true),
-            ApiError::Overloaded => ("overloaded", S::SERVICE_UNAVAILABLE, "Overloaded", true),
+            ApiError::Store(_) => ("store_unavailable", S::SERVICE_UNAVAILABLE, "State store unavailable", true),
+            ApiError::Send(error) => return classify_send(error),
             ApiError::MessageNotFound => ("message_not_found", S::NOT_FOUND, "Message not found", false),
             ApiError::WebhookNotConfigured => ("webhook_not_configured", S::NOT_FOUND, "Webhook not configured", false),
             ApiError::Callback(error) if error.is_auth_failure() => ("invalid_signature", S::UNAUTHORIZED, "Invalid signature", false),
             ApiError::Callback(_) => ("malformed_callback", S::BAD_REQUEST, "Malformed callback", false),
-            ApiError::Dispatch { error, .. } => match error {
-                DispatchError::NoProviderForChannel(_) => ("channel_not_configured", S::UNPROCESSABLE_ENTITY, "Channel not configured", false),
-                // The caller can fix these (another number, a registered user): 422 with
-                // the provider's own code.
-                DispatchError::Rejected { error, .. } if error.is_recipient_problem() => (error.code(), S::UNPROCESSABLE_ENTITY, "Recipient refused by the provider", false),
-                DispatchError::Rejected { .. } => ("provider_rejected", S::BAD_GATEWAY, "Provider rejected the message", false),
-                DispatchError::Unavailable { .. } => ("no_provider_available", S::SERVICE_UNAVAILABLE, "No provider available", true),
-                DispatchError::DeadlineExceeded { .. } => ("deadline_exceeded", S::GATEWAY_TIMEOUT, "Deadline exceeded", true),
-            },
         };
         Classified { code, status, title, retryable }
     }
@@ -143,44 +103,101 @@ impl ApiError {
         self.classify().code
     }
 
-    /// The problem document this error is answered with, exactly as sent (kept under
-    /// an `Idempotency-Key` to answer repeats alike).
+    /// The problem document this error is answered with, exactly as sent.
     pub fn problem_json(&self) -> String {
-        let Classified {
-            code,
-            status,
-            title,
-            retryable,
-        } = self.classify();
-        let (id, attempts) = match self {
-            ApiError::Dispatch { id, error } => (Some(id.as_str()), Some(error.attempts())),
-            _ => (None, None),
-        };
-        let problem = Problem {
-            kind: format!("urn:otp-relay:problem:{code}"),
-            title,
-            status: status.as_u16(),
-            detail: self.to_string(),
-            code,
-            retryable,
-            id,
-            attempts,
-        };
-        serde_json::to_string(&problem).unwrap_or_default()
+        match self {
+            ApiError::Send(error) => send_problem_json(error),
+            _ => problem_json(self.classify(), self.to_string(), None, None),
+        }
     }
 
     /// Seconds to wait before trying again, for answers that carry `Retry-After`.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::Dispatch {
+            ApiError::Send(SendError::Dispatch {
                 error: DispatchError::Unavailable { retry_after, .. },
                 ..
-            } => Some(retry_after.map_or(1, whole_seconds)),
-            ApiError::RateLimited(limited) => Some(whole_seconds(limited.retry_after)),
-            ApiError::Overloaded | ApiError::Store(_) => Some(1),
+            }) => Some(retry_after.map_or(1, whole_seconds)),
+            ApiError::Send(SendError::RateLimited(limited)) => {
+                Some(whole_seconds(limited.retry_after))
+            }
+            ApiError::Send(SendError::Overloaded | SendError::Store(_)) | ApiError::Store(_) => {
+                Some(1)
+            }
             _ => None,
         }
     }
+}
+
+/// The HTTP status of a send that did not happen.
+pub fn send_status(error: &SendError) -> StatusCode {
+    classify_send(error).status
+}
+
+/// The problem document a send that did not happen is answered with, exactly as sent
+/// (kept under an `Idempotency-Key` to answer repeats alike).
+pub fn send_problem_json(error: &SendError) -> String {
+    let (id, attempts) = match error {
+        SendError::Dispatch { id, error } => (Some(id.as_str()), Some(error.attempts())),
+        _ => (None, None),
+    };
+    problem_json(classify_send(error), error.to_string(), id, attempts)
+}
+
+fn problem_json(
+    classified: Classified,
+    detail: String,
+    id: Option<&str>,
+    attempts: Option<&[Attempt]>,
+) -> String {
+    let Classified {
+        code,
+        status,
+        title,
+        retryable,
+    } = classified;
+    let problem = Problem {
+        kind: format!("urn:otp-relay:problem:{code}"),
+        title,
+        status: status.as_u16(),
+        detail,
+        code,
+        retryable,
+        id,
+        attempts,
+    };
+    serde_json::to_string(&problem).unwrap_or_default()
+}
+
+/// How a send that did not happen is answered (its `code` is the send service's own).
+#[rustfmt::skip]
+fn classify_send(error: &SendError) -> Classified {
+    use StatusCode as S;
+    let (status, title, retryable) = match error {
+        SendError::MissingMobile => (S::BAD_REQUEST, "Missing mobile number", false),
+        SendError::InvalidMobile(_) => (S::UNPROCESSABLE_ENTITY, "Invalid mobile number", false),
+        SendError::InvalidText(_) => (S::UNPROCESSABLE_ENTITY, "Invalid message text", false),
+        SendError::InvalidChannel => (S::UNPROCESSABLE_ENTITY, "Invalid channel", false),
+        SendError::InvalidTtl => (S::UNPROCESSABLE_ENTITY, "Invalid TTL", false),
+        SendError::NumberRefused(NumberRefused::CountryNotAllowed) => (S::FORBIDDEN, "Country not allowed", false),
+        SendError::NumberRefused(NumberRefused::UnsupportedNumberType) => (S::UNPROCESSABLE_ENTITY, "Unsupported number type", false),
+        SendError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "Rate limited", true),
+        SendError::Idempotency(IdempotencyError::InvalidKey) => (S::BAD_REQUEST, "Invalid Idempotency-Key", false),
+        SendError::Idempotency(IdempotencyError::KeyReused) => (S::UNPROCESSABLE_ENTITY, "Idempotency-Key reused", false),
+        SendError::Idempotency(IdempotencyError::StillInFlight) => (S::GATEWAY_TIMEOUT, "Deadline exceeded", true),
+        SendError::Idempotency(IdempotencyError::Store(_)) | SendError::Store(_) => (S::SERVICE_UNAVAILABLE, "State store unavailable", true),
+        SendError::Overloaded => (S::SERVICE_UNAVAILABLE, "Overloaded", true),
+        SendError::Dispatch { error, .. } => match error {
+            DispatchError::NoProviderForChannel(_) => (S::UNPROCESSABLE_ENTITY, "Channel not configured", false),
+            // The caller can fix these (another number, a registered user): 422 with
+            // the provider's own code.
+            DispatchError::Rejected { error, .. } if error.is_recipient_problem() => (S::UNPROCESSABLE_ENTITY, "Recipient refused by the provider", false),
+            DispatchError::Rejected { .. } => (S::BAD_GATEWAY, "Provider rejected the message", false),
+            DispatchError::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "No provider available", true),
+            DispatchError::DeadlineExceeded { .. } => (S::GATEWAY_TIMEOUT, "Deadline exceeded", true),
+        },
+    };
+    Classified { code: error.code(), status, title, retryable }
 }
 
 /// `Retry-After` seconds: rounded up, at least one.

@@ -3,9 +3,9 @@
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
+use crate::api::state::AppState;
 use crate::dispatch::circuit::CircuitState;
 use crate::prometheus;
-use crate::startup::AppState;
 
 /// The process is up and serving HTTP.
 pub async fn live() -> HttpResponse {
@@ -14,7 +14,7 @@ pub async fn live() -> HttpResponse {
 
 /// Prometheus text format. Gauges that describe current state are read now.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    for (provider, circuit) in state.dispatcher.provider_states() {
+    for (provider, circuit) in state.send.dispatcher().provider_states() {
         let value = match circuit {
             CircuitState::Closed => 0.0,
             CircuitState::HalfOpen | CircuitState::Trial => 1.0,
@@ -22,7 +22,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         };
         metrics::gauge!(prometheus::CIRCUIT_STATE, "provider" => provider).set(value);
     }
-    let in_flight = state.config.limits.max_in_flight - state.in_flight.available_permits();
+    let in_flight = state.send.in_flight();
     metrics::gauge!(prometheus::IN_FLIGHT).set(in_flight as f64);
     metrics::gauge!(prometheus::MEMORY_STORE_BYTES).set(state.store.memory_bytes() as f64);
     let limit = state.config.memory_store_bytes as f64;
@@ -38,7 +38,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// trial out). The body shows each provider's circuit and the store, and under
 /// `config_errors` the latest error each provider blamed on our configuration.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let circuits = state.dispatcher.provider_states();
+    let circuits = state.send.dispatcher().provider_states();
     let usable = circuits.iter().any(|(_, c)| c.admits());
     let store = state.store.health().await;
     let store_ok = store.is_ready();
@@ -51,7 +51,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let config_errors: Map<String, Value> = circuits
         .iter()
         .filter_map(|(name, _)| {
-            let last = state.dispatcher.last_config_error(name)?;
+            let last = state.send.dispatcher().last_config_error(name)?;
             Some((name.to_string(), json!(last)))
         })
         .collect();

@@ -3,9 +3,10 @@
 
 use actix_web::{web, HttpResponse};
 
+use crate::api::caller::Caller;
 use crate::api::error::ApiError;
-use crate::guards::access::{Caller, Identity};
-use crate::startup::AppState;
+use crate::api::state::AppState;
+use crate::guards::access::Identity;
 
 pub async fn get_message(
     caller: Caller,

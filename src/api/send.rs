@@ -1,28 +1,19 @@
 //! `POST /api/sms` and `POST /v1/messages`: one handler for the QIAM payload and the
-//! canonical one.
-
-use std::time::Duration;
+//! canonical one. The HTTP side of a send only: the body is read and decoded here, the
+//! send itself is the send service's (`crate::send`), and its outcome is rendered here.
 
 use actix_web::http::{header::ContentType, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use otp_relay_providers::{Channel, OutboundMessage, Phone};
+use actix_web::{web, HttpRequest, HttpResponse};
+use otp_relay_providers::Channel;
 use serde::{Deserialize, Serialize};
-use std::time::SystemTime;
-
-use otp_relay_providers::DeliveryStatus;
 use tokio::time::Instant;
 
 use crate::api::body::{decode_text, parse_json, read_limited};
-use crate::api::error::{ApiError, PROBLEM_JSON};
-use crate::config::Config;
+use crate::api::caller::Caller;
+use crate::api::error::{send_problem_json, send_status, ApiError, PROBLEM_JSON};
+use crate::api::state::AppState;
 use crate::dispatch::Attempt;
-use crate::guards::access::Caller;
-use crate::guards::idempotency::{self, Begin, IdempotencyError, KeySource};
-use crate::guards::{number_policy, rate};
-use crate::message::{compose, TextFields};
-use crate::prometheus;
-use crate::records::{timestamp, MessageRecord};
-use crate::startup::AppState;
+use crate::send::{self, Outcome, Render, SendError, Sent};
 use crate::store::StoredAnswer;
 
 /// A string, or a number some callers send where a string is meant.
@@ -64,6 +55,20 @@ pub struct SendRequest {
     pub ttl: Option<u64>,
 }
 
+impl From<SendRequest> for send::Request {
+    fn from(request: SendRequest) -> Self {
+        send::Request {
+            mobile: request.mobile.map(Scalar::into_string),
+            totp: request.totp.map(Scalar::into_string),
+            message: request.message,
+            code: request.code.map(Scalar::into_string),
+            channel: request.channel,
+            locale: request.locale,
+            ttl: request.ttl,
+        }
+    }
+}
+
 /// The answer to a successful send.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SendResponse<'a> {
@@ -78,8 +83,6 @@ pub struct SendResponse<'a> {
     attempts: &'a [Attempt],
 }
 
-const MAX_TTL_SECONDS: u64 = 86_400;
-
 /// Reads a send request out of a body's text, in one caller's dialect.
 pub type Dialect = fn(&HttpRequest, &str) -> Result<SendRequest, ApiError>;
 
@@ -93,7 +96,7 @@ pub async fn send(
     serve_send(req, caller, payload, state, |_, text| parse_json(text)).await
 }
 
-/// The whole send, for any dialect: measured, guarded, dispatched.
+/// The whole send, for any dialect: the body read and decoded, then the send service.
 pub async fn serve_send(
     req: HttpRequest,
     caller: Caller,
@@ -101,281 +104,85 @@ pub async fn serve_send(
     state: web::Data<AppState>,
     dialect: Dialect,
 ) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
-    let result = handle_send(req, caller, payload, state, dialect).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
+    let received_at = Instant::now();
+    let request = match read_request(&req, payload, &state, dialect).await {
+        Ok(request) => request,
         Err(error) => {
-            let reason = match error {
-                ApiError::RateLimited(limited) => Some(limited.scope.refusal_reason()),
-                ApiError::NumberRefused(_) => Some(error.code()),
-                _ => None,
-            };
-            if let Some(reason) = reason {
-                metrics::counter!(prometheus::REFUSALS, "reason" => reason).increment(1);
-            }
-            error.code()
+            // Measured like the sends the service sees.
+            send::observe(received_at, error.code());
+            return Err(error);
         }
     };
-    prometheus::histogram(prometheus::SEND_DURATION, &[("outcome", outcome)])
-        .record(prometheus::seconds(started.elapsed()));
-    result
-}
-
-async fn handle_send(
-    req: HttpRequest,
-    caller: Caller,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    dialect: Dialect,
-) -> Result<HttpResponse, ApiError> {
-    let limits = &state.config.limits;
-    // The body first, within its own bound: a client still sending holds no send slot,
-    // and a slow one does not spend the send's time: the deadline starts once it is in.
-    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
-    let deadline = Instant::now() + limits.request_deadline;
-    // Refuse at once rather than queue: the caller is a login waiting on us.
-    let _permit = state
-        .in_flight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded)?;
-    let request = dialect(&req, &decode_text(&body))?;
-    let message = build_message(&state.config, request)?;
-    number_policy::check(&message.to, limits).map_err(ApiError::NumberRefused)?;
-
-    let header = req
+    // A header that is not visible ASCII is kept as its bytes read lossily: the
+    // idempotency stage refuses it as an invalid key, in its turn.
+    let idempotency_key = req
         .headers()
         .get("idempotency-key")
-        .map(|v| v.to_str().map_err(|_| IdempotencyError::InvalidKey))
-        .transpose()?;
-    let identity = caller.identity.to_string();
-    let source = KeySource {
-        header,
-        caller: &identity,
-        e164: message.to.e164(),
-        channel: message.channel.as_str(),
-        text: &message.text,
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let context = send::Context {
+        caller: caller.identity,
+        idempotency_key,
+        received_at,
     };
-    let begin = idempotency::begin(
-        &state.store,
-        &source,
-        state.config.message_retention,
-        limits.dedupe_window,
-        deadline,
-    )
-    .await?;
-    let ticket = match begin {
-        Some(Begin::Replay(answer)) => {
-            metrics::counter!(prometheus::IDEMPOTENT_REPLAYS).increment(1);
-            tracing::info!(to = %message.to.masked(), "repeated request: answering as the first time");
-            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
-            let content_type = if status.is_success() {
-                ContentType::json()
-            } else {
-                ContentType(PROBLEM_JSON.parse().expect("a valid media type"))
-            };
-            return Ok(HttpResponse::build(status)
-                .content_type(content_type)
-                .insert_header(("Idempotent-Replayed", "true"))
-                .body(answer.body));
-        }
-        Some(Begin::Proceed(ticket)) => Some(ticket),
-        None => None,
-    };
-
-    let outcome = deliver(&state, &message, &caller, deadline).await;
-    if let Some(ticket) = ticket {
-        match &outcome {
-            Ok(answer) => ticket.remember(answer).await,
-            Err(error) if never_left(error) => ticket.release().await,
-            // A provider may have sent it: the same failure for every repeat, no second send.
-            Err(error) => {
-                let answer = StoredAnswer {
-                    status: error.status_code().as_u16(),
-                    body: error.problem_json(),
-                };
-                ticket.remember(&answer).await;
-            }
-        }
-    }
-    let answer = outcome?;
-    Ok(HttpResponse::Ok()
-        .content_type(ContentType::json())
-        .body(answer.body))
-}
-
-/// Whether a failed `deliver` provably reached no provider: refused before dispatch
-/// (rate limit, store), or a dispatch that never left (see `DispatchError::never_left`).
-fn never_left(error: &ApiError) -> bool {
-    match error {
-        ApiError::Dispatch { error, .. } => error.never_left(),
-        _ => true,
+    match state.send.send(request, context, &HttpAnswers).await? {
+        Outcome::Sent { answer, .. } => Ok(HttpResponse::Ok()
+            .content_type(ContentType::json())
+            .body(answer.body)),
+        Outcome::Replayed(answer) => Ok(replay(answer)),
     }
 }
 
-/// Counts the send against the rate limits and hands it to the providers.
-async fn deliver(
+/// The body, within its own bound (a client still sending holds no send slot, and a
+/// slow one does not spend the send's time), read in the route's dialect.
+async fn read_request(
+    req: &HttpRequest,
+    payload: web::Payload,
     state: &AppState,
-    message: &OutboundMessage,
-    caller: &Caller,
-    deadline: Instant,
-) -> Result<StoredAnswer, ApiError> {
-    let limits = &state.config.limits;
-    match rate::check(state.store.as_ref(), limits, &message.to, &caller.identity).await? {
-        Ok(()) => {}
-        Err(rate::Refused::Limited(limited)) => {
-            tracing::warn!(
-                to = %message.to.masked(),
-                scope = limited.scope.as_str(),
-                "rate limit reached"
-            );
-            return Err(ApiError::RateLimited(limited));
-        }
-        Err(rate::Refused::Overloaded) => {
-            tracing::warn!("memory store full of live limits and claims: refusing sends");
-            return Err(ApiError::Overloaded);
-        }
-    }
-    let result = state.dispatcher.send(message, deadline).await;
-    keep_record(state, message, &caller.identity.to_string(), &result).await;
-    match result {
-        Ok(delivery) => {
-            let receipt = &delivery.receipt;
-            tracing::info!(
-                message_id = %message.id,
-                to = %message.to.masked(),
-                channel = %message.channel,
-                provider = %receipt.provider,
-                status = %receipt.status,
-                "message accepted by provider"
-            );
-            let body = serde_json::to_string(&SendResponse {
-                id: &message.id,
-                status: receipt.status.as_str(),
-                channel: delivery.channel,
-                provider: &receipt.provider,
-                provider_message_id: receipt.provider_message_id.as_deref(),
-                attempts: &delivery.attempts,
-            })
-            .expect("the response serializes");
-            Ok(StoredAnswer { status: 200, body })
-        }
-        Err(error) => {
-            tracing::warn!(
-                message_id = %message.id,
-                to = %message.to.masked(),
-                channel = %message.channel,
-                "message not sent: {error}"
-            );
-            if error.never_left() {
-                // Nothing reached a provider: the send uses up nobody's allowance.
-                let refunded =
-                    rate::refund(state.store.as_ref(), limits, &message.to, &caller.identity);
-                if let Err(error) = refunded.await {
-                    tracing::warn!(%error, "could not give back the rate-limit allowance");
-                }
-            }
-            Err(ApiError::Dispatch {
-                id: message.id.clone(),
-                error,
-            })
-        }
-    }
+    dialect: Dialect,
+) -> Result<send::Request, ApiError> {
+    let body = read_limited(req, payload, state.config.http.body_timeout).await?;
+    Ok(dialect(req, &decode_text(&body))?.into())
 }
 
-/// Records the send's outcome for `GET /v1/messages/{id}` (shown to `sender` only)
-/// and delivery reports. A
-/// record that cannot be kept is logged; the send itself stands.
-async fn keep_record(
-    state: &AppState,
-    message: &OutboundMessage,
-    sender: &str,
-    result: &Result<crate::dispatch::Delivery, crate::dispatch::DispatchError>,
-) {
-    let now = timestamp(SystemTime::now());
-    let record = match result {
-        Ok(delivery) => MessageRecord {
-            channel: delivery.channel.as_str().to_owned(),
-            provider: Some(delivery.receipt.provider.clone()),
-            provider_message_id: delivery.receipt.provider_message_id.clone(),
-            status: delivery.receipt.status,
-            provider_status: delivery.receipt.raw_status.clone(),
-            error_code: None,
-            cost: delivery.receipt.cost.clone(),
-            ..new_record(message, &now)
-        }
-        .with_parts(&delivery.receipt.part_ids),
-        Err(error) => {
-            let last = error.attempts().last();
-            MessageRecord {
-                provider: last.map(|a| a.provider.to_owned()),
-                error_code: Some(last.and_then(|a| a.code).unwrap_or("not_sent").to_owned()),
-                ..new_record(message, &now)
-            }
-        }
+/// A repeat's answer: the first one's status and body, marked as replayed.
+fn replay(answer: StoredAnswer) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let content_type = if status.is_success() {
+        ContentType::json()
+    } else {
+        ContentType(PROBLEM_JSON.parse().expect("a valid media type"))
     };
-    if let Err(error) = state.records.save(&record, sender).await {
-        tracing::warn!(message_id = %message.id, %error, "could not keep the message record");
-    }
-    if let Ok(delivery) = result {
-        state
-            .followups
-            .after_send(delivery.channel, &delivery.receipt, message.ttl);
-    }
+    HttpResponse::build(status)
+        .content_type(content_type)
+        .insert_header(("Idempotent-Replayed", "true"))
+        .body(answer.body)
 }
 
-fn new_record(message: &OutboundMessage, now: &str) -> MessageRecord {
-    MessageRecord {
-        id: message.id.clone(),
-        channel: message.channel.as_str().to_owned(),
-        provider: None,
-        provider_message_id: None,
-        status: DeliveryStatus::Failed,
-        provider_status: None,
-        error_code: None,
-        to: message.to.masked(),
-        created_at: now.to_owned(),
-        updated_at: now.to_owned(),
-        cost: None,
-        parts: Vec::new(),
-    }
-}
+/// Sends' answers as the HTTP API gives them: the JSON success document, or the
+/// problem document of the failure; stored so under an idempotency key, so that a
+/// repeat gets the same status and body.
+pub struct HttpAnswers;
 
-/// Turns a request into a message ready to dispatch, or says what is wrong with it.
-pub fn build_message(config: &Config, request: SendRequest) -> Result<OutboundMessage, ApiError> {
-    let mobile = request
-        .mobile
-        .map(Scalar::into_string)
-        .ok_or(ApiError::MissingMobile)?;
-    let to = Phone::parse(&mobile, config.default_region).map_err(ApiError::InvalidMobile)?;
-    let channel = match request.channel.as_deref().map(str::trim) {
-        None | Some("") => config.default_channel,
-        Some(name) => name.parse().map_err(|_| ApiError::InvalidChannel)?,
-    };
-    let ttl = match request.ttl {
-        None => config.message_ttl,
-        Some(seconds @ 1..=MAX_TTL_SECONDS) => Duration::from_secs(seconds),
-        Some(_) => return Err(ApiError::InvalidTtl),
-    };
-    let totp = request.totp.map(Scalar::into_string);
-    let code = request.code.map(Scalar::into_string);
-    let composed = compose(
-        TextFields {
-            totp: totp.as_deref(),
-            message: request.message.as_deref(),
-            code: code.as_deref(),
-            locale: request.locale.as_deref(),
-        },
-        &config.templates,
-    )
-    .map_err(ApiError::InvalidText)?;
-    Ok(OutboundMessage {
-        id: ulid::Ulid::new().to_string(),
-        to,
-        channel,
-        text: composed.text,
-        code: composed.code,
-        ttl,
-    })
+impl Render for HttpAnswers {
+    fn sent(&self, sent: &Sent) -> StoredAnswer {
+        let delivery = &sent.delivery;
+        let receipt = &delivery.receipt;
+        let body = serde_json::to_string(&SendResponse {
+            id: &sent.id,
+            status: receipt.status.as_str(),
+            channel: delivery.channel,
+            provider: &receipt.provider,
+            provider_message_id: receipt.provider_message_id.as_deref(),
+            attempts: &delivery.attempts,
+        })
+        .expect("the response serializes");
+        StoredAnswer { status: 200, body }
+    }
+
+    fn failed(&self, error: &SendError) -> StoredAnswer {
+        StoredAnswer {
+            status: send_status(error).as_u16(),
+            body: send_problem_json(error),
+        }
+    }
 }

@@ -24,7 +24,7 @@ use otp_relay_providers::{
 
 use crate::api::body::read_limited;
 use crate::api::error::ApiError;
-use crate::startup::AppState;
+use crate::api::state::AppState;
 
 fn header_value<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())

@@ -8,16 +8,12 @@
 //! peers) are compared as the IPv4 address they carry.
 
 use std::fmt;
-use std::future::{ready, Ready};
 use std::net::IpAddr;
 
-use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use ipnet::{IpNet, Ipv4Net};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-
-use crate::api::error::ApiError;
 
 /// Why a caller was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +84,11 @@ impl AccessPolicy {
             disabled,
             trusted_proxies: trusted_proxies.into_iter().map(canonical_network).collect(),
         }
+    }
+
+    /// Whether any API key is configured (a presented key is read only then).
+    pub fn has_keys(&self) -> bool {
+        !self.key_digests.is_empty()
     }
 
     /// Whether the operator chose any access setting at all.
@@ -167,41 +168,6 @@ impl AccessPolicy {
     }
 }
 
-/// The key a request presents: `Authorization: Bearer <key>`, Basic auth whose password
-/// is the key (authentik), a bare `Authorization: <key>` (keycloak-mfa-plugins), or
-/// `X-API-Key: <key>`.
-fn presented_key(req: &HttpRequest) -> Option<String> {
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty());
-    let from_authorization = authorization.and_then(|value| match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-            Some(token.trim().to_owned())
-        }
-        Some((scheme, credentials)) if scheme.eq_ignore_ascii_case("basic") => {
-            use base64::Engine;
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(credentials.trim())
-                .ok()?;
-            let decoded = String::from_utf8(decoded).ok()?;
-            decoded
-                .split_once(':')
-                .map(|(_, password)| password.to_owned())
-        }
-        Some(_) => None,
-        None => Some(value.to_owned()),
-    });
-    from_authorization.or_else(|| {
-        req.headers()
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_owned())
-    })
-}
-
 /// Who a caller is, for per-caller limits, idempotency keys, dedupe and records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
@@ -211,6 +177,8 @@ pub enum Identity {
     Address(IpAddr),
     /// Neither: no key, and an address that could not be known.
     Unknown,
+    /// The operator's own command line on this host (`otp-relay send`).
+    Cli,
 }
 
 impl fmt::Display for Identity {
@@ -219,53 +187,8 @@ impl fmt::Display for Identity {
             Identity::Key(digest) => write!(f, "key:{digest}"),
             Identity::Address(ip) => write!(f, "ip:{ip}"),
             Identity::Unknown => f.write_str("unknown"),
+            Identity::Cli => f.write_str("cli"),
         }
-    }
-}
-
-/// A caller that passed the access policy; handlers that take one are protected.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub ip: Option<IpAddr>,
-    pub identity: Identity,
-}
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(policy) = req.app_data::<web::Data<AccessPolicy>>() else {
-            // Wiring error: fail closed.
-            return ready(Err(ApiError::Access(AccessDenied::AddressNotAllowed)));
-        };
-        let headers = req.headers();
-        // A line that is not text cannot be read, so the client cannot be known.
-        let forwarded_for: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .map(|v| v.to_str().unwrap_or("?"))
-            .collect();
-        let rfc7239_forwarded = headers.contains_key(header::FORWARDED);
-        let ip = policy.client_ip(
-            req.peer_addr().map(|a| a.ip()),
-            &forwarded_for,
-            rfc7239_forwarded,
-        );
-        let key = presented_key(req).filter(|_| !policy.key_digests.is_empty());
-        let key = key.as_deref();
-        ready(
-            policy
-                .check(ip, key)
-                .map(|()| Caller {
-                    ip,
-                    identity: match (key, ip) {
-                        (Some(key), _) => Identity::Key(crate::guards::digest(&[key])),
-                        (None, Some(ip)) => Identity::Address(ip),
-                        (None, None) => Identity::Unknown,
-                    },
-                })
-                .map_err(ApiError::Access),
-        )
     }
 }
 

@@ -8,6 +8,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted, TWILIO_SID};
 use crate::helpers::{run_binary, spawn_app};
+use crate::redis_server::RedisServer;
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -80,6 +81,55 @@ async fn send_reaches_the_configured_provider() {
     let form = String::from_utf8_lossy(&request.body);
     assert!(form.contains("To=%2B5511966191717"), "{form}");
     assert!(form.contains("Body=Test+from+the+CLI+8642"), "{form}");
+}
+
+/// `otp-relay send` to +5511966191717 with `vars` added to a Twilio mock's variables.
+async fn cli_send(twilio: &MockServer, text: &str, vars: &[(&str, &str)]) -> Output {
+    let mut all = provider_vars(&twilio.uri(), None);
+    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    run_binary(&["send", "--to", "+5511966191717", "--text", text], &all).await
+}
+
+#[tokio::test]
+async fn send_is_refused_by_the_country_policy_and_reaches_no_provider() {
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+
+    let output = cli_send(&twilio, "Your code is 8642", &[("ALLOWED_COUNTRIES", "US")]).await;
+
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(stderr.contains("country_not_allowed"), "{stderr}");
+    assert_eq!(hits(&twilio).await, 0, "nothing reaches the provider");
+}
+
+#[tokio::test]
+async fn cli_sends_count_against_the_rate_limits_in_the_shared_store() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let twilio = MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    let url = redis.url();
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("RATE_LIMIT_PER_NUMBER", "1/1h"),
+    ];
+
+    let first = cli_send(&twilio, "Your code is 1111", &vars).await;
+    // Another text: not a repeat of the first, a second send to the same number.
+    let second = cli_send(&twilio, "Your code is 2222", &vars).await;
+
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(second.status.code(), Some(1), "{}", stdout(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("rate_limited"), "{stderr}");
+    assert_eq!(hits(&twilio).await, 1, "the second send is not made");
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //! extension's Latin-1 bytes and must never change a body that is valid UTF-8.
 
 use otp_relay::api::body::{decode_text, parse_json};
-use otp_relay::api::send::{build_message, SendRequest};
+use otp_relay::api::send::SendRequest;
+use otp_relay::send::normalize;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::json;
@@ -48,7 +49,7 @@ proptest! {
         let config = test_config(&[]);
         let read = |bytes: &[u8]| {
             let request: SendRequest = parse_json(&decode_text(bytes)).unwrap();
-            build_message(&config, request).map(|m| m.text).ok()
+            normalize::message(&config, request.into()).map(|m| m.text).ok()
         };
         let from_utf8 = read(body.as_bytes());
         prop_assert_eq!(from_utf8.as_deref(), Some(text.trim()));
