@@ -136,6 +136,10 @@ impl Decimal {
             significant.parse().ok()?
         };
         let mut scale = i64::try_from(fraction.len()).ok()? - i64::from(exponent);
+        if mantissa == 0 && scale < 0 {
+            // Zero has no digits to shift: a huge exponent must not loop for ever.
+            scale = 0;
+        }
         while scale < 0 {
             mantissa = mantissa.checked_mul(10)?;
             scale += 1;
@@ -191,6 +195,13 @@ impl fmt::Display for Decimal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_with_any_exponent_is_zero_at_once() {
+        for text in ["0e2147483647", "0.0e99999", "-0E999999999"] {
+            assert_eq!(Money::parse(text, None).expect(text).to_string(), "0");
+        }
+    }
 
     #[test]
     fn amounts_keep_the_providers_digits() {

@@ -596,7 +596,9 @@ pub fn read_sms_api_reply(reply: Reply, secret: &str) -> Result<Receipt, Provide
     // The secret travels in the form: a reply that echoes it (a proxy's error page)
     // must not carry it into an error detail.
     let body = redact(body, secret);
-    if status != StatusCode::OK {
+    // Any 2xx is an answer to read (a proxy may say 202): only the reply's own statuses
+    // tell a refusal, so a 2xx never fails over to send a second code.
+    if !status.is_success() {
         return Err(unexpected_status(status, retry_after, &body));
     }
     let Ok(reply) = serde_json::from_slice::<SmsReply>(&body) else {

@@ -423,6 +423,8 @@ async fn sms_api_unreadable_200_is_an_acceptance_without_id() {
         ResponseTemplate::new(200).set_body_json(json!({"message-count": "0", "messages": []})),
         ResponseTemplate::new(200)
             .set_body_json(json!({"message-count": "1", "messages": [{"status": "0"}]})),
+        // A 2xx other than 200 (a proxy's 202) is an answer too, never a failover.
+        ResponseTemplate::new(202).set_body_string(""),
     ];
     for reply in replies {
         accepted_without_id(reply, sms_settings).await;

@@ -3,6 +3,7 @@
 //! they are made loud (an error log, a metric) and kept for `/health/ready`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +35,8 @@ pub struct LastConfigError {
 #[derive(Default)]
 pub struct ConfigErrors {
     last: Mutex<HashMap<&'static str, LastConfigError>>,
+    /// Whether `last` holds anything, so sends need not lock it to find out.
+    any: AtomicBool,
     logged: Mutex<HashMap<(&'static str, String), Instant>>,
 }
 
@@ -62,7 +65,8 @@ impl ConfigErrors {
                  this is fixed: {detail}"
             );
         }
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.insert(
             provider,
             LastConfigError {
                 code: code.to_owned(),
@@ -70,6 +74,17 @@ impl ConfigErrors {
                 at: crate::records::timestamp(SystemTime::now()),
             },
         );
+        self.any.store(true, Ordering::Relaxed);
+    }
+
+    /// Forgets `provider`'s configuration error once it accepts a message again: the
+    /// operator fixed it. A plain atomic read when there is nothing to forget.
+    pub fn cleared(&self, provider: &str) {
+        if self.any.load(Ordering::Relaxed) {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            last.remove(provider);
+            self.any.store(!last.is_empty(), Ordering::Relaxed);
+        }
     }
 
     /// The latest configuration error of `provider`, if it had one.

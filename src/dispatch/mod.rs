@@ -286,11 +286,12 @@ impl Dispatcher {
             drop(pass);
             match outcome {
                 ProviderOutcome::Sent(receipt) => {
+                    self.config_errors.cleared(name);
                     return Ok(Delivery {
                         channel: message.channel,
                         receipt,
                         attempts: attempts.into_inner().unwrap_or_default(),
-                    })
+                    });
                 }
                 ProviderOutcome::OutOfTime => {
                     return Err(DispatchError::DeadlineExceeded {
@@ -398,7 +399,11 @@ impl Dispatcher {
                     Ok(receipt)
                 }
                 Err(error) => {
-                    pass.record(error.is_transient(), now);
+                    // The adapter refused before calling out: nothing is known of the
+                    // provider's health, so the pass (a trial, maybe) is given back.
+                    if !matches!(error, ProviderError::CodeRequired) {
+                        pass.record(error.is_transient(), now);
+                    }
                     push(attempts, Attempt::failed(name, &error));
                     if matches!(error, ProviderError::Timeout) && capped_by_deadline {
                         return Err(Stop::OutOfTime);
@@ -461,6 +466,72 @@ fn push(attempts: &Mutex<Vec<Attempt>>, attempt: Attempt) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A provider answering each send with the next of `answers`.
+    struct Scripted {
+        answers: Mutex<Vec<Result<(), ProviderError>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl MessageProvider for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn channels(&self) -> &[Channel] {
+            &[Channel::Sms]
+        }
+        async fn send(&self, _: &OutboundMessage) -> Result<Receipt, ProviderError> {
+            let answer = self.answers.lock().unwrap().remove(0);
+            answer.map(|()| {
+                Receipt::new(
+                    "scripted",
+                    None,
+                    otp_relay_providers::DeliveryStatus::Queued,
+                    None,
+                )
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_made_before_calling_out_gives_the_trial_back() {
+        let provider = Arc::new(Scripted {
+            answers: Mutex::new(vec![
+                Err(ProviderError::Unavailable {
+                    detail: "503".into(),
+                }),
+                Err(ProviderError::CodeRequired),
+            ]),
+        });
+        let cooldown = Duration::from_secs(30);
+        let dispatcher = Dispatcher::new(
+            vec![provider],
+            DispatchPolicy {
+                provider_timeout: Duration::from_secs(1),
+                request_deadline: Duration::from_secs(5),
+                retry_max: 0,
+                circuit_failures: 1,
+                circuit_cooldown: cooldown,
+            },
+        );
+        let message = OutboundMessage {
+            id: "01J0000000000000000000000".into(),
+            to: otp_relay_providers::Phone::parse("+5511966191717", None).unwrap(),
+            channel: Channel::Sms,
+            text: "Your code is 123456".into(),
+            code: None,
+            ttl: Duration::from_secs(300),
+        };
+        let deadline = || Instant::now() + Duration::from_secs(5);
+        assert!(dispatcher.send(&message, deadline()).await.is_err());
+        assert_eq!(dispatcher.provider_states()[0].1, CircuitState::Open);
+
+        tokio::time::advance(cooldown).await;
+        // The trial goes to a send the adapter refuses without calling the provider:
+        // that says nothing of its health, so the next send gets the trial.
+        assert!(dispatcher.send(&message, deadline()).await.is_err());
+        assert_eq!(dispatcher.provider_states()[0].1, CircuitState::HalfOpen);
+    }
 
     fn limited(retry_after: Option<Duration>) -> Stop {
         Stop::Failed(ProviderError::RateLimited {

@@ -555,6 +555,14 @@ async fn a_configuration_error_fails_over_and_is_counted_logged_once_and_shown()
         .filter(|line| line.contains(r#""level":"ERROR""#) && line.contains("21609"))
         .collect();
     assert_eq!(logged.len(), 1, "{logged:?}");
+
+    // Fixed by the operator: the next accepted message clears it from readiness.
+    primary.reset().await;
+    mount_twilio(&primary, twilio_accepted()).await;
+    let body = ok_body(app.post_raw("/api/sms", BODY).await).await;
+    assert_eq!(body["provider"], "twilio");
+    let ready: Value = serde_json::from_str(&app.get_text("/health/ready").await).unwrap();
+    assert!(ready.get("config_errors").is_none(), "{ready}");
 }
 
 /// 21611 (the sender's queue is full) is throttling: fail over. 21635 (a landline) is
