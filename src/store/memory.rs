@@ -193,6 +193,14 @@ struct Entries<V> {
     dropped: Tally,
 }
 
+impl Entries<Box<str>> {
+    /// Whether `key` holds `expected` and has not lapsed.
+    fn holds(&mut self, key: &str, expected: &str, now: Instant) -> bool {
+        self.live(key, now)
+            .is_some_and(|current| **current == *expected)
+    }
+}
+
 impl<V: HeapSize> Entries<V> {
     fn new(kind: fn(&str) -> Kind) -> Self {
         Entries {
@@ -633,9 +641,7 @@ impl Store for MemoryStore {
         let now = Instant::now();
         Ok(self.with(|inner| {
             let values = inner.values(key);
-            let matches = values
-                .live(key, now)
-                .is_some_and(|current| **current == *expected);
+            let matches = values.holds(key, expected, now);
             if matches {
                 // Same place and lifetime: a status update does not extend a record.
                 values.update(key, |entry| entry.value = new.into());
@@ -654,9 +660,7 @@ impl Store for MemoryStore {
         let now = Instant::now();
         Ok(self.with(|inner| {
             let values = inner.values(key);
-            let matches = values
-                .live(key, now)
-                .is_some_and(|current| **current == *expected);
+            let matches = values.holds(key, expected, now);
             if matches {
                 values.remove(key);
             }

@@ -253,23 +253,15 @@ async fn a_user_who_blocked_the_bot_is_unlinked_and_gets_the_code_by_sms() {
 /// each delivery starts that time again: a recycled number stops reaching the old owner.
 #[tokio::test]
 async fn links_expire_after_the_link_ttl_and_each_delivery_renews_them() {
-    let Some(redis) = crate::redis_server::RedisServer::start().await else {
+    let Some(linked) = linked_on_redis(&[("TELEGRAM_LINK_TTL", "2h")]).await else {
         return;
     };
-    let bot = MockServer::start().await;
-    mount_bot_accepting(&bot).await;
-    let twilio = MockServer::start().await;
-    let redis_url = redis.url();
-    let app = bot_and_sms(
-        &bot,
-        &twilio,
-        &[("REDIS_URL", &redis_url), ("TELEGRAM_LINK_TTL", "2h")],
-    )
-    .await;
-    link_own_number(&app).await;
-
-    let client = redis::Client::open(redis_url.as_str()).unwrap();
-    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
+    // The servers stay up with what is left of `linked` until the test ends.
+    let LinkedOnRedis {
+        app,
+        mut redis_connection,
+        ..
+    } = linked;
     let keys = chat_keys(&mut redis_connection).await;
     assert_eq!(
         keys.len(),
@@ -311,17 +303,15 @@ async fn links_expire_after_the_link_ttl_and_each_delivery_renews_them() {
 /// `/stop` deletes the link and its owner entry rather than leaving a blank behind.
 #[tokio::test]
 async fn stop_deletes_the_link() {
-    let Some(redis) = crate::redis_server::RedisServer::start().await else {
+    let Some(linked) = linked_on_redis(&[]).await else {
         return;
     };
-    let bot = MockServer::start().await;
-    mount_bot_accepting(&bot).await;
-    let twilio = MockServer::start().await;
-    let redis_url = redis.url();
-    let app = bot_and_sms(&bot, &twilio, &[("REDIS_URL", &redis_url)]).await;
-    link_own_number(&app).await;
-    let client = redis::Client::open(redis_url.as_str()).unwrap();
-    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
+    // The servers stay up with what is left of `linked` until the test ends.
+    let LinkedOnRedis {
+        app,
+        mut redis_connection,
+        ..
+    } = linked;
     assert_eq!(chat_keys(&mut redis_connection).await.len(), 2);
 
     let stop = webhook(&app, Some(SECRET), update(json!({"text": "/stop"}))).await;
@@ -329,6 +319,37 @@ async fn stop_deletes_the_link() {
 
     assert_eq!(chat_keys(&mut redis_connection).await, Vec::<String>::new());
     fell_back_to_sms(&app).await;
+}
+
+/// A bot-and-SMS app sharing a Redis of its own, with the test user's number linked.
+struct LinkedOnRedis {
+    app: TestApp,
+    redis_connection: redis::aio::MultiplexedConnection,
+    _redis: crate::redis_server::RedisServer,
+    _bot: MockServer,
+    _twilio: MockServer,
+}
+
+/// `None` (after saying so) where `redis-server` is not installed.
+async fn linked_on_redis(extra: &[(&str, &str)]) -> Option<LinkedOnRedis> {
+    let redis = crate::redis_server::RedisServer::start().await?;
+    let bot = MockServer::start().await;
+    mount_bot_accepting(&bot).await;
+    let twilio = MockServer::start().await;
+    let redis_url = redis.url();
+    let mut vars = vec![("REDIS_URL", redis_url.as_str())];
+    vars.extend_from_slice(extra);
+    let app = bot_and_sms(&bot, &twilio, &vars).await;
+    link_own_number(&app).await;
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let redis_connection = client.get_multiplexed_async_connection().await.unwrap();
+    Some(LinkedOnRedis {
+        app,
+        redis_connection,
+        _redis: redis,
+        _bot: bot,
+        _twilio: twilio,
+    })
 }
 
 /// The keys of Telegram links and their owners.
