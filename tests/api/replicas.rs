@@ -56,14 +56,7 @@ async fn ready_status(app: &TestApp) -> u16 {
 
 /// The readiness status and the store's part of its body.
 async fn readiness(app: &TestApp) -> (u16, serde_json::Value) {
-    let response = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.unwrap();
+    let (status, body) = crate::health::ready(app).await;
     (status, body["store"].clone())
 }
 
