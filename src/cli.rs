@@ -246,7 +246,7 @@ fn print_attempts(attempts: &[Attempt]) {
 fn cli_providers(
     config: &Config,
 ) -> Result<Vec<std::sync::Arc<dyn otp_relay_providers::MessageProvider>>, StartupError> {
-    let store = crate::store::open(config).map_err(StartupError::Store)?;
+    let store = crate::store::open(&config.store).map_err(StartupError::Store)?;
     let records = Records::new(store, config.message_retention);
     build_providers(
         config,

@@ -66,7 +66,7 @@ impl Application {
         config: Config,
         providers: Vec<Arc<dyn MessageProvider>>,
     ) -> Result<Self, StartupError> {
-        let store = store::open(&config).map_err(StartupError::Store)?;
+        let store = store::open(&config.store).map_err(StartupError::Store)?;
         let records = Records::new(Arc::clone(&store), config.message_retention);
         Self::assemble(config, store, records, providers, None)
     }
@@ -216,7 +216,7 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send
 
 /// The shared store and the message records over it, as configured.
 fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Records), StartupError> {
-    let store = store::open(config).map_err(StartupError::Store)?;
+    let store = store::open(&config.store).map_err(StartupError::Store)?;
     let mut records = Records::new(Arc::clone(&store), config.message_retention);
     if let Some(ttl) = config.providers.iter().find_map(|p| match p {
         ProviderSettings::Telegram(settings) => Some(settings.link_ttl),

@@ -25,7 +25,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let in_flight = state.send.in_flight();
     metrics::gauge!(prometheus::IN_FLIGHT).set(in_flight as f64);
     metrics::gauge!(prometheus::MEMORY_STORE_BYTES).set(state.store.memory_bytes() as f64);
-    let limit = state.config.memory_store_bytes as f64;
+    let limit = state.config.store.memory_bytes as f64;
     metrics::gauge!(prometheus::MEMORY_STORE_LIMIT).set(limit);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

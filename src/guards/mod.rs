@@ -3,8 +3,11 @@
 
 pub mod access;
 pub mod idempotency;
+mod limits;
 pub mod number_policy;
 pub mod rate;
+
+pub use limits::Limits;
 
 use sha2::{Digest, Sha256};
 

@@ -8,7 +8,7 @@
 use otp_relay_providers::phone::LineKind;
 use otp_relay_providers::Phone;
 
-use crate::config::Limits;
+use super::Limits;
 
 /// Why a number is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

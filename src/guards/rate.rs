@@ -9,7 +9,8 @@ use otp_relay_providers::Phone;
 
 use super::access::Identity;
 use super::digest;
-use crate::config::{Limits, RateSpec};
+use super::Limits;
+use crate::store::RateSpec;
 use crate::store::{RateDecision, RateLimit, Store, StoreError};
 
 /// Which limit refused a send.

@@ -4,9 +4,9 @@
 use otp_relay_providers::OutboundMessage;
 
 use super::SendError;
-use crate::config::Limits;
 use crate::guards::access::Identity;
 use crate::guards::rate;
+use crate::guards::Limits;
 use crate::store::Store;
 
 /// Counts the send against the limits, or refuses it.

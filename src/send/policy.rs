@@ -5,8 +5,8 @@
 use otp_relay_providers::OutboundMessage;
 
 use super::SendError;
-use crate::config::Limits;
 use crate::guards::number_policy;
+use crate::guards::Limits;
 
 /// Refuses a number the policy does not allow.
 pub fn check(message: &OutboundMessage, limits: &Limits) -> Result<(), SendError> {

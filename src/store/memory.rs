@@ -680,7 +680,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RateSpec;
+    use crate::store::RateSpec;
     use proptest::prelude::*;
 
     const HOUR: Duration = Duration::from_secs(3600);

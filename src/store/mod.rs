@@ -6,6 +6,7 @@
 //! store holds a phone number or a message.
 
 pub mod memory;
+pub mod rate;
 pub mod redis;
 
 use std::future::Future;
@@ -17,7 +18,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::config::{Config, RateSpec};
+use secrecy::SecretString;
+
+pub use rate::RateSpec;
 
 /// The store could not be reached or answered nonsense.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -201,21 +204,36 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// Which store to open and how (read from the environment by the configuration).
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `REDIS_URL`: one server, or with `redis_cluster` one or more seeds of a cluster
+    /// (a comma list).
+    pub redis_url: Option<SecretString>,
+    /// `REDIS_CLUSTER`: `redis_url` names a Redis Cluster.
+    pub redis_cluster: bool,
+    /// `REDIS_TIMEOUT`: the longest one store operation may take, within
+    /// `REQUEST_DEADLINE`.
+    pub redis_timeout: Duration,
+    /// Most memory the in-process store may use, in bytes (`MEMORY_STORE_MIB`).
+    pub memory_bytes: u64,
+}
+
 /// The store the application uses: memory, or Redis (`REDIS_URL`, a cluster with
 /// `REDIS_CLUSTER`) with a per-replica memory fallback, the memory within
 /// `MEMORY_STORE_MIB`. A Redis Cluster's connection runs on the Tokio runtime this is
 /// called on.
-pub fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    let memory = memory::MemoryStore::with_budget(config.memory_store_bytes);
-    Ok(match &config.redis_url {
+pub fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    let memory = memory::MemoryStore::with_budget(settings.memory_bytes);
+    Ok(match &settings.redis_url {
         None => Arc::new(memory),
         Some(url) => {
-            let topology = if config.redis_cluster {
+            let topology = if settings.redis_cluster {
                 redis::Topology::Cluster
             } else {
                 redis::Topology::Single
             };
-            let redis = redis::RedisStore::connect_with(url, topology, config.redis_timeout)?;
+            let redis = redis::RedisStore::connect_with(url, topology, settings.redis_timeout)?;
             Arc::new(FallbackStore::new(Box::new(redis), memory))
         }
     })
@@ -637,7 +655,7 @@ mod tests {
         let logs = Buffer::default();
         let writer = logs.clone();
         let subscriber =
-            crate::telemetry::subscriber(crate::config::LogFormat::Json, "debug", move || {
+            crate::telemetry::subscriber(crate::telemetry::LogFormat::Json, "debug", move || {
                 writer.clone()
             });
         metrics::with_local_recorder(&recorder, || {

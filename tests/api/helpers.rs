@@ -4,9 +4,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
-use otp_relay::config::{Config, HttpLimits, LogFormat};
+use otp_relay::config::{Config, HttpLimits};
 use otp_relay::followup::{FollowupSettings, Followups};
 use otp_relay::startup::Application;
+use otp_relay::telemetry::LogFormat;
 use otp_relay_providers::{
     Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProviderError, Receipt,
 };

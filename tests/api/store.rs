@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use std::time::{Instant, SystemTime};
 
-use otp_relay::config::{RateSpec, RATE_PERIODS};
+use otp_relay::config::RATE_PERIODS;
 use otp_relay::store::memory::MemoryStore;
 use otp_relay::store::redis::{RedisStore, Topology};
+use otp_relay::store::RateSpec;
 use otp_relay::store::{Claim, FallbackStore, RateDecision, RateLimit, Store, StoredAnswer};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
