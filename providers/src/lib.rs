@@ -22,6 +22,7 @@ pub mod registry;
 pub mod sendpulse;
 pub mod settings;
 pub mod telegram;
+pub mod text;
 pub mod twilio;
 pub mod vonage;
 

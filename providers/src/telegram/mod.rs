@@ -1,0 +1,239 @@
+//! Telegram: one-time codes through the Telegram Gateway API, or plain messages from a
+//! Telegram bot. `TELEGRAM_MODE` picks one; the provider serves the `telegram` channel.
+//!
+//! **Gateway** (`gateway`, the default) delivers a code to a phone number from Telegram's
+//! "Verification Codes" account:
+//! `POST {TELEGRAM_GATEWAY_BASE_URL}/sendVerificationMessage`, `Authorization: Bearer
+//! <token>`, JSON `{phone_number: "+55…", code, ttl, payload, callback_url}`.
+//! - Telegram renders its own message around the code: our text is **not sent**. The code
+//!   must be 4 to 8 digits; a message without one fails with `code_required` before any
+//!   request is made.
+//! - `ttl` is the message's validity clamped to the 30..=3600 s Telegram accepts (an
+//!   undelivered message is refunded after it); `payload` is our message id, so delivery
+//!   reports can be matched; `callback_url` is `{PUBLIC_BASE_URL}/webhooks/telegram-gateway`
+//!   when a public URL is set and is https (Telegram takes at most 256 bytes, and only
+//!   https: an http one would have every send refused, so it is left out, with a warning
+//!   at startup); `sender_username` is `TELEGRAM_GATEWAY_SENDER_USERNAME`, a verified
+//!   channel of ours that then sends the code (<https://core.telegram.org/gateway/api>).
+//! - Replies: `{"ok":true,"result":{"request_id","request_cost","remaining_balance",…,
+//!   "delivery_status":{"status"}}}` (cost and balance are kept on the receipt) or
+//!   `{"ok":false,"error":"ACCESS_TOKEN_INVALID"}` (an upper-case name, `FLOOD_WAIT_<s>`
+//!   for flood control). `BALANCE_NOT_ENOUGH` is our account's problem
+//!   (`account_unusable`); `CALLBACK_URL_INVALID`, `TTL_INVALID`, `PAYLOAD_INVALID` and
+//!   `SENDER_*` are our configuration's (`provider_misconfigured`): another provider may
+//!   still deliver. A 2xx without `"ok": false` is an acceptance even when it cannot be
+//!   read: a receipt without an id, never a failover that would send a second code.
+//!
+//! **Bot** (`bot`) sends the full text as a chat message:
+//! `POST {TELEGRAM_BOT_BASE_URL}/bot<token>/sendMessage`, JSON `{chat_id, text}`.
+//! - A bot cannot message a phone number. Users link their chat by sharing their contact
+//!   with the bot; the [`ChatDirectory`] maps the number to that chat. A number with no chat
+//!   fails with `recipient_not_registered`, so the dispatcher can fail over to SMS.
+//! - Replies: `{"ok":true,"result":{"message_id",…}}` or `{"ok":false,"error_code":429,
+//!   "description":"…","parameters":{"retry_after":5}}`. A 2xx without `"ok": false` is
+//!   an acceptance, as for the Gateway.
+//! - A user who blocked the bot (403 "Forbidden: bot was blocked by the user") cannot be
+//!   reached on this channel: the link is dropped and the send fails with
+//!   `recipient_not_registered`, so the dispatcher falls back to SMS. A delivered message
+//!   renews the link (see [`ChatDirectory::renew`]), which otherwise expires after
+//!   `TELEGRAM_LINK_TTL`, so a recycled number stops reaching the previous owner.
+//! - The token sits in the URL path. URLs never reach an error (see
+//!   [`http::transport_error`]) or a log, and reply text is cleaned of the token before it
+//!   becomes an error detail.
+//! - The bot also answers users who link their chat (replies built in
+//!   [`crate::callbacks::telegram`], sent with [`TelegramProvider::bot_send_json`]), and
+//!   [`TelegramProvider::set_webhook`] registers its webhook with the secret Telegram
+//!   must send back.
+//!
+//! Delivery reports and bot updates are verified in [`crate::callbacks::telegram`].
+//!
+//! Probe: `getMe` in bot mode. The Gateway has no free authenticated call
+//! (`checkSendAbility` is billed), so it reports [`ProbeOutcome::NotSupported`].
+
+mod bot;
+mod gateway;
+mod settings;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+
+use crate::http::Reply;
+use crate::settings::{Env, SettingError};
+use crate::{
+    http, Channel, ChatDirectory, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome,
+    ProviderContext, ProviderError, Receipt,
+};
+
+pub use bot::read_bot_reply;
+pub use gateway::read_gateway_reply;
+use gateway::*;
+pub(crate) use gateway::{gateway_status, RequestStatus};
+pub use settings::{TelegramMode, TelegramSettings, DEFAULT_LINK_TTL};
+
+const CHANNELS: [Channel; 1] = [Channel::Telegram];
+
+/// Delivers through the Telegram Gateway or a bot, as configured.
+pub struct TelegramProvider {
+    settings: TelegramSettings,
+    client: reqwest::Client,
+    chats: Arc<dyn ChatDirectory>,
+    /// Gateway delivery reports go here, when a public URL is configured.
+    callback_url: Option<String>,
+}
+
+impl fmt::Debug for TelegramProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelegramProvider")
+            .field("settings", &self.settings)
+            .field("callback_url", &self.callback_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelegramProvider {
+    pub fn new(
+        settings: TelegramSettings,
+        context: &ProviderContext,
+    ) -> Result<TelegramProvider, SettingError> {
+        settings.validate()?;
+        for var in settings.unused_variables() {
+            tracing::warn!(
+                "{var} is set but unused: TELEGRAM_MODE={}",
+                settings.mode.as_str()
+            );
+        }
+        let callback_url = match settings.mode {
+            TelegramMode::Gateway => context.callback_url("telegram-gateway"),
+            TelegramMode::Bot => None,
+        };
+        if let Some(url) = &callback_url {
+            if url.len() > MAX_CALLBACK_URL {
+                return Err(SettingError::new(
+                    "PUBLIC_BASE_URL",
+                    "is too long: the Telegram Gateway takes callback URLs of at most 256 bytes",
+                    "https://otp.example.com",
+                ));
+            }
+        }
+        // Telegram refuses a send whose callback_url is not https: without one, codes
+        // still go out, only delivery reports are lost.
+        let callback_url = callback_url.filter(|url| {
+            let https = url.starts_with("https://");
+            if !https {
+                tracing::warn!(
+                    "PUBLIC_BASE_URL is not https: the Telegram Gateway takes only https \
+                     callback URLs, so codes are sent without delivery reports"
+                );
+            }
+            https
+        });
+        Ok(TelegramProvider {
+            settings,
+            client: context.client.clone(),
+            chats: Arc::clone(&context.chats),
+            callback_url,
+        })
+    }
+
+    /// The token of the configured mode (present: checked in [`TelegramProvider::new`]).
+    fn token(&self) -> &SecretString {
+        let token = match self.settings.mode {
+            TelegramMode::Gateway => &self.settings.gateway_token,
+            TelegramMode::Bot => &self.settings.bot_token,
+        };
+        token.as_ref().expect("validated in new")
+    }
+
+    /// Provider text made safe for an error detail: no token, no digit runs.
+    fn clean(&self, text: &str) -> String {
+        clean(self.token().expose_secret(), text)
+    }
+
+    fn unexpected(&self, reply: &Reply) -> ProviderError {
+        unexpected(self.token().expose_secret(), reply)
+    }
+
+    async fn post<T: Serialize>(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: &T,
+    ) -> Result<Reply, ProviderError> {
+        http::exchange(request.json(body)).await
+    }
+}
+
+/// Provider text made safe for an error detail: no token, no digit runs.
+fn clean(token: &str, text: &str) -> String {
+    // A bot token's secret is what follows the bot id; removing it alone also catches
+    // a path echoed with the colon percent-encoded.
+    let secret = token.split_once(':').map_or(token, |(_, secret)| secret);
+    http::scrub(&text.replace(secret, "<token>"))
+}
+
+/// A reply of no documented shape: 429 and 5xx keep their meaning, anything else is
+/// a protocol error (with the token removed, in case a proxy echoed the URL).
+fn unexpected(token: &str, reply: &Reply) -> ProviderError {
+    if reply.status == StatusCode::TOO_MANY_REQUESTS {
+        ProviderError::RateLimited {
+            detail: reply.status.to_string(),
+            retry_after: reply.retry_after,
+        }
+    } else if reply.status.is_server_error() {
+        ProviderError::Unavailable {
+            detail: reply.status.to_string(),
+        }
+    } else {
+        let body = String::from_utf8_lossy(&reply.body);
+        http::protocol_error(reply.status, clean(token, &body).as_bytes())
+    }
+}
+
+fn unreadable_acceptance(reply: &Reply) -> Receipt {
+    tracing::warn!(
+        status = reply.status.as_u16(),
+        "telegram accepted the message but its reply cannot be read"
+    );
+    http::unreadable_acceptance("telegram")
+}
+
+/// Whether a reply carries Telegram's own refusal marker, `"ok": false`.
+fn says_not_ok(reply: &Reply) -> bool {
+    #[derive(Deserialize)]
+    struct Marker {
+        ok: Option<bool>,
+    }
+    serde_json::from_slice::<Marker>(&reply.body).is_ok_and(|m| m.ok == Some(false))
+}
+
+#[async_trait]
+impl MessageProvider for TelegramProvider {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &CHANNELS
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
+        match self.settings.mode {
+            TelegramMode::Gateway => self.send_verification(message).await,
+            TelegramMode::Bot => self.send_chat_message(message).await,
+        }
+    }
+
+    async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
+        if self.settings.mode == TelegramMode::Gateway {
+            return Ok(ProbeOutcome::NotSupported);
+        }
+        self.get_me().await
+    }
+}
