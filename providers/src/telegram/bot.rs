@@ -3,22 +3,50 @@
 
 use super::*;
 
-impl TelegramProvider {
-    pub(super) fn bot_url(&self, method: &str) -> String {
+/// Sends messages from a Telegram bot (`TELEGRAM_MODE=bot`) to the chats users linked,
+/// answers those users, and registers the bot's webhook.
+pub struct TelegramBot {
+    token: SecretString,
+    base_url: String,
+    client: reqwest::Client,
+    chats: Arc<dyn ChatDirectory>,
+}
+
+impl fmt::Debug for TelegramBot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelegramBot")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelegramBot {
+    /// Built from validated settings: the bot token is present.
+    pub(super) fn new(settings: &TelegramSettings, context: &ProviderContext) -> TelegramBot {
+        TelegramBot {
+            token: settings.bot_token.clone().expect("validated"),
+            base_url: settings.bot_base_url.clone(),
+            client: context.client.clone(),
+            chats: Arc::clone(&context.chats),
+        }
+    }
+
+    fn url(&self, method: &str) -> String {
         format!(
             "{}/bot{}/{method}",
-            self.settings.bot_base_url,
-            self.token().expose_secret()
+            self.base_url,
+            self.token.expose_secret()
         )
+    }
+
+    async fn post<T: Serialize>(&self, method: &str, body: &T) -> Result<Reply, ProviderError> {
+        http::exchange(self.client.post(self.url(method)).json(body)).await
     }
 
     /// Sends a bot reply built by [`crate::callbacks::telegram`] (`ask_for_contact` and
     /// the like) with the Bot API's `sendMessage`. Errors are read as for a code's send.
-    /// Bot mode only: in gateway mode no bot is in use, and this fails without a request.
     pub async fn bot_send_json(&self, body: &serde_json::Value) -> Result<(), ProviderError> {
-        self.require_bot()?;
-        let request = self.client.post(self.bot_url("sendMessage"));
-        let reply = self.post(request, body).await?;
+        let reply = self.post("sendMessage", body).await?;
         let _: IgnoredAny = self.bot_result(&reply)?;
         Ok(())
     }
@@ -26,51 +54,59 @@ impl TelegramProvider {
     /// Points the bot's webhook at `url` with `setWebhook`: Telegram will send
     /// `secret` in `X-Telegram-Bot-Api-Secret-Token`, and only `message` updates (the
     /// ones the bot acts on). Returns Telegram's description (`"Webhook was set"`).
-    /// Bot mode only.
     pub async fn set_webhook(
         &self,
         url: &str,
         secret: &SecretString,
     ) -> Result<String, ProviderError> {
-        self.require_bot()?;
         let body = serde_json::json!({
             "url": url,
             "secret_token": secret.expose_secret(),
             "allowed_updates": ["message"],
         });
-        let request = self.client.post(self.bot_url("setWebhook"));
-        let reply = self.post(request, &body).await?;
+        let reply = self.post("setWebhook", &body).await?;
         match self.bot_reply::<bool>(&reply)? {
             (true, description) => Ok(description.map_or_else(
                 || "webhook set".to_owned(),
-                |description| self.clean(&description),
+                |description| clean(self.token.expose_secret(), &description),
             )),
-            (false, _) => Err(self.unexpected(&reply)),
+            (false, _) => Err(unexpected(self.token.expose_secret(), &reply)),
         }
     }
 
-    pub(super) fn require_bot(&self) -> Result<(), ProviderError> {
-        match self.settings.mode {
-            TelegramMode::Bot => Ok(()),
-            TelegramMode::Gateway => Err(ProviderError::AccountUnusable {
-                detail: "no Telegram bot is in use: TELEGRAM_MODE is gateway".to_owned(),
-            }),
-        }
+    /// The `result` of a Bot API reply, or the error it describes.
+    fn bot_result<T: DeserializeOwned>(&self, reply: &Reply) -> Result<T, ProviderError> {
+        self.bot_reply(reply).map(|(result, _)| result)
+    }
+
+    /// The `result` and `description` of a Bot API reply, or the error it describes.
+    fn bot_reply<T: DeserializeOwned>(
+        &self,
+        reply: &Reply,
+    ) -> Result<(T, Option<String>), ProviderError> {
+        read_bot_reply(reply, self.token.expose_secret())
+    }
+}
+
+#[async_trait]
+impl MessageProvider for TelegramBot {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &CHANNELS
     }
 
     /// `getMe`: proves the token and names the bot, sending nothing.
-    pub(super) async fn get_me(&self) -> Result<ProbeOutcome, ProviderError> {
-        let request = self.client.post(self.bot_url("getMe"));
-        let reply = self.post(request, &serde_json::json!({})).await?;
+    async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
+        let reply = self.post("getMe", &serde_json::json!({})).await?;
         let bot: BotUser = self.bot_result(&reply)?;
         let name = bot.username.map_or(bot.first_name, |u| format!("@{u}"));
         Ok(ProbeOutcome::Verified(format!("getMe: bot {name}")))
     }
 
-    pub(super) async fn send_chat_message(
-        &self,
-        message: &OutboundMessage,
-    ) -> Result<Receipt, ProviderError> {
+    async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
         let Some(chat_id) = self.chats.chat_for(&message.to).await? else {
             return Err(ProviderError::RecipientNotRegistered {
                 detail: "no Telegram chat is linked to this number: the user has not \
@@ -82,8 +118,7 @@ impl TelegramProvider {
             chat_id,
             text: &message.text,
         };
-        let request = self.client.post(self.bot_url("sendMessage"));
-        let reply = self.post(request, &body).await?;
+        let reply = self.post("sendMessage", &body).await?;
         let receipt = match self.bot_result::<SentMessage>(&reply) {
             Ok(sent) => Receipt::new(
                 self.name(),
@@ -120,22 +155,6 @@ impl TelegramProvider {
             "Telegram bot sent the message"
         );
         Ok(receipt)
-    }
-
-    /// The `result` of a Bot API reply, or the error it describes.
-    pub(super) fn bot_result<T: DeserializeOwned>(
-        &self,
-        reply: &Reply,
-    ) -> Result<T, ProviderError> {
-        self.bot_reply(reply).map(|(result, _)| result)
-    }
-
-    /// The `result` and `description` of a Bot API reply, or the error it describes.
-    pub(super) fn bot_reply<T: DeserializeOwned>(
-        &self,
-        reply: &Reply,
-    ) -> Result<(T, Option<String>), ProviderError> {
-        read_bot_reply(reply, self.token().expose_secret())
     }
 }
 

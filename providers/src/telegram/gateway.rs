@@ -7,11 +7,80 @@ pub(super) const GATEWAY_TTL: std::ops::RangeInclusive<u64> = 30..=3600;
 /// Longest `callback_url` the Gateway accepts, in bytes.
 pub(super) const MAX_CALLBACK_URL: usize = 256;
 
-impl TelegramProvider {
-    pub(super) async fn send_verification(
-        &self,
-        message: &OutboundMessage,
-    ) -> Result<Receipt, ProviderError> {
+/// Sends codes through the Telegram Gateway API (`TELEGRAM_MODE=gateway`).
+pub struct TelegramGateway {
+    token: SecretString,
+    base_url: String,
+    sender_username: Option<String>,
+    client: reqwest::Client,
+    /// Delivery reports go here, when a public https URL is configured.
+    callback_url: Option<String>,
+}
+
+impl fmt::Debug for TelegramGateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelegramGateway")
+            .field("base_url", &self.base_url)
+            .field("sender_username", &self.sender_username)
+            .field("callback_url", &self.callback_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelegramGateway {
+    /// Built from validated settings: the Gateway token is present.
+    pub(super) fn new(
+        settings: &TelegramSettings,
+        context: &ProviderContext,
+    ) -> Result<TelegramGateway, SettingError> {
+        let callback_url = context.callback_url("telegram-gateway");
+        if let Some(url) = &callback_url {
+            if url.len() > MAX_CALLBACK_URL {
+                return Err(SettingError::new(
+                    "PUBLIC_BASE_URL",
+                    "is too long: the Telegram Gateway takes callback URLs of at most 256 bytes",
+                    "https://otp.example.com",
+                ));
+            }
+        }
+        // Telegram refuses a send whose callback_url is not https: without one, codes
+        // still go out, only delivery reports are lost.
+        let callback_url = callback_url.filter(|url| {
+            let https = url.starts_with("https://");
+            if !https {
+                tracing::warn!(
+                    "PUBLIC_BASE_URL is not https: the Telegram Gateway takes only https \
+                     callback URLs, so codes are sent without delivery reports"
+                );
+            }
+            https
+        });
+        Ok(TelegramGateway {
+            token: settings.gateway_token.clone().expect("validated"),
+            base_url: settings.gateway_base_url.clone(),
+            sender_username: settings.sender_username.clone(),
+            client: context.client.clone(),
+            callback_url,
+        })
+    }
+}
+
+#[async_trait]
+impl MessageProvider for TelegramGateway {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn channels(&self) -> &[Channel] {
+        &CHANNELS
+    }
+
+    /// The Gateway has no free authenticated call (`checkSendAbility` is billed).
+    async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
+        Ok(ProbeOutcome::NotSupported)
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
         let code = message
             .code
             .as_deref()
@@ -26,15 +95,15 @@ impl TelegramProvider {
                 .clamp(*GATEWAY_TTL.start(), *GATEWAY_TTL.end()),
             payload: &message.id,
             callback_url: self.callback_url.as_deref(),
-            sender_username: self.settings.sender_username.as_deref(),
+            sender_username: self.sender_username.as_deref(),
         };
-        let url = format!("{}/sendVerificationMessage", self.settings.gateway_base_url);
+        let url = format!("{}/sendVerificationMessage", self.base_url);
         let request = self
             .client
             .post(url)
-            .bearer_auth(self.token().expose_secret());
-        let reply = self.post(request, &body).await?;
-        let receipt = read_gateway_reply(&reply, self.token().expose_secret())?;
+            .bearer_auth(self.token.expose_secret());
+        let reply = http::exchange(request.json(&body)).await?;
+        let receipt = read_gateway_reply(&reply, self.token.expose_secret())?;
         tracing::debug!(
             message_id = %message.id,
             to = %message.to.masked(),

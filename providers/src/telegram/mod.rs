@@ -41,8 +41,8 @@
 //!   [`http::transport_error`]) or a log, and reply text is cleaned of the token before it
 //!   becomes an error detail.
 //! - The bot also answers users who link their chat (replies built in
-//!   [`crate::callbacks::telegram`], sent with [`TelegramProvider::bot_send_json`]), and
-//!   [`TelegramProvider::set_webhook`] registers its webhook with the secret Telegram
+//!   [`crate::callbacks::telegram`], sent with [`TelegramBot::bot_send_json`]), and
+//!   [`TelegramBot::set_webhook`] registers its webhook with the secret Telegram
 //!   must send back.
 //!
 //! Delivery reports and bot updates are verified in [`crate::callbacks::telegram`].
@@ -72,30 +72,22 @@ use crate::{
     ProviderContext, ProviderError, Receipt,
 };
 
-pub use bot::read_bot_reply;
-pub use gateway::read_gateway_reply;
-use gateway::*;
+pub use bot::{read_bot_reply, TelegramBot};
 pub(crate) use gateway::{gateway_status, RequestStatus};
+pub use gateway::{read_gateway_reply, TelegramGateway};
 pub use settings::{TelegramMode, TelegramSettings, DEFAULT_LINK_TTL};
 
+/// Both modes are the `telegram` provider (`PROVIDERS=telegram`).
+const NAME: &str = "telegram";
 const CHANNELS: [Channel; 1] = [Channel::Telegram];
 
-/// Delivers through the Telegram Gateway or a bot, as configured.
-pub struct TelegramProvider {
-    settings: TelegramSettings,
-    client: reqwest::Client,
-    chats: Arc<dyn ChatDirectory>,
-    /// Gateway delivery reports go here, when a public URL is configured.
-    callback_url: Option<String>,
-}
-
-impl fmt::Debug for TelegramProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TelegramProvider")
-            .field("settings", &self.settings)
-            .field("callback_url", &self.callback_url)
-            .finish_non_exhaustive()
-    }
+/// The Telegram provider as `TELEGRAM_MODE` configures it: the Gateway or a bot, one
+/// of two provider types, each built once and holding only what its API needs.
+#[derive(Debug)]
+pub enum TelegramProvider {
+    Gateway(TelegramGateway),
+    /// Shared: the same bot sends codes and answers the users who link their chat.
+    Bot(Arc<TelegramBot>),
 }
 
 impl TelegramProvider {
@@ -110,63 +102,60 @@ impl TelegramProvider {
                 settings.mode.as_str()
             );
         }
-        let callback_url = match settings.mode {
-            TelegramMode::Gateway => context.callback_url("telegram-gateway"),
-            TelegramMode::Bot => None,
-        };
-        if let Some(url) = &callback_url {
-            if url.len() > MAX_CALLBACK_URL {
-                return Err(SettingError::new(
-                    "PUBLIC_BASE_URL",
-                    "is too long: the Telegram Gateway takes callback URLs of at most 256 bytes",
-                    "https://otp.example.com",
-                ));
+        Ok(match settings.mode {
+            TelegramMode::Gateway => {
+                TelegramProvider::Gateway(TelegramGateway::new(&settings, context)?)
             }
-        }
-        // Telegram refuses a send whose callback_url is not https: without one, codes
-        // still go out, only delivery reports are lost.
-        let callback_url = callback_url.filter(|url| {
-            let https = url.starts_with("https://");
-            if !https {
-                tracing::warn!(
-                    "PUBLIC_BASE_URL is not https: the Telegram Gateway takes only https \
-                     callback URLs, so codes are sent without delivery reports"
-                );
+            TelegramMode::Bot => {
+                TelegramProvider::Bot(Arc::new(TelegramBot::new(&settings, context)))
             }
-            https
-        });
-        Ok(TelegramProvider {
-            settings,
-            client: context.client.clone(),
-            chats: Arc::clone(&context.chats),
-            callback_url,
         })
     }
 
-    /// The token of the configured mode (present: checked in [`TelegramProvider::new`]).
-    fn token(&self) -> &SecretString {
-        let token = match self.settings.mode {
-            TelegramMode::Gateway => &self.settings.gateway_token,
-            TelegramMode::Bot => &self.settings.bot_token,
-        };
-        token.as_ref().expect("validated in new")
+    /// The bot, in bot mode.
+    pub fn bot(&self) -> Option<&Arc<TelegramBot>> {
+        match self {
+            TelegramProvider::Bot(bot) => Some(bot),
+            TelegramProvider::Gateway(_) => None,
+        }
     }
 
-    /// Provider text made safe for an error detail: no token, no digit runs.
-    fn clean(&self, text: &str) -> String {
-        clean(self.token().expose_secret(), text)
+    /// The provider to send with: the Gateway or the bot itself.
+    pub fn into_provider(self) -> Arc<dyn MessageProvider> {
+        match self {
+            TelegramProvider::Gateway(gateway) => Arc::new(gateway),
+            TelegramProvider::Bot(bot) => bot,
+        }
     }
 
-    fn unexpected(&self, reply: &Reply) -> ProviderError {
-        unexpected(self.token().expose_secret(), reply)
+    /// [`TelegramBot::bot_send_json`]; in gateway mode no bot is in use, and this fails
+    /// without a request.
+    pub async fn bot_send_json(&self, body: &serde_json::Value) -> Result<(), ProviderError> {
+        self.require_bot()?.bot_send_json(body).await
     }
 
-    async fn post<T: Serialize>(
+    /// [`TelegramBot::set_webhook`]; bot mode only.
+    pub async fn set_webhook(
         &self,
-        request: reqwest::RequestBuilder,
-        body: &T,
-    ) -> Result<Reply, ProviderError> {
-        http::exchange(request.json(body)).await
+        url: &str,
+        secret: &SecretString,
+    ) -> Result<String, ProviderError> {
+        self.require_bot()?.set_webhook(url, secret).await
+    }
+
+    fn require_bot(&self) -> Result<&TelegramBot, ProviderError> {
+        self.bot()
+            .map(|bot| &**bot)
+            .ok_or_else(|| ProviderError::AccountUnusable {
+                detail: "no Telegram bot is in use: TELEGRAM_MODE is gateway".to_owned(),
+            })
+    }
+
+    fn provider(&self) -> &dyn MessageProvider {
+        match self {
+            TelegramProvider::Gateway(gateway) => gateway,
+            TelegramProvider::Bot(bot) => &**bot,
+        }
     }
 }
 
@@ -216,7 +205,7 @@ fn says_not_ok(reply: &Reply) -> bool {
 #[async_trait]
 impl MessageProvider for TelegramProvider {
     fn name(&self) -> &'static str {
-        "telegram"
+        NAME
     }
 
     fn channels(&self) -> &[Channel] {
@@ -224,16 +213,10 @@ impl MessageProvider for TelegramProvider {
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<Receipt, ProviderError> {
-        match self.settings.mode {
-            TelegramMode::Gateway => self.send_verification(message).await,
-            TelegramMode::Bot => self.send_chat_message(message).await,
-        }
+        self.provider().send(message).await
     }
 
     async fn probe(&self) -> Result<ProbeOutcome, ProviderError> {
-        if self.settings.mode == TelegramMode::Gateway {
-            return Ok(ProbeOutcome::NotSupported);
-        }
-        self.get_me().await
+        self.provider().probe().await
     }
 }
