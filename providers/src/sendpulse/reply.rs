@@ -27,18 +27,11 @@ impl Reply {
     /// The error for a reply that is not a success.
     pub(super) fn error(&self) -> ProviderError {
         match self.status.as_u16() {
-            429 => ProviderError::RateLimited {
-                detail: self.detail(),
-                retry_after: self.retry_after,
-            },
-            500..=599 => ProviderError::Unavailable {
-                detail: self.detail(),
-            },
             401 | 403 => ProviderError::Unauthorized {
                 detail: self.detail(),
             },
-            400..=499 => self.refused(),
-            _ => protocol_error(self.status, &self.body),
+            400..=499 if !http::status_decides(self.status) => self.refused(),
+            _ => http::status_error(self.status, self.retry_after, self.detail(), &self.body),
         }
     }
 

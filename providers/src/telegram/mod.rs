@@ -170,19 +170,13 @@ fn clean(token: &str, text: &str) -> String {
 /// A reply of no documented shape: 429 and 5xx keep their meaning, anything else is
 /// a protocol error (with the token removed, in case a proxy echoed the URL).
 fn unexpected(token: &str, reply: &Reply) -> ProviderError {
-    if reply.status == StatusCode::TOO_MANY_REQUESTS {
-        ProviderError::RateLimited {
-            detail: reply.status.to_string(),
-            retry_after: reply.retry_after,
-        }
-    } else if reply.status.is_server_error() {
-        ProviderError::Unavailable {
-            detail: reply.status.to_string(),
-        }
-    } else {
-        let body = String::from_utf8_lossy(&reply.body);
-        http::protocol_error(reply.status, clean(token, &body).as_bytes())
-    }
+    let body = clean(token, &String::from_utf8_lossy(&reply.body));
+    http::status_error(
+        reply.status,
+        reply.retry_after,
+        reply.status.to_string(),
+        body.as_bytes(),
+    )
 }
 
 fn unreadable_acceptance(reply: &Reply) -> Receipt {

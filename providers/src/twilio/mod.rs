@@ -347,23 +347,25 @@ fn error_from_reply(
         TwilioError::describe,
     );
     let code = error.as_ref().map(|error| error.code);
-    if status == StatusCode::TOO_MANY_REQUESTS || code == Some(20429) {
+    if code == Some(20429) {
         return ProviderError::RateLimited {
             detail,
             retry_after,
         };
     }
-    if status.is_server_error() {
-        return ProviderError::Unavailable { detail };
+    // A 429 or 5xx means what its status says, whatever code it carries.
+    if !http::status_decides(status) {
+        if let Some(error) = code.and_then(|code| code_error(code, detail.clone())) {
+            return error;
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return ProviderError::Unauthorized { detail };
+        }
+        if code.is_some() && status.is_client_error() {
+            return ProviderError::Rejected { detail };
+        }
     }
-    if let Some(error) = code.and_then(|code| code_error(code, detail.clone())) {
-        return error;
-    }
-    match status {
-        StatusCode::UNAUTHORIZED => ProviderError::Unauthorized { detail },
-        _ if code.is_some() && status.is_client_error() => ProviderError::Rejected { detail },
-        _ => http::protocol_error(status, body),
-    }
+    http::status_error(status, retry_after, detail, body)
 }
 
 /// The error a Twilio error code names, where the code says more than the HTTP status.

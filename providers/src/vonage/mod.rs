@@ -210,20 +210,8 @@ fn unexpected_status(
     retry_after: Option<Duration>,
     body: &[u8],
 ) -> ProviderError {
-    match http::protocol_error(status, body) {
-        ProviderError::Protocol { detail, .. } if status == StatusCode::TOO_MANY_REQUESTS => {
-            ProviderError::RateLimited {
-                detail: format!("HTTP 429 {detail}"),
-                retry_after,
-            }
-        }
-        ProviderError::Protocol { detail, .. } if status.is_server_error() => {
-            ProviderError::Unavailable {
-                detail: format!("HTTP {} {detail}", status.as_u16()),
-            }
-        }
-        other => other,
-    }
+    let detail = format!("HTTP {} {}", status.as_u16(), http::body_detail(body));
+    http::status_error(status, retry_after, detail, body)
 }
 
 #[derive(Deserialize)]
