@@ -104,9 +104,23 @@ mod tests {
 
     use super::*;
 
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The `telegram` provider's settings read from `pairs`.
+    fn telegram(pairs: &[(&str, &str)]) -> ProviderSettings {
+        ProviderSettings::from_env("telegram", &Env::new(&vars(pairs)))
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn every_known_name_reads_its_own_variables() {
-        let vars: BTreeMap<String, String> = [
+        let vars = vars(&[
             ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
             ("TWILIO_AUTH_TOKEN", "token"),
             ("TWILIO_FROM", "+14155552671"),
@@ -117,10 +131,7 @@ mod tests {
             ("SENDPULSE_CLIENT_SECRET", "secret"),
             ("SENDPULSE_SENDER", "Acme"),
             ("TELEGRAM_GATEWAY_TOKEN", "gateway-token"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let env = Env::new(&vars);
         for name in KNOWN_PROVIDERS {
             let settings = ProviderSettings::from_env(name, &env)
@@ -139,16 +150,10 @@ mod tests {
 
     #[test]
     fn the_telegram_bot_that_sends_is_the_one_that_answers_the_webhook() {
-        let vars: BTreeMap<String, String> = [
+        let settings = telegram(&[
             ("TELEGRAM_MODE", "bot"),
             ("TELEGRAM_BOT_TOKEN", "123456789:AAH-token"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let settings = ProviderSettings::from_env("telegram", &Env::new(&vars))
-            .unwrap()
-            .unwrap();
+        ]);
         let context = ProviderContext {
             client: reqwest::Client::new(),
             public_base_url: None,
@@ -163,13 +168,7 @@ mod tests {
             Arc::as_ptr(&bot)
         ));
 
-        let gateway: BTreeMap<String, String> = [("TELEGRAM_GATEWAY_TOKEN", "gateway-token")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let settings = ProviderSettings::from_env("telegram", &Env::new(&gateway))
-            .unwrap()
-            .unwrap();
+        let settings = telegram(&[("TELEGRAM_GATEWAY_TOKEN", "gateway-token")]);
         assert!(build_all(&[settings], &context)
             .unwrap()
             .telegram_bot
