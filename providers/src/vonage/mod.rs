@@ -35,7 +35,8 @@
 //!   configured. Success is `202 {message_uuid}` (any 2xx is an acceptance, even without
 //!   a readable uuid); errors are RFC 7807 problems whose `type` ends in `#<code>`
 //!   (`...#1170`, the catalogue in the spec's `x-errors`), with `Retry-After` on 429. A 4xx
-//!   other than 429 is a refusal of this request, never transient (see [`problem_error`]).
+//!   other than 429 is a refusal of this request, never transient (see `problem_error`
+//!   in `messages.rs`).
 //! - Failures of our account (no credit, barred, sender or template not allowed) are
 //!   `account_unusable` in both APIs: another provider may still deliver.
 //!   There is no per-message callback here: this adapter does not send the optional
