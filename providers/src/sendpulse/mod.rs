@@ -36,30 +36,29 @@ mod reply;
 mod settings;
 mod token;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
 use async_trait::async_trait;
 use reqwest::header::ACCEPT;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::http::{self, protocol_error, scrub, Reply};
-use crate::settings::{Env, SettingError};
+use crate::http::{self, Reply};
+use crate::settings::SettingError;
 use crate::{
-    Channel, DeliveryStatus, Followup, MessageProvider, Money, OutboundMessage, ProbeOutcome,
-    ProviderContext, ProviderError, Receipt,
+    Channel, Followup, MessageProvider, Money, OutboundMessage, ProbeOutcome, ProviderContext,
+    ProviderError, Receipt,
 };
 
 pub use campaign::{read_balance_reply, read_campaign_reply};
 pub use reply::{read_sms, read_whatsapp};
-use settings::*;
 pub use settings::{
     SendpulseSettings, SendpulseWhatsapp, DEFAULT_BASE_URL, DEFAULT_WHATSAPP_LANGUAGE,
 };
-use token::*;
+use settings::{
+    BOT_ID_EXAMPLE, BOT_ID_VAR, CHANNEL_EXAMPLE, CHANNEL_VAR, SENDER_EXAMPLE, SENDER_VAR, SERVED,
+    TEMPLATE_VAR,
+};
+use token::TokenCache;
 pub use token::{read_token_reply, TOKEN_REFRESH_MARGIN};
 
 const NAME: &str = "sendpulse";

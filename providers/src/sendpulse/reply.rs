@@ -1,6 +1,15 @@
 //! How SendPulse's answers are read: acceptances, refusals and error texts.
 
-use super::*;
+use super::NAME;
+use crate::http;
+use crate::http::protocol_error;
+use crate::http::scrub;
+use crate::http::Reply;
+use crate::DeliveryStatus;
+use crate::ProviderError;
+use crate::Receipt;
+use serde::Deserialize;
+use serde_json::Value;
 
 /// How SendPulse's answers are read.
 impl Reply {

@@ -1,6 +1,9 @@
 //! SendPulse settings: the `SENDPULSE_*` variables, read and checked once at startup.
 
-use super::*;
+use crate::Channel;
+use crate::Env;
+use crate::SettingError;
+use secrecy::SecretString;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.sendpulse.com";
 /// Template language used when `SENDPULSE_WHATSAPP_TEMPLATE` names none.

@@ -1,7 +1,21 @@
 //! The OAuth access token: fetched with the client credentials, cached until shortly
 //! before it expires, refreshed by one task at a time.
 
-use super::*;
+use super::SendpulseProvider;
+use crate::http;
+use crate::http::protocol_error;
+use crate::http::Reply;
+use crate::ProviderError;
+use reqwest::header::ACCEPT;
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
 
 /// How long before its expiry a cached token is replaced.
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);

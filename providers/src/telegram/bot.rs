@@ -1,7 +1,34 @@
 //! The Telegram Bot API: chat messages to users who linked their chat, bot replies
 //! and webhook registration.
 
-use super::*;
+use super::clean;
+use super::says_not_ok;
+use super::unexpected;
+use super::unreadable_acceptance;
+use super::CHANNELS;
+use super::NAME;
+use crate::http;
+use crate::http::Reply;
+use crate::Channel;
+use crate::ChatDirectory;
+use crate::DeliveryStatus;
+use crate::MessageProvider;
+use crate::OutboundMessage;
+use crate::ProbeOutcome;
+use crate::ProviderContext;
+use crate::ProviderError;
+use crate::Receipt;
+use crate::TelegramSettings;
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Sends messages from a Telegram bot (`TELEGRAM_MODE=bot`) to the chats users linked,
 /// answers those users, and registers the bot's webhook.

@@ -1,6 +1,29 @@
 //! The Telegram Gateway API: verification codes to phone numbers.
 
-use super::*;
+use super::clean;
+use super::unexpected;
+use super::unreadable_acceptance;
+use super::CHANNELS;
+use super::NAME;
+use crate::http;
+use crate::http::Reply;
+use crate::Channel;
+use crate::DeliveryStatus;
+use crate::MessageProvider;
+use crate::OutboundMessage;
+use crate::ProbeOutcome;
+use crate::ProviderContext;
+use crate::ProviderError;
+use crate::Receipt;
+use crate::SettingError;
+use crate::TelegramSettings;
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::Serialize;
+use std::fmt;
 
 /// The validity Telegram accepts for a verification message, in seconds.
 pub(super) const GATEWAY_TTL: std::ops::RangeInclusive<u64> = 30..=3600;

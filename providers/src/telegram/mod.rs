@@ -54,22 +54,17 @@ mod bot;
 mod gateway;
 mod settings;
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
-use serde::de::{DeserializeOwned, IgnoredAny};
-use serde::{Deserialize, Serialize};
+use secrecy::SecretString;
+use serde::Deserialize;
 
 use crate::http::Reply;
-use crate::settings::{Env, SettingError};
+use crate::settings::SettingError;
 use crate::{
-    http, Channel, ChatDirectory, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome,
-    ProviderContext, ProviderError, Receipt,
+    http, Channel, MessageProvider, OutboundMessage, ProbeOutcome, ProviderContext, ProviderError,
+    Receipt,
 };
 
 pub use bot::{read_bot_reply, TelegramBot};

@@ -1,6 +1,11 @@
 //! Telegram settings: the `TELEGRAM_*` variables, read and checked once at startup.
 
-use super::*;
+use crate::Env;
+use crate::SettingError;
+use secrecy::ExposeSecret;
+use secrecy::SecretString;
+use std::str::FromStr;
+use std::time::Duration;
 
 pub(super) const MODE: &str = "TELEGRAM_MODE";
 pub(super) const GATEWAY_TOKEN: &str = "TELEGRAM_GATEWAY_TOKEN";

@@ -1,6 +1,9 @@
 //! Twilio settings: the `TWILIO_*` variables, read and checked once at startup.
 
-use super::*;
+use crate::Channel;
+use crate::Env;
+use crate::SettingError;
+use secrecy::SecretString;
 
 pub(super) const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 pub(super) const ACCOUNT_SID_EXAMPLE: &str = "AC0123456789abcdef0123456789abcdef";
@@ -179,5 +182,48 @@ pub(super) fn strip_whatsapp(address: &str) -> &str {
     match address.get(..9) {
         Some(prefix) if prefix.eq_ignore_ascii_case("whatsapp:") => address[9..].trim(),
         _ => address,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_are_numbers_short_codes_or_sender_ids() {
+        for ok in [
+            "+14155552671",
+            "+5511966191717",
+            "12345",
+            "MyBrand",
+            "My Brand 1",
+        ] {
+            assert_eq!(check_from(ok, false), Ok(()), "{ok}");
+        }
+        for bad in [
+            "14155552671",
+            "+1415-555",
+            "+",
+            "TooLongSenderName",
+            "Brand!",
+        ] {
+            assert_eq!(
+                check_from(bad, false).unwrap_err().var,
+                "TWILIO_FROM",
+                "{bad}"
+            );
+        }
+        // WhatsApp senders are numbers only.
+        assert_eq!(check_from("+14155552671", true), Ok(()));
+        assert!(check_from("12345", true).is_err());
+        assert!(check_from("MyBrand", true).is_err());
+    }
+
+    #[test]
+    fn whatsapp_prefix_is_optional_in_the_sender() {
+        assert_eq!(strip_whatsapp("whatsapp:+14155238886"), "+14155238886");
+        assert_eq!(strip_whatsapp("WhatsApp: +14155238886"), "+14155238886");
+        assert_eq!(strip_whatsapp("+14155238886"), "+14155238886");
+        assert_eq!(strip_whatsapp("MyBrand"), "MyBrand");
     }
 }

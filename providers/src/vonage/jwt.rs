@@ -1,6 +1,20 @@
 //! Application JWTs for the Messages API: RS256, signed once per lifetime and reused.
 
-use super::*;
+use crate::ProviderError;
+use crate::SettingError;
+use jsonwebtoken::Algorithm;
+use jsonwebtoken::EncodingKey;
+use jsonwebtoken::Header;
+use secrecy::ExposeSecret;
+use secrecy::SecretString;
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::time::Duration;
+use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
 
 /// Lifetime of an application JWT (the Vonage SDKs' default).
 pub(super) const JWT_LIFETIME: Duration = Duration::from_secs(900);

@@ -1,6 +1,23 @@
 //! The Messages API: SMS and WhatsApp as JSON, answers as RFC 7807 problems.
 
-use super::*;
+use super::jwt::MessagesAuth;
+use super::receipt;
+use super::unexpected_status;
+use super::VonageProvider;
+use super::NAME;
+use crate::http;
+use crate::http::scrub;
+use crate::http::Reply;
+use crate::Channel;
+use crate::OutboundMessage;
+use crate::ProviderError;
+use crate::Receipt;
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::time::Duration;
 
 impl VonageProvider {
     pub(super) async fn send_messages_api(

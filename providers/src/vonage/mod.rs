@@ -50,26 +50,21 @@ mod money;
 mod settings;
 mod sms;
 
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 
-use crate::http::{self, scrub, Reply};
-use crate::settings::{Env, SettingError};
-use crate::text::is_gsm7;
+use crate::http::{self, Reply};
+use crate::settings::SettingError;
 use crate::{
     Channel, DeliveryStatus, MessageProvider, OutboundMessage, ProbeOutcome, ProviderContext,
     ProviderError, Receipt,
 };
 pub use jwt::Clock;
-use jwt::*;
+use jwt::{signing_key, JwtSigner, MessagesAuth};
 pub use messages::read_messages_api_reply;
 pub use money::read_account_balance;
 pub use settings::{VonageApi, VonageSettings, WhatsappTemplate};

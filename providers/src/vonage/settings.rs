@@ -1,6 +1,10 @@
 //! Vonage settings: the `VONAGE_*` variables, read and checked once at startup.
 
-use super::*;
+use super::jwt::signing_key;
+use crate::Channel;
+use crate::Env;
+use crate::SettingError;
+use secrecy::SecretString;
 
 pub(super) const DEFAULT_SMS_BASE_URL: &str = "https://rest.nexmo.com";
 pub(super) const DEFAULT_MESSAGES_BASE_URL: &str = "https://api.nexmo.com";

@@ -1,6 +1,19 @@
 //! The SMS API: the form it takes and the always-200 reply it gives.
 
-use super::*;
+use super::money;
+use super::receipt;
+use super::unexpected_status;
+use super::VonageProvider;
+use super::NAME;
+use crate::http;
+use crate::http::scrub;
+use crate::http::Reply;
+use crate::text::is_gsm7;
+use crate::OutboundMessage;
+use crate::ProviderError;
+use crate::Receipt;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
 
 impl VonageProvider {
     pub(super) async fn send_sms_api(
