@@ -252,6 +252,7 @@ fn cli_providers(
         config,
         &provider_context(config, std::sync::Arc::new(records)),
     )
+    .map(|providers| providers.list)
 }
 
 async fn set_webhook(config: &Config) -> ExitCode {

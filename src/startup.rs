@@ -11,8 +11,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use otp_relay_providers::{
-    http, ChatDirectory, MessageProvider, ProviderContext, ProviderSettings, SettingError,
-    TelegramMode, TelegramProvider,
+    http, registry, ChatDirectory, MessageProvider, ProviderContext, ProviderSettings, Providers,
+    SettingError, TelegramBot,
 };
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, TracingLogger};
 
@@ -56,8 +56,13 @@ impl Application {
         let (store, records) = open_state(&config)?;
         let context = provider_context(&config, Arc::new(records.clone()));
         let providers = build_providers(&config, &context)?;
-        let telegram_bot = telegram_bot(&config, &context)?;
-        Self::assemble(config, store, records, providers, telegram_bot)
+        Self::assemble(
+            config,
+            store,
+            records,
+            providers.list,
+            providers.telegram_bot,
+        )
     }
 
     /// Binds the server with the given providers, in priority order, in place of the
@@ -76,7 +81,7 @@ impl Application {
         store: Arc<dyn Store>,
         records: Records,
         providers: Vec<Arc<dyn MessageProvider>>,
-        telegram_bot: Option<Arc<TelegramProvider>>,
+        telegram_bot: Option<Arc<TelegramBot>>,
     ) -> Result<Self, StartupError> {
         let listener =
             TcpListener::bind(config.bind_addr).map_err(|source| StartupError::Bind {
@@ -259,7 +264,12 @@ pub fn standalone_send_service(config: Config) -> Result<SendService, StartupErr
         &config,
         &provider_context(&config, Arc::new(records.clone())),
     )?;
-    Ok(send_service(&Arc::new(config), &store, &records, providers))
+    Ok(send_service(
+        &Arc::new(config),
+        &store,
+        &records,
+        providers.list,
+    ))
 }
 
 /// The dispatcher's time bounds and retry policy, from the configuration.
@@ -283,33 +293,13 @@ pub fn provider_context(config: &Config, chats: Arc<dyn ChatDirectory>) -> Provi
     }
 }
 
-/// The Telegram bot, when `telegram` runs in bot mode: the webhook answers through it.
-fn telegram_bot(
-    config: &Config,
-    context: &ProviderContext,
-) -> Result<Option<Arc<TelegramProvider>>, StartupError> {
-    let bot = config.providers.iter().find_map(|p| match p {
-        ProviderSettings::Telegram(settings) if settings.mode == TelegramMode::Bot => {
-            Some(settings)
-        }
-        _ => None,
-    });
-    Ok(match bot {
-        Some(settings) => Some(Arc::new(TelegramProvider::new(settings.clone(), context)?)),
-        None => None,
-    })
-}
-
-/// The configured providers, in priority order.
+/// The configured providers, in priority order, each built once (the Telegram bot
+/// among them also answers the bot's webhook).
 pub fn build_providers(
     config: &Config,
     context: &ProviderContext,
-) -> Result<Vec<Arc<dyn MessageProvider>>, StartupError> {
-    let providers = config
-        .providers
-        .iter()
-        .map(|settings| settings.build(context))
-        .collect::<Result<Vec<_>, _>>()?;
+) -> Result<Providers, StartupError> {
+    let providers = registry::build_all(&config.providers, context)?;
     if config.providers.iter().all(|settings| !settings.is_real()) {
         tracing::warn!(
             "no real provider is configured: messages are printed to stdout by the console \

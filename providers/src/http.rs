@@ -157,10 +157,43 @@ pub fn unreadable_acceptance(provider: &str) -> crate::Receipt {
 
 /// A reply that is not of the shape the provider documents.
 pub fn protocol_error(status: StatusCode, body: &[u8]) -> ProviderError {
-    let cut = &body[..body.len().min(MAX_REPLY_DETAIL)];
     ProviderError::Protocol {
         status: status.as_u16(),
-        detail: scrub(&String::from_utf8_lossy(cut)),
+        detail: body_detail(body),
+    }
+}
+
+/// A reply body made safe for an error detail: cut to [`MAX_REPLY_DETAIL`] bytes, scrubbed.
+pub fn body_detail(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(MAX_REPLY_DETAIL)];
+    scrub(&String::from_utf8_lossy(cut))
+}
+
+/// Whether the HTTP status alone decides what a failed reply means, whatever its body
+/// says: 429 (throttled, not processed) and 5xx (outcome unknown).
+pub fn status_decides(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// The error for a failed reply that no rule of the provider's explained (each provider
+/// checks its own documented errors first): 429 is [`ProviderError::RateLimited`] with
+/// the reply's `Retry-After`, 5xx is [`ProviderError::Unavailable`] (both with `detail`),
+/// anything else is a [`protocol_error`] showing `body`.
+pub fn status_error(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    detail: String,
+    body: &[u8],
+) -> ProviderError {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        ProviderError::RateLimited {
+            detail,
+            retry_after,
+        }
+    } else if status.is_server_error() {
+        ProviderError::Unavailable { detail }
+    } else {
+        protocol_error(status, body)
     }
 }
 
@@ -273,6 +306,47 @@ mod tests {
             assert_eq!(parse_retry_after(junk, now), None, "{junk}");
         }
         assert_eq!(provider_delay(u64::MAX), MAX_PROVIDER_DELAY);
+    }
+
+    #[test]
+    fn status_error_reads_429_and_5xx_from_the_status_and_the_rest_as_protocol() {
+        let wait = Some(Duration::from_secs(7));
+        assert_eq!(
+            status_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                wait,
+                "slow down".into(),
+                b"x"
+            ),
+            ProviderError::RateLimited {
+                detail: "slow down".into(),
+                retry_after: wait,
+            }
+        );
+        for status in [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY] {
+            assert_eq!(
+                status_error(status, wait, "down".into(), b"x"),
+                ProviderError::Unavailable {
+                    detail: "down".into()
+                }
+            );
+            assert!(status_decides(status));
+        }
+        for status in [
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+            StatusCode::UNAUTHORIZED,
+        ] {
+            assert_eq!(
+                status_error(status, wait, "ignored".into(), b"call 5511966191717"),
+                ProviderError::Protocol {
+                    status: status.as_u16(),
+                    detail: "call ****".into(),
+                }
+            );
+            assert!(!status_decides(status));
+        }
+        assert!(status_decides(StatusCode::TOO_MANY_REQUESTS));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod sendpulse;
 pub mod settings;
 pub mod telegram;
+pub mod text;
 pub mod twilio;
 pub mod vonage;
 
@@ -32,9 +33,11 @@ pub use message::{Channel, DeliveryStatus, OutboundMessage, Receipt};
 pub use money::Money;
 pub use phone::{LineKind, Phone, PhoneError, Region};
 pub use provider::{Followup, MessageProvider, ProbeOutcome};
-pub use registry::ProviderSettings;
+pub use registry::{ProviderSettings, Providers};
 pub use sendpulse::{SendpulseProvider, SendpulseSettings};
 pub use settings::{Env, SettingError};
-pub use telegram::{TelegramMode, TelegramProvider, TelegramSettings};
+pub use telegram::{
+    TelegramBot, TelegramGateway, TelegramMode, TelegramProvider, TelegramSettings,
+};
 pub use twilio::{TwilioProvider, TwilioSettings};
 pub use vonage::{VonageProvider, VonageSettings};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use crate::settings::{Env, SettingError};
 use crate::{
     ConsoleProvider, MessageProvider, ProviderContext, SendpulseProvider, SendpulseSettings,
-    TelegramProvider, TelegramSettings, TwilioProvider, TwilioSettings, VonageProvider,
-    VonageSettings,
+    TelegramBot, TelegramProvider, TelegramSettings, TwilioProvider, TwilioSettings,
+    VonageProvider, VonageSettings,
 };
 
 /// Names accepted in `PROVIDERS`.
@@ -60,9 +60,42 @@ impl ProviderSettings {
             ProviderSettings::Twilio(s) => Arc::new(TwilioProvider::new(s.clone(), context)?),
             ProviderSettings::Vonage(s) => Arc::new(VonageProvider::new(s.clone(), context)?),
             ProviderSettings::Sendpulse(s) => Arc::new(SendpulseProvider::new(s.clone(), context)?),
-            ProviderSettings::Telegram(s) => Arc::new(TelegramProvider::new(s.clone(), context)?),
+            ProviderSettings::Telegram(s) => {
+                TelegramProvider::new(s.clone(), context)?.into_provider()
+            }
         })
     }
+}
+
+/// The configured providers, each built once.
+pub struct Providers {
+    /// In priority order.
+    pub list: Vec<Arc<dyn MessageProvider>>,
+    /// The Telegram bot, when `telegram` runs in bot mode: the same one that sends codes
+    /// answers the users who link their chat.
+    pub telegram_bot: Option<Arc<TelegramBot>>,
+}
+
+/// Builds every provider of `settings`, in order.
+pub fn build_all(
+    settings: &[ProviderSettings],
+    context: &ProviderContext,
+) -> Result<Providers, SettingError> {
+    let mut telegram_bot = None;
+    let list = settings
+        .iter()
+        .map(|settings| match settings {
+            ProviderSettings::Telegram(s) => {
+                let telegram = TelegramProvider::new(s.clone(), context)?;
+                if let Some(bot) = telegram.bot() {
+                    telegram_bot = Some(Arc::clone(bot));
+                }
+                Ok(telegram.into_provider())
+            }
+            other => other.build(context),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Providers { list, telegram_bot })
 }
 
 #[cfg(test)]
@@ -71,9 +104,23 @@ mod tests {
 
     use super::*;
 
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The `telegram` provider's settings read from `pairs`.
+    fn telegram(pairs: &[(&str, &str)]) -> ProviderSettings {
+        ProviderSettings::from_env("telegram", &Env::new(&vars(pairs)))
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn every_known_name_reads_its_own_variables() {
-        let vars: BTreeMap<String, String> = [
+        let vars = vars(&[
             ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
             ("TWILIO_AUTH_TOKEN", "token"),
             ("TWILIO_FROM", "+14155552671"),
@@ -84,10 +131,7 @@ mod tests {
             ("SENDPULSE_CLIENT_SECRET", "secret"),
             ("SENDPULSE_SENDER", "Acme"),
             ("TELEGRAM_GATEWAY_TOKEN", "gateway-token"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let env = Env::new(&vars);
         for name in KNOWN_PROVIDERS {
             let settings = ProviderSettings::from_env(name, &env)
@@ -102,5 +146,32 @@ mod tests {
         let empty = BTreeMap::new();
         let error = ProviderSettings::from_env("twilio", &Env::new(&empty)).unwrap_err();
         assert_eq!(error.var, "TWILIO_ACCOUNT_SID");
+    }
+
+    #[test]
+    fn the_telegram_bot_that_sends_is_the_one_that_answers_the_webhook() {
+        let settings = telegram(&[
+            ("TELEGRAM_MODE", "bot"),
+            ("TELEGRAM_BOT_TOKEN", "123456789:AAH-token"),
+        ]);
+        let context = ProviderContext {
+            client: reqwest::Client::new(),
+            public_base_url: None,
+            chats: Arc::new(crate::MemoryChatDirectory::new(1)),
+        };
+        let built = build_all(&[ProviderSettings::Console, settings], &context).unwrap();
+        let bot = built.telegram_bot.expect("bot mode has a bot");
+        assert_eq!(built.list.len(), 2);
+        assert_eq!(built.list[1].name(), "telegram");
+        assert!(std::ptr::addr_eq(
+            Arc::as_ptr(&built.list[1]),
+            Arc::as_ptr(&bot)
+        ));
+
+        let settings = telegram(&[("TELEGRAM_GATEWAY_TOKEN", "gateway-token")]);
+        assert!(build_all(&[settings], &context)
+            .unwrap()
+            .telegram_bot
+            .is_none());
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use otp_relay_providers::phone::mask_digits;
-use otp_relay_providers::vonage::is_gsm7;
+use otp_relay_providers::text::is_gsm7;
 use otp_relay_providers::{
     Channel, Env, MessageProvider, OutboundMessage, Phone, Region, SendpulseProvider,
     SendpulseSettings, TelegramProvider, TelegramSettings, TwilioProvider, TwilioSettings,

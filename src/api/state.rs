@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use otp_relay_providers::TelegramProvider;
+use otp_relay_providers::TelegramBot;
 
 use crate::config::Config;
 use crate::followup::Followups;
@@ -18,7 +18,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub records: Records,
     /// The Telegram bot, for answering its webhook (bot mode only).
-    pub telegram_bot: Option<Arc<TelegramProvider>>,
+    pub telegram_bot: Option<Arc<TelegramBot>>,
     /// Status and price lookups after reports.
     pub followups: Followups,
 }
