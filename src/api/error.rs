@@ -114,18 +114,24 @@ impl ApiError {
     /// Seconds to wait before trying again, for answers that carry `Retry-After`.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::Send(SendError::Dispatch {
-                error: DispatchError::Unavailable { retry_after, .. },
-                ..
-            }) => Some(retry_after.map_or(1, whole_seconds)),
-            ApiError::Send(SendError::RateLimited(limited)) => {
-                Some(whole_seconds(limited.retry_after))
-            }
-            ApiError::Send(SendError::Overloaded | SendError::Store(_)) | ApiError::Store(_) => {
-                Some(1)
-            }
+            ApiError::Send(error) => send_retry_after(error),
+            ApiError::Store(_) => Some(1),
             _ => None,
         }
+    }
+}
+
+/// The `Retry-After` seconds of a send that did not happen, for answers that carry one
+/// (kept with the answer under an `Idempotency-Key`, so repeats carry it too).
+pub fn send_retry_after(error: &SendError) -> Option<u64> {
+    match error {
+        SendError::Dispatch {
+            error: DispatchError::Unavailable { retry_after, .. },
+            ..
+        } => Some(retry_after.map_or(1, whole_seconds)),
+        SendError::RateLimited(limited) => Some(whole_seconds(limited.retry_after)),
+        SendError::Overloaded | SendError::Store(_) => Some(1),
+        _ => None,
     }
 }
 

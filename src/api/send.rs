@@ -2,7 +2,7 @@
 //! canonical one. The HTTP side of a send only: the body is read and decoded here, the
 //! send itself is the send service's (`crate::send`), and its outcome is rendered here.
 
-use actix_web::http::{header::ContentType, StatusCode};
+use actix_web::http::{header, header::ContentType, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use otp_relay_providers::Channel;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::api::body::{decode_text, parse_json, read_limited};
 use crate::api::caller::Caller;
-use crate::api::error::{send_problem_json, send_status, ApiError, PROBLEM_JSON};
+use crate::api::error::{send_problem_json, send_retry_after, send_status, ApiError, PROBLEM_JSON};
 use crate::api::state::AppState;
 use crate::dispatch::Attempt;
 use crate::send::{self, Outcome, Render, SendError, Sent};
@@ -152,10 +152,14 @@ fn replay(answer: StoredAnswer) -> HttpResponse {
     } else {
         ContentType(PROBLEM_JSON.parse().expect("a valid media type"))
     };
-    HttpResponse::build(status)
+    let mut response = HttpResponse::build(status);
+    response
         .content_type(content_type)
-        .insert_header(("Idempotent-Replayed", "true"))
-        .body(answer.body)
+        .insert_header(("Idempotent-Replayed", "true"));
+    if let Some(seconds) = answer.retry_after {
+        response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+    }
+    response.body(answer.body)
 }
 
 /// Sends' answers as the HTTP API gives them: the JSON success document, or the
@@ -176,13 +180,18 @@ impl Render for HttpAnswers {
             attempts: &delivery.attempts,
         })
         .expect("the response serializes");
-        StoredAnswer { status: 200, body }
+        StoredAnswer {
+            status: 200,
+            body,
+            retry_after: None,
+        }
     }
 
     fn failed(&self, error: &SendError) -> StoredAnswer {
         StoredAnswer {
             status: send_status(error).as_u16(),
             body: send_problem_json(error),
+            retry_after: send_retry_after(error),
         }
     }
 }

@@ -716,6 +716,7 @@ mod tests {
         StoredAnswer {
             status: 200,
             body: body.into(),
+            retry_after: None,
         }
     }
 

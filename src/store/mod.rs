@@ -51,6 +51,10 @@ pub struct StoredAnswer {
     pub status: u16,
     /// The JSON body, as sent.
     pub body: String,
+    /// The `Retry-After` seconds sent with it, if any (absent in answers kept before
+    /// it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// What an idempotency key stands for now.

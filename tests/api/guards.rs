@@ -120,11 +120,17 @@ async fn a_failure_a_provider_may_have_acted_on_is_replayed_not_resent() {
         .post_raw("/api/sms", body("+5511966191717", "Code 555667"))
         .await;
     assert!(!first.headers().contains_key("idempotent-replayed"));
+    let waited = first.headers()["retry-after"].clone();
     let first = problem(first, 503, "no_provider_available").await;
     let repeat = app
         .post_raw("/api/sms", body("+5511966191717", "Code 555667"))
         .await;
     assert_eq!(repeat.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        repeat.headers()["retry-after"],
+        waited,
+        "the 503 says when, again"
+    );
     let repeat = problem(repeat, 503, "no_provider_available").await;
 
     assert_eq!(repeat, first, "the same answer, message id included");

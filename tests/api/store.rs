@@ -141,8 +141,9 @@ async fn contract_after_ping(store: Arc<dyn Store>) {
         }
     );
     let answer = StoredAnswer {
-        status: 200,
+        status: 503,
         body: r#"{"id":"x"}"#.into(),
+        retry_after: Some(7),
     };
     // Someone else's token neither finishes nor releases the claim.
     store
