@@ -11,7 +11,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted, TWILIO_SID};
 use crate::helpers::{run_binary, spawn_configured_app_with_followups, TestApp};
-use crate::receipts::{status_of, twilio_callback, twilio_signature};
+use crate::receipts::{
+    post_vonage_status, status_of, twilio_callback, twilio_signature, vonage_status_token,
+};
 
 const PUBLIC: &str = "https://otp.example.com";
 const CAMPAIGN_PATH: &str = "/sms/campaigns/info/2623085";
@@ -490,7 +492,6 @@ async fn telegram_gateway_cost_is_in_unnamed_credits_and_its_balance_shown() {
 
 #[tokio::test]
 async fn vonage_messages_status_webhooks_price_the_record_once() {
-    use sha2::Digest;
     let vonage = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/messages"))
@@ -526,32 +527,13 @@ async fn vonage_messages_status_webhooks_price_the_record_once() {
                           "timestamp": "2026-11-30T00:00:00Z",
                           "usage": {"currency": "EUR", "price": price}})
         .to_string();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let hash: String = sha2::Sha256::digest(body.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let claims = json!({"iat": now, "jti": format!("jti-{status}"), "iss": "Vonage",
-                            "payload_hash": hash});
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(b"vonage-signature-secret"),
-        )
-        .unwrap();
-        app.client
-            .post(app.url("/webhooks/vonage"))
-            .header("Content-Type", "application/json")
-            .header("Authorization", format!("Bearer {token}"))
-            .body(body)
-            .send()
+        let token = vonage_status_token(&body, &format!("jti-{status}"));
+        let app = &app;
+        async move { post_vonage_status(app, body, &token).await }
     };
-    assert_eq!(report("submitted", "0.0333").await.unwrap().status(), 200);
+    assert_eq!(report("submitted", "0.0333").await.status(), 200);
     // A later report stating another price changes nothing about it.
-    assert_eq!(report("delivered", "0.0400").await.unwrap().status(), 200);
+    assert_eq!(report("delivered", "0.0400").await.status(), 200);
 
     let record = status_of(&app, id).await;
     assert_eq!(record["status"], "delivered");

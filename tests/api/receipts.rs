@@ -286,26 +286,41 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
     let body = json!({"message_uuid": "0A0000001234", "status": "read", "to": "5511966191717",
                       "timestamp": "2026-11-28T00:00:00Z", "channel": "sms"})
     .to_string();
-    let claims = json!({"iat": unix_now(), "jti": "e2e-jti", "iss": "Vonage",
+    let token = vonage_status_token(&body, "e2e-jti");
+    let altered = body.replace("read", "rejected");
+    problem(
+        post_vonage_status(&app, altered, &token).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+    assert_eq!(post_vonage_status(&app, body, &token).await.status(), 200);
+    assert_eq!(status_of(&app, &id).await["provider_status"], "read");
+}
+
+/// The `Authorization` bearer token Vonage signs a Messages API status webhook with: an
+/// HS256 JWT (the signature secret) whose `payload_hash` is the body's SHA-256.
+pub fn vonage_status_token(body: &str, jti: &str) -> String {
+    let claims = json!({"iat": unix_now(), "jti": jti, "iss": "Vonage",
                         "payload_hash": hex(&Sha256::digest(body.as_bytes()))});
-    let token = jsonwebtoken::encode(
+    jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(b"vonage-signature-secret"),
     )
-    .unwrap();
-    let altered = body.replace("read", "rejected");
-    let post_json = |body: String| {
-        app.client
-            .post(app.url("/webhooks/vonage"))
-            .header("Content-Type", "application/json")
-            .header("Authorization", format!("Bearer {token}"))
-            .body(body)
-            .send()
-    };
-    problem(post_json(altered).await.unwrap(), 401, "invalid_signature").await;
-    assert_eq!(post_json(body).await.unwrap().status(), 200);
-    assert_eq!(status_of(&app, &id).await["provider_status"], "read");
+    .unwrap()
+}
+
+/// Posts a Messages API status webhook with `token`.
+pub async fn post_vonage_status(app: &TestApp, body: String, token: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/webhooks/vonage"))
+        .header("Content-Type", "application/json")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn serde_urlencoded_like(params: &[(String, String)]) -> String {

@@ -128,10 +128,8 @@ pub fn read_sms(reply: &Reply) -> Result<Receipt, ProviderError> {
     let Ok(parsed) = serde_json::from_slice::<SmsReply>(&reply.body) else {
         return Ok(accepted_unread(reply));
     };
-    match parsed.result {
-        Some(true) => {}
-        Some(false) => return Err(reply.refused()),
-        None => return Ok(accepted_unread(reply)),
+    if let Some(answer) = settled_by_marker(reply, parsed.result) {
+        return answer;
     }
     let campaign_id = match parsed.campaign_id {
         Some(Value::Number(id)) => Some(id.to_string()),
@@ -157,6 +155,20 @@ pub fn read_sms(reply: &Reply) -> Result<Receipt, ProviderError> {
         DeliveryStatus::Queued,
         None,
     ))
+}
+
+/// What SendPulse's own success marker (`result` or `success`) says of a 2xx: `None`
+/// when it says `true` (read on), a refusal when `false`, an acceptance of unknown id
+/// when it is missing.
+fn settled_by_marker(
+    reply: &Reply,
+    marker: Option<bool>,
+) -> Option<Result<Receipt, ProviderError>> {
+    match marker {
+        Some(true) => None,
+        Some(false) => Some(Err(reply.refused())),
+        None => Some(Ok(accepted_unread(reply))),
+    }
 }
 
 /// A 2xx without SendPulse's `false`: the message is with SendPulse, id unknown.
@@ -187,10 +199,8 @@ pub fn read_whatsapp(reply: &Reply) -> Result<Receipt, ProviderError> {
     let Ok(parsed) = serde_json::from_slice::<WhatsappReply>(&reply.body) else {
         return Ok(accepted_unread(reply));
     };
-    match parsed.success {
-        Some(true) => {}
-        Some(false) => return Err(reply.refused()),
-        None => return Ok(accepted_unread(reply)),
+    if let Some(answer) = settled_by_marker(reply, parsed.success) {
+        return answer;
     }
     let (id, status) = match parsed.data {
         Some(Message {
