@@ -1,7 +1,9 @@
 //! Phone numbers, parsed once into E.164 and masked whenever they are shown.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use phonenumber::country::Id;
 use phonenumber::PhoneNumber;
@@ -73,7 +75,65 @@ pub const MAX_E164_DIGITS: usize = 15;
 /// this call at start-up the first sends after a start (all those arriving meanwhile)
 /// would wait for it.
 pub fn warm_up() {
-    let _ = Phone::parse("+5511966191717", None);
+    // Not through the cache: this number is no caller's.
+    let _ = Phone::parse_uncached("+5511966191717", None);
+}
+
+/// Parse results kept for numbers read again: the numbering plan's parser and its
+/// regular expressions cost about 30,000 instructions a number, a lookup here about
+/// 500, and the same numbers come back (a user signing in again, asking for a new
+/// code, a retried request).
+static PARSED: LazyLock<ParseCache> = LazyLock::new(|| ParseCache::new(PARSE_CACHE_ENTRIES));
+
+/// How many parse results [`PARSED`] keeps (a few hundred KiB at most).
+const PARSE_CACHE_ENTRIES: usize = 1024;
+
+/// The longest input whose parse result is kept: longer ones are parsed every time,
+/// so that the cache's size stays bounded by its entry count.
+const PARSE_CACHE_MAX_INPUT: usize = 64;
+
+/// Valid numbers by the text they were read from, with the default region they were
+/// read in. Bounded: when full, it starts over empty (cheaper than tracking recency,
+/// and a number in use is back at its next send).
+struct ParseCache {
+    capacity: usize,
+    entries: Mutex<HashMap<String, (Option<Region>, Phone)>>,
+}
+
+impl ParseCache {
+    fn new(capacity: usize) -> Self {
+        ParseCache {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, input: &str, default_region: Option<Region>) -> Option<Phone> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        match entries.get(input) {
+            Some((region, phone)) if *region == default_region => Some(phone.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, input: &str, default_region: Option<Region>, phone: &Phone) {
+        if input.len() > PARSE_CACHE_MAX_INPUT {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= self.capacity && !entries.contains_key(input) {
+            entries.clear();
+        }
+        entries.insert(input.to_owned(), (default_region, phone.clone()));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 impl From<phonenumber::Type> for LineKind {
@@ -109,6 +169,26 @@ impl Phone {
     /// international prefix, bare country code and number (`5511...`), or a national
     /// format read in `default_region`.
     pub fn parse(input: &str, default_region: Option<Region>) -> Result<Phone, PhoneError> {
+        Phone::parse_with(&PARSED, input, default_region)
+    }
+
+    /// [`Phone::parse`] through `cache`: a valid number's result is kept there.
+    fn parse_with(
+        cache: &ParseCache,
+        input: &str,
+        default_region: Option<Region>,
+    ) -> Result<Phone, PhoneError> {
+        let input = input.trim();
+        if let Some(phone) = cache.get(input, default_region) {
+            return Ok(phone);
+        }
+        let phone = Phone::parse_uncached(input, default_region)?;
+        cache.put(input, default_region, &phone);
+        Ok(phone)
+    }
+
+    /// [`Phone::parse`] without the cache.
+    fn parse_uncached(input: &str, default_region: Option<Region>) -> Result<Phone, PhoneError> {
         let input = input.trim();
         if input.is_empty() {
             return Err(PhoneError::Empty);
@@ -423,6 +503,59 @@ mod tests {
             with_zeros >= 1,
             "no valid number with leading zeros was checked"
         );
+    }
+
+    #[test]
+    fn cached_results_are_the_parsers_own() {
+        let cache = ParseCache::new(8);
+        let inputs = [
+            ("+5511966191717", None),
+            (" +55 (11) 96619-1717 ", None),
+            ("(11) 96619-1717", br()),
+            ("11966191717", br()),
+            ("+14155552671", None),
+        ];
+        for _ in 0..2 {
+            for (input, region) in inputs {
+                let cached = Phone::parse_with(&cache, input, region).unwrap();
+                let fresh = Phone::parse_uncached(input, region).unwrap();
+                assert_eq!(cached.e164(), fresh.e164(), "{input}");
+                assert_eq!(cached.region(), fresh.region(), "{input}");
+                assert_eq!(cached.line_kind(), fresh.line_kind(), "{input}");
+                assert_eq!(cached.country_code(), fresh.country_code(), "{input}");
+            }
+        }
+        assert_eq!(cache.len(), inputs.len());
+        // The same text read in another default region is not the cached reading.
+        assert_eq!(
+            Phone::parse_with(&cache, "11966191717", None).err(),
+            Some(PhoneError::NoCountryCode)
+        );
+        assert_eq!(
+            Phone::parse_with(&cache, "(11) 96619-1717", Some("US".parse().unwrap())).err(),
+            Some(PhoneError::Invalid)
+        );
+        // Refusals are not kept.
+        assert!(Phone::parse_with(&cache, "+123", None).is_err());
+        assert_eq!(cache.len(), inputs.len());
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound() {
+        let cache = ParseCache::new(4);
+        for n in 0..10 {
+            let input = format!("+55119661917{n:02}");
+            Phone::parse_with(&cache, &input, None).unwrap();
+            assert!(cache.len() <= 4, "{} entries", cache.len());
+        }
+        // A valid number padded past the longest input kept is parsed, not kept.
+        let long = format!("+55{}11966191717", " ".repeat(PARSE_CACHE_MAX_INPUT));
+        let cache = ParseCache::new(4);
+        assert_eq!(
+            Phone::parse_with(&cache, &long, None).map(|p| p.e164().to_owned()),
+            Ok("+5511966191717".to_owned())
+        );
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]
