@@ -70,6 +70,8 @@ pub struct TwilioProvider {
     client: reqwest::Client,
     /// Parsed once: a `&str` would be parsed again on every send.
     messages_url: reqwest::Url,
+    /// `Authorization: Basic ...`, encoded once (marked sensitive: its `Debug` hides it).
+    authorization: reqwest::header::HeaderValue,
     account_url: String,
     status_callback: Option<String>,
 }
@@ -92,6 +94,10 @@ impl TwilioProvider {
             })?;
         Ok(TwilioProvider {
             messages_url,
+            authorization: basic_authorization(
+                &settings.account_sid,
+                settings.auth_token.expose_secret(),
+            ),
             account_url: format!("{account_url}.json"),
             status_callback: context.callback_url("twilio"),
             client: context.client.clone(),
@@ -145,11 +151,20 @@ impl TwilioProvider {
     }
 
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.basic_auth(
-            &self.settings.account_sid,
-            Some(self.settings.auth_token.expose_secret()),
-        )
+        request.header(reqwest::header::AUTHORIZATION, self.authorization.clone())
     }
+}
+
+/// The value reqwest's `basic_auth` writes (`Basic ` and base64 of `user:password`),
+/// made once rather than on every request.
+fn basic_authorization(user: &str, password: &str) -> reqwest::header::HeaderValue {
+    use base64::Engine;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = reqwest::header::HeaderValue::try_from(format!("Basic {credentials}"))
+        .expect("base64 is always a valid header value");
+    value.set_sensitive(true);
+    value
 }
 
 #[async_trait]
@@ -447,5 +462,20 @@ mod tests {
             error.describe(),
             "21211: The 'To' number +**** is not a valid phone number."
         );
+    }
+
+    #[test]
+    fn the_prepared_authorization_is_reqwests_basic_auth_and_stays_hidden() {
+        let client = reqwest::Client::new();
+        let theirs = client
+            .get("http://127.0.0.1/")
+            .basic_auth("AC0123456789abcdef0123456789abcdef", Some("töken:x"))
+            .build()
+            .unwrap();
+        let ours = basic_authorization("AC0123456789abcdef0123456789abcdef", "töken:x");
+        let expected = &theirs.headers()[reqwest::header::AUTHORIZATION];
+        assert_eq!(ours.as_bytes(), expected.as_bytes());
+        assert!(ours.is_sensitive());
+        assert!(!format!("{ours:?}").contains("QUMw"), "{ours:?}");
     }
 }
