@@ -320,9 +320,26 @@ pub fn mask_digits(digits: &str) -> String {
     let count = digits.chars().count();
     let lead = (count.saturating_sub(2) / 2).min(5);
     let tail = if count >= 6 { 2 } else { 0 };
-    let head: String = digits.chars().take(lead).collect();
-    let end: String = digits.chars().skip(count - tail).collect();
-    format!("+{head}*****{end}")
+    // Byte offsets of those characters: one allocation, the result's (every send masks
+    // its number twice, for its record and its log).
+    let ascii = digits.is_ascii();
+    let offset = |chars: usize| {
+        if ascii {
+            chars
+        } else {
+            digits
+                .char_indices()
+                .nth(chars)
+                .map_or(digits.len(), |(i, _)| i)
+        }
+    };
+    let (head, end) = (&digits[..offset(lead)], &digits[offset(count - tail)..]);
+    let mut masked = String::with_capacity(head.len() + end.len() + 6);
+    masked.push('+');
+    masked.push_str(head);
+    masked.push_str("*****");
+    masked.push_str(end);
+    masked
 }
 
 impl PartialEq for Phone {
@@ -432,6 +449,7 @@ mod tests {
         assert_eq!(mask_digits("14155552671"), "+1415*****71");
         assert_eq!(mask_digits("1234"), "+1*****");
         assert_eq!(mask_digits(""), "+*****");
+        assert_eq!(mask_digits("١٢٣٤٥٦٧٨"), "+١٢٣*****٧٨");
     }
 
     /// `Phone::valid` works out validity, E.164 form, region and line kind its own way;
