@@ -208,16 +208,21 @@ type HandleKey = (&'static str, Labels);
 // handle builds and hashes its key and searches the recorder's shared registry: on
 // every request that cost more than the count itself. The label values are fixed
 // strings (routes, codes, provider names), so each map stays small.
+// The maps hash with foldhash (hashlink's default) rather than SipHash: their keys are
+// our own fixed strings, not a caller's, and SipHash over a key's seven strings cost
+// about as much as the rest of the lookup.
+type Handles<K, H> = HashMap<K, H, hashlink::DefaultHashBuilder>;
+
 thread_local! {
-    static COUNTERS: RefCell<HashMap<HandleKey, Counter>> = RefCell::new(HashMap::new());
-    static HISTOGRAMS: RefCell<HashMap<HandleKey, Histogram>> = RefCell::new(HashMap::new());
-    static HTTP_COUNTERS: RefCell<HashMap<(String, u16, &'static str), Counter>> =
-        RefCell::new(HashMap::new());
+    static COUNTERS: RefCell<Handles<HandleKey, Counter>> = RefCell::default();
+    static HISTOGRAMS: RefCell<Handles<HandleKey, Histogram>> = RefCell::default();
+    static HTTP_COUNTERS: RefCell<Handles<(String, u16, &'static str), Counter>> =
+        RefCell::default();
 }
 
 /// The handle of `name` with `labels` in `cache`, made by `make` the first time.
 fn cached<H: Clone + 'static>(
-    cache: &'static LocalKey<RefCell<HashMap<HandleKey, H>>>,
+    cache: &'static LocalKey<RefCell<Handles<HandleKey, H>>>,
     name: &'static str,
     labels: &[(&'static str, &'static str)],
     make: fn(&'static str, Vec<Label>) -> H,
