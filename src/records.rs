@@ -10,6 +10,8 @@
 //! only to that caller. Records kept without one (written before owners were kept)
 //! are shown to nobody; they lapse with `MESSAGE_RETENTION`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -91,9 +93,45 @@ impl Kept {
     }
 }
 
+/// [`Kept`] written from borrowed parts, so that saving a record does not copy it first.
+#[derive(Serialize)]
+struct KeptRef<'a> {
+    #[serde(flatten)]
+    record: &'a MessageRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
+}
+
+impl KeptRef<'_> {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a record serializes")
+    }
+}
+
 /// What a record keeps of its sender: a digest, never the key or the address.
+///
+/// The same few callers send again and again, and a SHA-256 cost more than the rest of
+/// saving a record: each thread keeps the digests of the last [`OWNER_DIGESTS`]
+/// identities it saw.
 fn owner_digest(identity: &str) -> String {
-    digest(&["record-owner", identity])
+    OWNER_DIGEST_CACHE.with_borrow_mut(|digests| {
+        if let Some(known) = digests.get(identity) {
+            return known.clone();
+        }
+        if digests.len() >= OWNER_DIGESTS {
+            digests.clear();
+        }
+        let owner = digest(&["record-owner", identity]);
+        digests.insert(identity.to_owned(), owner.clone());
+        owner
+    })
+}
+
+/// How many identities' digests each thread keeps (emptied when full).
+const OWNER_DIGESTS: usize = 64;
+
+thread_local! {
+    static OWNER_DIGEST_CACHE: RefCell<HashMap<String, String>> = RefCell::default();
 }
 
 /// RFC 3339 time, to the second.
@@ -266,9 +304,10 @@ impl Records {
     /// Stores a new record sent by `owner` (a caller identity), indexed by our id and by
     /// the provider's id of each part.
     pub async fn save(&self, record: &MessageRecord, owner: &str) -> Result<(), StoreError> {
-        let json = Kept {
-            record: record.clone(),
-            owner: Some(owner_digest(owner)),
+        let owner = owner_digest(owner);
+        let json = KeptRef {
+            record,
+            owner: Some(&owner),
         }
         .to_json();
         let key = message_key(&record.id);
@@ -511,6 +550,41 @@ mod tests {
             ..update(status)
         };
         records.apply(&report).await.unwrap().unwrap().status
+    }
+
+    #[test]
+    fn a_record_is_written_as_the_kept_form_reads_it() {
+        let mut saved = record(DeliveryStatus::Sent);
+        saved.cost = Money::parse("0.0079", Some("USD"));
+        saved = saved.with_parts(&["SM1".to_owned(), "SM2".to_owned()]);
+        let written = KeptRef {
+            record: &saved,
+            owner: Some("abc"),
+        }
+        .to_json();
+        let kept = Kept::read(&written).unwrap();
+        assert_eq!(kept.record, saved);
+        assert_eq!(kept.owner.as_deref(), Some("abc"));
+        assert_eq!(written, kept.to_json());
+    }
+
+    #[test]
+    fn owner_digests_are_the_digest_whichever_way_they_come() {
+        for round in 0..3 {
+            for n in 0..(OWNER_DIGESTS + 10) {
+                let identity = format!("ip:10.0.{round}.{n}");
+                assert_eq!(
+                    owner_digest(&identity),
+                    digest(&["record-owner", &identity])
+                );
+                assert_eq!(
+                    owner_digest(&identity),
+                    digest(&["record-owner", &identity])
+                );
+                let kept = OWNER_DIGEST_CACHE.with_borrow(HashMap::len);
+                assert!(kept <= OWNER_DIGESTS, "{kept} digests kept");
+            }
+        }
     }
 
     #[test]
