@@ -47,6 +47,11 @@ pub struct MessageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Cost>)]
     pub cost: Option<Money>,
+    /// The selector of the `ROUTES` rule that chose the providers (`+5511`, `BR`, `*`);
+    /// absent when no rule matched or `ROUTES` is unset (every provider, in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "+5511")]
+    pub route: Option<String>,
 }
 
 /// A message's price, as the provider stated it (the OpenAPI shape of [`Money`]).
@@ -426,7 +431,26 @@ mod tests {
             updated_at: "2026-11-28T00:00:00Z".into(),
             cost: None,
             parts: Vec::new(),
+            route: None,
         }
+    }
+
+    #[test]
+    fn records_from_before_routes_still_read_and_a_route_is_kept() {
+        let before = r#"{"id":"01J","channel":"sms","provider":"twilio","provider_message_id":"SM1","status":"queued","provider_status":null,"error_code":null,"to":"+55119*****17","created_at":"2026-11-28T00:00:00Z","updated_at":"2026-11-28T00:00:00Z","owner":"abc"}"#;
+        let kept = Kept::read(before).expect("an old record reads");
+        assert_eq!(kept.record, record(DeliveryStatus::Queued));
+        let routed = Kept {
+            record: MessageRecord {
+                route: Some("+5511".into()),
+                ..record(DeliveryStatus::Queued)
+            },
+            owner: None,
+        };
+        let json = routed.to_json();
+        assert!(json.contains(r#""route":"+5511""#), "{json}");
+        assert_eq!(Kept::read(&json).unwrap().record, routed.record);
+        assert!(!Kept::read(before).unwrap().to_json().contains("route"));
     }
 
     fn update(status: DeliveryStatus) -> StatusUpdate {

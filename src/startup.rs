@@ -20,7 +20,7 @@ use crate::api;
 use crate::api::error::{ApiError, ProblemCode};
 use crate::api::state::AppState;
 use crate::config::Config;
-use crate::dispatch::{DispatchPolicy, Dispatcher};
+use crate::dispatch::{DispatchPolicy, Dispatcher, UnknownRouteProvider};
 use crate::followup::Followups;
 use crate::prometheus;
 use crate::records::Records;
@@ -39,6 +39,8 @@ pub enum StartupError {
     Provider(#[from] SettingError),
     #[error(transparent)]
     Store(StoreError),
+    #[error(transparent)]
+    Routes(#[from] UnknownRouteProvider),
     #[error("cannot listen for SIGINT and SIGTERM: {0}")]
     Signals(std::io::Error),
 }
@@ -98,7 +100,7 @@ impl Application {
         // Before the first send, not during it: the numbering plan loads in ~300 ms.
         otp_relay_providers::phone::warm_up();
         let config = Arc::new(config);
-        let send = send_service(&config, &store, &records, providers);
+        let send = send_service(&config, &store, &records, providers)?;
         let followups = send.followups().clone();
         let stop = stop_signal().map_err(StartupError::Signals)?;
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
@@ -233,27 +235,28 @@ fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Records), StartupError
 }
 
 /// The send service over the given state and providers, with the follow-up lookups it
-/// schedules after sends.
+/// schedules after sends; refused when a route names a provider not among `providers`.
 fn send_service(
     config: &Arc<Config>,
     store: &Arc<dyn Store>,
     records: &Records,
     providers: Vec<Arc<dyn MessageProvider>>,
-) -> SendService {
+) -> Result<SendService, StartupError> {
+    let dispatcher =
+        Dispatcher::new(providers.clone(), dispatch_policy(config)).with_routes(&config.routes)?;
     let followups = Followups::start(
-        providers.clone(),
+        providers,
         records.clone(),
         Arc::clone(store),
         config.followup.clone(),
     );
-    let dispatcher = Dispatcher::new(providers, dispatch_policy(config));
-    SendService::new(
+    Ok(SendService::new(
         Arc::clone(config),
         dispatcher,
         Arc::clone(store),
         records.clone(),
         followups,
-    )
+    ))
 }
 
 /// The send service as the server would build it from `config` (its store, records and
@@ -264,12 +267,7 @@ pub fn standalone_send_service(config: Config) -> Result<SendService, StartupErr
         &config,
         &provider_context(&config, Arc::new(records.clone())),
     )?;
-    Ok(send_service(
-        &Arc::new(config),
-        &store,
-        &records,
-        providers.list,
-    ))
+    send_service(&Arc::new(config), &store, &records, providers.list)
 }
 
 /// The dispatcher's time bounds and retry policy, from the configuration.

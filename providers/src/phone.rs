@@ -14,6 +14,14 @@ impl Region {
     pub fn as_str(&self) -> &str {
         self.0.as_ref()
     }
+
+    /// The region's country calling code (`55` for `BR`, `1` for `US` and `CA`), or
+    /// `None` for a region the numbering plan has no numbers for.
+    pub fn calling_code(&self) -> Option<u16> {
+        phonenumber::metadata::DATABASE
+            .by_id(self.as_str())
+            .map(|meta| meta.country_code())
+    }
 }
 
 /// The text is not a two-letter region code known to the numbering plan database.
@@ -433,5 +441,15 @@ mod tests {
         );
         assert_eq!("XX".parse::<Region>(), Err(UnknownRegion));
         assert_eq!("BRA".parse::<Region>(), Err(UnknownRegion));
+    }
+
+    #[test]
+    fn regions_know_their_calling_code() {
+        let code = |r: &str| r.parse::<Region>().unwrap().calling_code();
+        assert_eq!(code("BR"), Some(55));
+        assert_eq!(code("US"), Some(1));
+        assert_eq!(code("CA"), Some(1));
+        assert_eq!(code("GB"), Some(44));
+        assert_eq!(code("AG"), Some(1));
     }
 }

@@ -8,6 +8,7 @@ mod access;
 mod http;
 mod limits;
 mod providers;
+mod routes;
 mod store;
 mod telemetry;
 mod templates;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use otp_relay_providers::{Channel, Env, ProviderSettings, Region, SettingError};
 
+use crate::dispatch::routes::RouteTable;
 use crate::guards::access::AccessPolicy;
 use crate::guards::Limits;
 use crate::message::MessageTemplates;
@@ -69,6 +71,8 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     /// In priority order.
     pub providers: Vec<ProviderSettings>,
+    /// `ROUTES`: which providers take which destinations; empty when unset.
+    pub routes: RouteTable,
     pub default_channel: Channel,
     pub default_region: Option<Region>,
     pub templates: MessageTemplates,
@@ -104,6 +108,7 @@ impl Config {
         let env = Env::new(&vars);
         let bind_addr = http::parse_bind_addr(&env)?;
         let provider_names = providers::parse_provider_names(&env)?;
+        let routes = routes::parse_routes(&env, &provider_names)?;
         let default_channel = Var::new(&env, "DEFAULT_CHANNEL", "sms")
             .parse_with("sms", |v| v.parse::<Channel>().map_err(|e| e.to_string()))?;
         let default_region = Var::new(&env, "DEFAULT_REGION", "BR")
@@ -129,6 +134,7 @@ impl Config {
         Ok(Config {
             bind_addr,
             providers,
+            routes,
             default_channel,
             default_region,
             templates,

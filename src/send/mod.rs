@@ -4,8 +4,9 @@
 //! A send runs these stages, each in its own module, in this order:
 //! [`normalize`] (fields to a message) → [`policy`] (countries, line types) →
 //! [`idempotency`] (claim the key or replay the first answer) → [`limits`] (rate
-//! limits) → [`dispatch`] (the providers, with routing and failover) → [`record`]
-//! (the message record and follow-up lookups). The send is measured
+//! limits) → [`route`] (which providers, in which order: `ROUTES`) → [`dispatch`] (the
+//! route's providers, with failover) → [`record`] (the message record and follow-up
+//! lookups). The send is measured
 //! (`otp_relay_send_duration_seconds` by outcome), refusals and replays are counted.
 //!
 //! Nothing here knows HTTP: the caller names who is calling, and says how an outcome is
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod normalize;
 pub mod policy;
 pub mod record;
+pub mod route;
 
 use std::sync::Arc;
 
@@ -215,9 +217,11 @@ impl SendService {
     ) -> Result<(Sent, StoredAnswer), SendError> {
         let limits = &self.config.limits;
         limits::acquire(self.store.as_ref(), limits, message, caller).await?;
-        let result = dispatch::send(&self.dispatcher, message, deadline).await;
-        record::keep(&self.records, &self.followups, message, identity, &result).await;
-        dispatch::log(message, &result);
+        let route = route::choose(&self.dispatcher, message);
+        let result = dispatch::send(&self.dispatcher, route, message, deadline).await;
+        let (records, followups) = (&self.records, &self.followups);
+        record::keep(records, followups, message, route, identity, &result).await;
+        dispatch::log(message, route, &result);
         match result {
             Ok(delivery) => {
                 let sent = Sent {

@@ -1,4 +1,4 @@
-//! Stage 6: keeps the send's outcome for `GET /v1/messages/{id}` (shown to the caller
+//! Stage 7: keeps the send's outcome for `GET /v1/messages/{id}` (shown to the caller
 //! that sent it only) and for delivery reports, and schedules the status and price
 //! lookups that follow a send.
 
@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use otp_relay_providers::{DeliveryStatus, OutboundMessage};
 
-use crate::dispatch::{Delivery, DispatchError};
+use crate::dispatch::{Delivery, DispatchError, Route};
 use crate::followup::Followups;
 use crate::records::{timestamp, MessageRecord, Records};
 
@@ -15,10 +15,12 @@ pub async fn keep(
     records: &Records,
     followups: &Followups,
     message: &OutboundMessage,
+    route: Route<'_>,
     sender: &str,
     result: &Result<Delivery, DispatchError>,
 ) {
     let now = timestamp(SystemTime::now());
+    let route = route.selector().map(ToString::to_string);
     let record = match result {
         Ok(delivery) => MessageRecord {
             channel: delivery.channel.as_str().to_owned(),
@@ -28,7 +30,7 @@ pub async fn keep(
             provider_status: delivery.receipt.raw_status.clone(),
             error_code: None,
             cost: delivery.receipt.cost.clone(),
-            ..new_record(message, &now)
+            ..new_record(message, route, &now)
         }
         .with_parts(&delivery.receipt.part_ids),
         Err(error) => {
@@ -36,7 +38,7 @@ pub async fn keep(
             MessageRecord {
                 provider: last.map(|a| a.provider.to_owned()),
                 error_code: Some(last.and_then(|a| a.code).unwrap_or("not_sent").to_owned()),
-                ..new_record(message, &now)
+                ..new_record(message, route, &now)
             }
         }
     };
@@ -48,7 +50,7 @@ pub async fn keep(
     }
 }
 
-fn new_record(message: &OutboundMessage, now: &str) -> MessageRecord {
+fn new_record(message: &OutboundMessage, route: Option<String>, now: &str) -> MessageRecord {
     MessageRecord {
         id: message.id.clone(),
         channel: message.channel.as_str().to_owned(),
@@ -62,5 +64,6 @@ fn new_record(message: &OutboundMessage, now: &str) -> MessageRecord {
         updated_at: now.to_owned(),
         cost: None,
         parts: Vec::new(),
+        route,
     }
 }

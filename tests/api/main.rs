@@ -21,6 +21,7 @@ mod receipts;
 mod redis_server;
 mod reliability;
 mod replicas;
+mod routes;
 mod send;
 mod server_process;
 mod shutdown;
