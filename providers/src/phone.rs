@@ -238,6 +238,16 @@ impl Phone {
     pub fn masked(&self) -> String {
         mask_digits(self.digits())
     }
+
+    /// How many leading digits [`Phone::masked`] shows (`5` for `+55119*****17`).
+    pub fn masked_lead(&self) -> usize {
+        masked_lead(self.digits().chars().count())
+    }
+}
+
+/// How many of `count` digits [`mask_digits`] leaves visible at the start.
+fn masked_lead(count: usize) -> usize {
+    (count.saturating_sub(2) / 2).min(5)
 }
 
 /// Masks a string of digits for display: at most five leading digits stay visible, and
@@ -246,7 +256,7 @@ impl Phone {
 /// not revealed either.
 pub fn mask_digits(digits: &str) -> String {
     let count = digits.chars().count();
-    let lead = (count.saturating_sub(2) / 2).min(5);
+    let lead = masked_lead(count);
     let tail = if count >= 6 { 2 } else { 0 };
     let head: String = digits.chars().take(lead).collect();
     let end: String = digits.chars().skip(count - tail).collect();

@@ -82,6 +82,36 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// The selector as a log line beside `phone`'s masked form shows it: a prefix
+    /// longer than the leading digits the mask keeps is cut to them (`+5521987` beside
+    /// `+55219*****21` is `+55219*`), so that no log line tells more of a number than
+    /// its mask does.
+    pub fn beside(&self, phone: &Phone) -> Beside<'_> {
+        Beside {
+            selector: self,
+            shown: phone.masked_lead(),
+        }
+    }
+}
+
+/// A selector as shown beside a masked number (see [`Selector::beside`]).
+pub struct Beside<'a> {
+    selector: &'a Selector,
+    shown: usize,
+}
+
+impl fmt::Display for Beside<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.selector {
+            Selector::Prefix(digits) if digits.len() > self.shown => {
+                write!(f, "+{}*", &digits[..self.shown])
+            }
+            selector => selector.fmt(f),
+        }
+    }
+}
+
 fn digit_count(code: u16) -> u32 {
     code.checked_ilog10().map_or(1, |log| log + 1)
 }
@@ -254,6 +284,19 @@ mod tests {
         assert!(!selector("US").matches(&toronto), "+1 416 is Canada");
         assert!(selector("CA").matches(&toronto));
         assert!(selector("*").matches(&toronto));
+    }
+
+    #[test]
+    fn beside_a_masked_number_a_prefix_shows_no_more_digits_than_the_mask() {
+        let rio = phone("+5521987654321");
+        assert_eq!(rio.masked(), "+55219*****21");
+        let shown = |text: &str| selector(text).beside(&rio).to_string();
+        assert_eq!(shown("+5521987"), "+55219*");
+        assert_eq!(shown("+55219"), "+55219");
+        assert_eq!(shown("+55"), "+55");
+        assert_eq!(shown("BR"), "BR");
+        assert_eq!(shown("*"), "*");
+        assert_eq!(shown("+5521987654321"), "+55219*");
     }
 
     #[test]

@@ -21,9 +21,13 @@ pub async fn send(
 }
 
 /// Logs where the message went, or why it went nowhere, and by which route (the
-/// selector of the rule that matched; absent for the `PROVIDERS` order).
+/// selector of the rule that matched, no more of it than the masked number shows;
+/// absent for the `PROVIDERS` order).
 pub fn log(message: &OutboundMessage, route: Route<'_>, result: &Result<Delivery, DispatchError>) {
-    let route = route.selector().map(tracing::field::display);
+    // Allocates nothing: the masked number is only made if the event is recorded.
+    let route = route
+        .selector()
+        .map(|selector| tracing::field::display(selector.beside(&message.to)));
     match result {
         Ok(delivery) => {
             let receipt = &delivery.receipt;

@@ -404,8 +404,14 @@ async fn the_sms_fallback_of_a_recipient_not_on_telegram_stays_within_the_route(
     let falls_back: Value = post(&app, LONDON, "telegram").await.json().await.unwrap();
     assert_eq!(falls_back["provider"], "twilio", "{falls_back}");
     assert_eq!(falls_back["channel"], "sms");
-    let stays = post(&app, RIO, "telegram").await;
-    assert_eq!(stays.status(), 422);
+    // Telegram's refusal stands, with its attempt: the message did reach a provider.
+    let stays = problem(
+        post(&app, RIO, "telegram").await,
+        422,
+        "recipient_not_registered",
+    )
+    .await;
+    assert_eq!(stays["attempts"].as_array().unwrap().len(), 1, "{stays}");
     assert_eq!(fleet.sends().await, [1, 0, 0, 2]);
 }
 
@@ -413,21 +419,30 @@ async fn the_sms_fallback_of_a_recipient_not_on_telegram_stays_within_the_route(
 async fn the_log_line_of_a_send_names_its_route_and_masks_the_number() {
     let fleet = Fleet::accepting().await;
     let app = fleet
-        .app("twilio,vonage", Some("+5521=vonage; *=twilio"), &[])
+        .app("twilio,vonage", Some("+5511=twilio; +5521987=vonage"), &[])
         .await;
 
-    let body: Value = post(&app, RIO, "sms").await.json().await.unwrap();
+    let short: Value = post(&app, SAO_PAULO, "sms").await.json().await.unwrap();
+    let long: Value = post(&app, RIO, "sms").await.json().await.unwrap();
 
-    let id = body["id"].as_str().unwrap();
     let logs = captured_logs_without_timestamps();
-    let line = logs
-        .lines()
-        .find(|line| line.contains(id) && line.contains("message accepted by provider"))
-        .expect("the send is logged");
-    let event: Value = serde_json::from_str(line).unwrap();
-    assert_eq!(event["fields"]["route"], "+5521", "{line}");
-    assert_eq!(event["fields"]["to"], "+55219*****21", "{line}");
-    assert!(!line.contains("5521987654321"), "{line}");
+    let logged = |answer: &Value| -> Value {
+        let id = answer["id"].as_str().unwrap();
+        let line = logs
+            .lines()
+            .find(|line| line.contains(id) && line.contains("message accepted by provider"))
+            .expect("the send is logged");
+        serde_json::from_str(line).unwrap()
+    };
+    let (short, long_event) = (logged(&short), logged(&long));
+    assert_eq!(short["fields"]["route"], "+5511", "{short}");
+    assert_eq!(short["fields"]["to"], "+55119*****17", "{short}");
+    // A prefix longer than the masked number's visible digits shows no more than they.
+    assert_eq!(long_event["fields"]["route"], "+55219*", "{long_event}");
+    assert_eq!(long_event["fields"]["to"], "+55219*****21", "{long_event}");
+    assert!(!logs.contains("5521987"), "the long prefix is logged whole");
+    // The record, shown to the caller that sent the number, keeps the rule as written.
+    assert_eq!(record(&app, &long).await["route"], "+5521987");
 }
 
 fn stdout(output: &Output) -> String {
