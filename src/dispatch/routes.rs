@@ -181,12 +181,6 @@ impl<'a> Route<'a> {
         self.selector.is_none_or(|selector| selector.matches(phone))
     }
 
-    /// The route's provider names, in order.
-    pub fn providers(&self) -> impl Iterator<Item = &'static str> + 'a {
-        let slots = &self.dispatcher.slots;
-        self.order.iter().map(|&i| slots[i].provider.name())
-    }
-
     pub(super) fn slots(&self) -> impl Iterator<Item = &'a Slot> + 'a {
         let slots = &self.dispatcher.slots;
         self.order.iter().map(|&i| &slots[i])
