@@ -92,6 +92,7 @@ impl ApiError {
             ApiError::Send(error) => return classify_send(error),
             ApiError::MessageNotFound => ("message_not_found", S::NOT_FOUND, "Message not found", false),
             ApiError::WebhookNotConfigured => ("webhook_not_configured", S::NOT_FOUND, "Webhook not configured", false),
+            ApiError::Callback(CallbackError::MethodNotAllowed) => ("method_not_allowed", S::METHOD_NOT_ALLOWED, "Method not allowed", false),
             ApiError::Callback(error) if error.is_auth_failure() => ("invalid_signature", S::UNAUTHORIZED, "Invalid signature", false),
             ApiError::Callback(_) => ("malformed_callback", S::BAD_REQUEST, "Malformed callback", false),
         };

@@ -13,6 +13,7 @@ const ROUTES: &[&str] = &[
     "GET /v1/messages/{id}",
     "POST /webhooks/twilio",
     "POST /webhooks/vonage",
+    "GET /webhooks/vonage",
     "POST /webhooks/telegram-gateway",
     "POST /webhooks/telegram-bot",
     "POST /v1/compat/authentik",
