@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use crate::helpers::TestApp;
 
 /// Every route the app serves, as `METHOD path`.
 const ROUTES: &[&str] = &[
@@ -26,7 +26,7 @@ const ROUTES: &[&str] = &[
 
 #[tokio::test]
 async fn the_document_lists_every_route_and_each_exists() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
 
     let response = app
         .client
