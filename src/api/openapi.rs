@@ -81,7 +81,7 @@ pub async fn openapi() -> HttpResponse {
         (status = 413, description = "Body over 16 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 431, description = "Request line and headers over 8 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid number, text, channel, ttl or number type; recipient refused", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; `limit` names the limit (number, prefix, client, country, global); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider rejected the message", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No provider available, overloaded, or store unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "REQUEST_DEADLINE passed", body = Problem, content_type = "application/problem+json"),

@@ -99,6 +99,16 @@ async fn the_document_lists_every_route_and_each_exists() {
     assert_eq!(cost["properties"]["amount"]["type"], "string", "{cost}");
     assert!(cost["properties"]["currency"].is_object(), "{cost}");
     assert!(document["components"]["securitySchemes"]["bearer"].is_object());
+    // A 429 names the limit that refused it.
+    let limit = &schemas["Problem"]["properties"]["limit"];
+    assert!(
+        limit.to_string().contains("#/components/schemas/Scope"),
+        "{limit}"
+    );
+    assert_eq!(
+        schemas["Scope"]["enum"],
+        serde_json::json!(["number", "prefix", "client", "country", "global"])
+    );
 
     // Webhooks acknowledge with exactly 200, as the providers document (the Telegram
     // Gateway repeats anything else up to 10 times).

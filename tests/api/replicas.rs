@@ -10,7 +10,8 @@ use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted};
 use crate::helpers::{captured_logs, TestApp};
 use crate::redis_server::{RedisCluster, RedisServer};
 
-async fn replica(twilio: &MockServer, redis_url: &str, extra: &[(&str, &str)]) -> TestApp {
+/// A replica using Twilio at `twilio` and the Redis at `redis_url`, with `extra` set.
+pub async fn replica(twilio: &MockServer, redis_url: &str, extra: &[(&str, &str)]) -> TestApp {
     TestApp::builder()
         .env(&provider_vars(&twilio.uri(), None))
         // A test machine under load may take longer than the default second to schedule
@@ -231,12 +232,14 @@ async fn replicas_sharing_a_cluster_enforce_one_limit_per_number() {
     };
     let twilio = MockServer::start().await;
     mount_twilio(&twilio, twilio_accepted()).await;
-    // Every limit on, so each send's script takes three keys at once; dedupe on, so
+    // Every limit on, so each send's script takes five keys at once; dedupe on, so
     // each send also writes a key of its own.
     let vars = [
         ("REDIS_CLUSTER", "true"),
         ("RATE_LIMIT_PER_NUMBER", "2/1h"),
+        ("RATE_LIMIT_PER_PREFIX", "1000/1h"),
         ("RATE_LIMIT_PER_CLIENT", "1000/1h"),
+        ("RATE_LIMIT_PER_COUNTRY", "*=1000/1h"),
         ("RATE_LIMIT_GLOBAL", "1000/1h"),
         ("DEDUPE_WINDOW", "60s"),
     ];
