@@ -142,6 +142,23 @@ async fn twilio_reports_update_the_record_and_never_move_it_back() {
         "refused callbacks change nothing"
     );
 
+    // Twilio only POSTs: a GET, even a signed one, is not a callback.
+    let query = serde_urlencoded_like(
+        &delivered
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let get = app
+        .client
+        .get(app.url(&format!("/webhooks/twilio?{query}")))
+        .header("X-Twilio-Signature", twilio_signature(&url, &delivered))
+        .send()
+        .await
+        .unwrap();
+    problem(get, 405, "method_not_allowed").await;
+    assert_eq!(status_of(&app, id).await["status"], "queued");
+
     let ok = twilio_callback(&app, &delivered, Some(twilio_signature(&url, &delivered))).await;
     assert_eq!(ok.status(), 200);
     assert_eq!(status_of(&app, id).await["status"], "delivered");
@@ -297,6 +314,48 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
     assert_eq!(status_of(&app, &id).await["provider_status"], "read");
 }
 
+#[tokio::test]
+async fn vonage_receipts_sent_as_get_are_verified_too() {
+    let vonage = MockServer::start().await;
+    mount_vonage(&vonage, vonage_accepted()).await;
+    let twilio = MockServer::start().await;
+    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
+    vars.retain(|(k, _)| !k.starts_with("TWILIO") && k != "PROVIDERS");
+    let app = TestApp::builder()
+        .env(&vars)
+        .env(&[
+            ("PROVIDERS", "vonage"),
+            ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
+            ("VONAGE_SIGNATURE_METHOD", "sha256"),
+        ])
+        .real_providers()
+        .spawn()
+        .await;
+    let id = send(&app).await["id"].as_str().unwrap().to_owned();
+    let receipt = vonage_signed(&[
+        ("messageId", "0A0000001234".into()),
+        ("msisdn", "5511966191717".into()),
+        ("status", "delivered".into()),
+        ("err-code", "0".into()),
+        ("nonce", "6e1a1b3c-bbbb".into()),
+        ("timestamp", unix_now().to_string()),
+    ]);
+    let get = |params: &[(String, String)]| {
+        let query = serde_urlencoded_like(params);
+        app.client
+            .get(app.url(&format!("/webhooks/vonage?{query}")))
+            .send()
+    };
+
+    let mut unsigned = receipt.clone();
+    unsigned.retain(|(k, _)| k != "sig");
+    problem(get(&unsigned).await.unwrap(), 401, "invalid_signature").await;
+    assert_eq!(status_of(&app, &id).await["status"], "queued");
+
+    assert_eq!(get(&receipt).await.unwrap().status(), 200);
+    assert_eq!(status_of(&app, &id).await["status"], "delivered");
+}
+
 /// The `Authorization` bearer token Vonage signs a Messages API status webhook with: an
 /// HS256 JWT (the signature secret) whose `payload_hash` is the body's SHA-256.
 pub fn vonage_status_token(body: &str, jti: &str) -> String {
@@ -443,6 +502,14 @@ async fn unknown_ids_and_unconfigured_webhooks_are_404_and_reading_needs_access(
         .await
         .unwrap();
     problem(webhook, 404, "webhook_not_configured").await;
+    let unknown_webhook = app
+        .client
+        .post(app.url("/webhooks/pigeon"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    problem(unknown_webhook, 404, "webhook_not_configured").await;
 }
 
 #[tokio::test]
