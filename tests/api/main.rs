@@ -17,6 +17,7 @@ mod monitoring;
 mod openapi;
 mod properties;
 mod providers;
+mod pumping;
 mod receipts;
 mod redis_server;
 mod reliability;

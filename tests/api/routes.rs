@@ -13,8 +13,7 @@ use crate::fakes::{
     TWILIO_SID,
 };
 use crate::helpers::{
-    captured_logs_without_timestamps, problem, run_binary, spawn_configured_app, test_config,
-    RecordingProvider, TestApp,
+    captured_logs_without_timestamps, problem, run_binary, test_config, RecordingProvider, TestApp,
 };
 
 const SAO_PAULO: &str = "+5511966191717";
@@ -136,11 +135,12 @@ impl Fleet {
     }
 
     async fn app(&self, providers: &str, routes: Option<&str>, more: &[(&str, &str)]) -> TestApp {
-        let mut vars = self.vars(providers, routes);
-        vars.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let borrowed: Vec<(&str, &str)> =
-            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        spawn_configured_app(&borrowed).await
+        TestApp::builder()
+            .env(&self.vars(providers, routes))
+            .env(more)
+            .real_providers()
+            .spawn()
+            .await
     }
 
     /// How many sends each provider received, in the order twilio, vonage, sendpulse,
@@ -531,10 +531,9 @@ async fn a_bad_rule_stops_startup_naming_routes() {
 async fn providers_given_in_code_must_include_those_the_routes_name() {
     let fleet = Fleet::accepting().await;
     let vars = fleet.vars("twilio", Some("BR=twilio"));
-    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
 
     let built = otp_relay::startup::Application::build_with_providers(
-        test_config(&borrowed),
+        test_config(&vars),
         vec![RecordingProvider::accepting()],
     );
 
