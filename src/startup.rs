@@ -19,6 +19,7 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, Trac
 use crate::api;
 use crate::api::error::{ApiError, ProblemCode};
 use crate::api::state::AppState;
+use crate::channel_fallback::{self, ChannelFallbacks};
 use crate::config::Config;
 use crate::dispatch::{DispatchPolicy, Dispatcher};
 use crate::followup::Followups;
@@ -98,7 +99,7 @@ impl Application {
         // Before the first send, not during it: the numbering plan loads in ~300 ms.
         otp_relay_providers::phone::warm_up();
         let config = Arc::new(config);
-        let send = send_service(&config, &store, &records, providers);
+        let send = send_service(&config, &store, &records, providers, Role::Server);
         let followups = send.followups().clone();
         let stop = stop_signal().map_err(StartupError::Signals)?;
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
@@ -232,13 +233,23 @@ fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Records), StartupError
     Ok((store, records))
 }
 
-/// The send service over the given state and providers, with the follow-up lookups it
-/// schedules after sends.
+/// Whether the process serves (and so sends the channel fallbacks that come due) or
+/// sends one message and exits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Server,
+    OneShot,
+}
+
+/// The send service over the given state and providers, with the follow-up lookups and
+/// channel fallbacks it schedules after sends. A one-shot process only schedules
+/// fallbacks: a worker it ran could take one and exit before sending it.
 fn send_service(
     config: &Arc<Config>,
     store: &Arc<dyn Store>,
     records: &Records,
     providers: Vec<Arc<dyn MessageProvider>>,
+    role: Role,
 ) -> SendService {
     let followups = Followups::start(
         providers.clone(),
@@ -246,13 +257,26 @@ fn send_service(
         Arc::clone(store),
         config.followup.clone(),
     );
-    let dispatcher = Dispatcher::new(providers, dispatch_policy(config));
+    let dispatcher = Arc::new(Dispatcher::new(providers, dispatch_policy(config)));
+    let fallbacks = ChannelFallbacks::new(Arc::clone(store), config.fallback.clone());
+    if fallbacks.enabled() {
+        records.set_status_hook(Arc::new(fallbacks.clone()));
+        if role == Role::Server {
+            channel_fallback::worker::start(
+                &fallbacks,
+                records.clone(),
+                Arc::clone(&dispatcher),
+                config.limits.request_deadline,
+            );
+        }
+    }
     SendService::new(
         Arc::clone(config),
         dispatcher,
         Arc::clone(store),
         records.clone(),
         followups,
+        fallbacks,
     )
 }
 
@@ -269,6 +293,7 @@ pub fn standalone_send_service(config: Config) -> Result<SendService, StartupErr
         &store,
         &records,
         providers.list,
+        Role::OneShot,
     ))
 }
 

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 pub use self::error::SendError;
 use self::idempotency::Claimed;
+use crate::channel_fallback::ChannelFallbacks;
 use crate::config::Config;
 use crate::dispatch::{Delivery, Dispatcher};
 use crate::followup::Followups;
@@ -94,10 +95,11 @@ pub trait Render: Sync {
 /// The send service and what it sends with.
 pub struct SendService {
     config: Arc<Config>,
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
     store: Arc<dyn Store>,
     records: Records,
     followups: Followups,
+    fallbacks: ChannelFallbacks,
     /// One permit per send in progress (`MAX_IN_FLIGHT`).
     in_flight: Arc<Semaphore>,
 }
@@ -105,10 +107,11 @@ pub struct SendService {
 impl SendService {
     pub fn new(
         config: Arc<Config>,
-        dispatcher: Dispatcher,
+        dispatcher: Arc<Dispatcher>,
         store: Arc<dyn Store>,
         records: Records,
         followups: Followups,
+        fallbacks: ChannelFallbacks,
     ) -> Self {
         SendService {
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
@@ -117,6 +120,7 @@ impl SendService {
             store,
             records,
             followups,
+            fallbacks,
         }
     }
 
@@ -216,7 +220,11 @@ impl SendService {
         let limits = &self.config.limits;
         limits::acquire(self.store.as_ref(), limits, message, caller).await?;
         let result = dispatch::send(&self.dispatcher, message, deadline).await;
-        record::keep(&self.records, &self.followups, message, identity, &result).await;
+        let after = record::After {
+            followups: &self.followups,
+            fallbacks: &self.fallbacks,
+        };
+        record::keep(&self.records, after, message, identity, &result).await;
         dispatch::log(message, &result);
         match result {
             Ok(delivery) => {
