@@ -264,14 +264,16 @@ async fn set_webhook(config: &Config) -> ExitCode {
         eprintln!("otp-relay: set PROVIDERS to include telegram and TELEGRAM_MODE=bot");
         return ExitCode::from(2);
     };
-    let (Some(base), Some(secret)) = (&config.public_base_url, &settings.webhook_secret) else {
-        eprintln!("otp-relay: PUBLIC_BASE_URL and TELEGRAM_WEBHOOK_SECRET are both required");
-        return ExitCode::from(2);
-    };
     let context = provider_context(
         config,
         std::sync::Arc::new(otp_relay_providers::MemoryChatDirectory::new(1)),
     );
+    let bot_webhook = otp_relay_providers::telegram::webhook::BOT_WEBHOOK;
+    let (Some(url), Some(secret)) = (context.callback_url(bot_webhook), &settings.webhook_secret)
+    else {
+        eprintln!("otp-relay: PUBLIC_BASE_URL and TELEGRAM_WEBHOOK_SECRET are both required");
+        return ExitCode::from(2);
+    };
     let bot = match TelegramProvider::new(settings.clone(), &context) {
         Ok(bot) => bot,
         Err(error) => {
@@ -279,7 +281,6 @@ async fn set_webhook(config: &Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let url = format!("{base}/webhooks/telegram-bot");
     match bot.set_webhook(&url, secret).await {
         Ok(description) => {
             println!("webhook set to {url}: {description}");

@@ -12,7 +12,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use otp_relay_providers::{
     http, registry, ChatDirectory, MessageProvider, ProviderContext, ProviderSettings, Providers,
-    SettingError, TelegramBot,
+    SettingError,
 };
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, TracingLogger};
 
@@ -57,13 +57,7 @@ impl Application {
         let (store, records) = open_state(&config)?;
         let context = provider_context(&config, Arc::new(records.clone()));
         let providers = build_providers(&config, &context)?;
-        Self::assemble(
-            config,
-            store,
-            records,
-            providers.list,
-            providers.telegram_bot,
-        )
+        Self::assemble(config, store, records, providers)
     }
 
     /// Binds the server with the given providers, in priority order, in place of the
@@ -74,15 +68,26 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let store = store::open(&config.store).map_err(StartupError::Store)?;
         let records = Records::new(Arc::clone(&store), config.message_retention);
-        Self::assemble(config, store, records, providers, None)
+        // The configured providers' webhooks still answer (their settings verify them).
+        let context = provider_context(&config, Arc::new(records.clone()));
+        let webhooks = config
+            .providers
+            .iter()
+            .flat_map(|settings| settings.webhooks(&context))
+            .collect();
+        let providers = Providers {
+            list: providers,
+            telegram_bot: None,
+            webhooks,
+        };
+        Self::assemble(config, store, records, providers)
     }
 
     fn assemble(
         config: Config,
         store: Arc<dyn Store>,
         records: Records,
-        providers: Vec<Arc<dyn MessageProvider>>,
-        telegram_bot: Option<Arc<TelegramBot>>,
+        providers: Providers,
     ) -> Result<Self, StartupError> {
         let listener =
             TcpListener::bind(config.bind_addr).map_err(|source| StartupError::Bind {
@@ -99,7 +104,8 @@ impl Application {
         // Before the first send, not during it: the numbering plan loads in ~300 ms.
         otp_relay_providers::phone::warm_up();
         let config = Arc::new(config);
-        let send = send_service(&config, &store, &records, providers, Role::Server);
+        let send = send_service(&config, &store, &records, providers.list, Role::Server);
+        let webhook_urls = api::webhooks::WebhookUrls::new(config.public_base_url.as_deref());
         let followups = send.followups().clone();
         let stop = stop_signal().map_err(StartupError::Signals)?;
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
@@ -111,7 +117,9 @@ impl Application {
             send,
             store,
             records,
-            telegram_bot,
+            webhooks: providers.webhooks,
+            webhook_urls,
+            telegram_bot: providers.telegram_bot,
             followups: followups.clone(),
             config,
         });
@@ -129,18 +137,9 @@ impl Application {
                         .route(web::get().to(api::messages::get_message)),
                 )
                 .service(
-                    web::resource("/webhooks/twilio").route(web::post().to(api::webhooks::twilio)),
-                )
-                .service(
-                    web::resource("/webhooks/vonage").route(web::post().to(api::webhooks::vonage)),
-                )
-                .service(
-                    web::resource("/webhooks/telegram-gateway")
-                        .route(web::post().to(api::webhooks::telegram_gateway)),
-                )
-                .service(
-                    web::resource("/webhooks/telegram-bot")
-                        .route(web::post().to(api::webhooks::telegram_bot)),
+                    web::resource(api::webhooks::ROUTE)
+                        .route(web::post().to(api::webhooks::receive))
+                        .route(web::get().to(api::webhooks::receive)),
                 )
                 .service(
                     web::resource("/v1/compat/authentik")
@@ -309,11 +308,14 @@ pub fn dispatch_policy(config: &Config) -> DispatchPolicy {
     }
 }
 
-/// What the adapters share: one HTTP client, the public URL, the Telegram chat links.
+/// What the adapters share: one HTTP client, their webhooks' public URLs, the Telegram
+/// chat links.
 pub fn provider_context(config: &Config, chats: Arc<dyn ChatDirectory>) -> ProviderContext {
     ProviderContext {
         client: http::client(config.limits.provider_timeout),
-        public_base_url: config.public_base_url.clone(),
+        callback_urls: Arc::new(api::webhooks::WebhookUrls::new(
+            config.public_base_url.as_deref(),
+        )),
         chats,
     }
 }

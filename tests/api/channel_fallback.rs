@@ -14,7 +14,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::fakes::{provider_vars, twilio_path, TWILIO_SID};
-use crate::helpers::{serve_binary, spawn_configured_app, TestApp};
+use crate::helpers::{serve_binary, TestApp};
 use crate::providers::form_field;
 use crate::receipts::{twilio_callback, twilio_signature};
 use crate::redis_server::RedisServer;
@@ -98,9 +98,11 @@ impl Fakes {
     }
 
     async fn app(&self, after: &str, extra: &[(&str, &str)]) -> TestApp {
-        let vars = self.vars(after, extra);
-        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        spawn_configured_app(&pairs).await
+        TestApp::builder()
+            .env(&self.vars(after, extra))
+            .real_providers()
+            .spawn()
+            .await
     }
 
     /// The texts of the SMS Twilio received.

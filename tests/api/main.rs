@@ -18,6 +18,7 @@ mod monitoring;
 mod openapi;
 mod properties;
 mod providers;
+mod pumping;
 mod receipts;
 mod redis_server;
 mod reliability;

@@ -15,7 +15,7 @@ use wiremock::{Mock, MockServer};
 use crate::fakes::{
     mount_twilio, mount_vonage, provider_vars, twilio_accepted, twilio_error, vonage_accepted,
 };
-use crate::helpers::{spawn_configured_app, TestApp};
+use crate::helpers::TestApp;
 use crate::server_process::{free_port, spawn_or_skip, wait_for_line};
 
 const DASHBOARD: &str = include_str!("../../deploy/grafana/otp-relay.json");
@@ -60,18 +60,15 @@ async fn every_dashboard_expression_evaluates_in_prometheus_and_the_alert_rules_
         .await;
     mount_twilio(&twilio, twilio_accepted()).await;
     mount_vonage(&vonage, vonage_accepted()).await;
-    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
-    vars.extend([
-        ("BLOCKED_COUNTRIES".to_owned(), "CU".to_owned()),
-        // Nothing listens there: every store operation fails and is served from
-        // memory, which the store panels show.
-        (
-            "REDIS_URL".to_owned(),
-            format!("redis://127.0.0.1:{}", free_port()),
-        ),
-    ]);
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (&**k, &**v)).collect();
-    let app = spawn_configured_app(&vars).await;
+    // Nothing listens there: every store operation fails and is served from memory,
+    // which the store panels show.
+    let redis_url = format!("redis://127.0.0.1:{}", free_port());
+    let app = TestApp::builder()
+        .env(&provider_vars(&twilio.uri(), Some(&vonage.uri())))
+        .env(&[("BLOCKED_COUNTRIES", "CU"), ("REDIS_URL", &redis_url)])
+        .real_providers()
+        .spawn()
+        .await;
 
     let Some(prometheus) = Prometheus::start(app.socket_address()).await else {
         return;

@@ -30,6 +30,7 @@
 
 mod money;
 mod settings;
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -93,7 +94,7 @@ impl TwilioProvider {
         Ok(TwilioProvider {
             messages_url,
             account_url: format!("{account_url}.json"),
-            status_callback: context.callback_url("twilio"),
+            status_callback: context.callback_url(webhook::WEBHOOK),
             client: context.client.clone(),
             settings,
         })

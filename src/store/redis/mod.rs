@@ -10,8 +10,8 @@
 //! of a key the slot is computed from):
 //!
 //! - every rate-limit key (`rate:*`) is tagged `{rate}`: one send counts against the
-//!   number, the caller and the global limit in one all-or-nothing script, so they must
-//!   sit together. One slot (one node) carries all the deployment's limits: one short
+//!   number's, its block's, the caller's, its region's and the global limit in one
+//!   all-or-nothing script, so they must sit together. One slot (one node) carries all the deployment's limits: one short
 //!   script per login is far within what one Redis node serves;
 //! - Telegram links (`chat:*`, `chat-owner:*`) are tagged `{chat}`: a link and its owner
 //!   entry are written together, and there is one pair per registered user;
@@ -437,9 +437,12 @@ mod tests {
     async fn on_a_cluster_keys_used_together_share_a_slot_and_the_rest_spread() {
         let store = store(Topology::Cluster);
         let slot = |key: &str| Slot::for_key(store.key(key));
-        // One send's limits: the number's, the caller's and the global one.
+        // One send's limits: the number's, its block's, the caller's, its region's and
+        // the global one.
         let rate = slot("rate:number:ab12");
+        assert_eq!(slot("rate:prefix:9a0b"), rate);
         assert_eq!(slot("rate:client:ef56"), rate);
+        assert_eq!(slot("rate:country:BR"), rate);
         assert_eq!(slot("rate:global:"), rate);
         assert_eq!(slot("chat:cd34"), slot("chat-owner:42"));
         // A fallback's scripts touch the due set and its payload together.
