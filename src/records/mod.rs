@@ -364,7 +364,7 @@ impl Records {
             if self.store.replace(&key, &current, &kept.to_json()).await? {
                 // Only the one update that priced the record (the replace is atomic,
                 // across replicas too) counts its cost: repeated reports do not.
-                if unpriced && first_leg {
+                if unpriced {
                     count_cost(&kept.record);
                 }
                 if let Some(hook) = self.hook.get().filter(|_| first_leg) {
