@@ -19,6 +19,7 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, Trac
 use crate::api;
 use crate::api::error::{ApiError, ProblemCode};
 use crate::api::state::AppState;
+use crate::channel_fallback::{self, ChannelFallbacks};
 use crate::config::Config;
 use crate::dispatch::{DispatchPolicy, Dispatcher, UnknownRouteProvider};
 use crate::followup::Followups;
@@ -105,7 +106,7 @@ impl Application {
         // Before the first send, not during it: the numbering plan loads in ~300 ms.
         otp_relay_providers::phone::warm_up();
         let config = Arc::new(config);
-        let send = send_service(&config, &store, &records, providers.list)?;
+        let send = send_service(&config, &store, &records, providers.list, Role::Server)?;
         let webhook_urls = api::webhooks::WebhookUrls::new(config.public_base_url.as_deref());
         let followups = send.followups().clone();
         let stop = stop_signal().map_err(StartupError::Signals)?;
@@ -233,28 +234,53 @@ fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Records), StartupError
     Ok((store, records))
 }
 
-/// The send service over the given state and providers, with the follow-up lookups it
-/// schedules after sends; refused when a route names a provider not among `providers`.
+/// Whether the process serves (and so sends the channel fallbacks that come due) or
+/// sends one message and exits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Server,
+    OneShot,
+}
+
+/// The send service over the given state and providers, with the follow-up lookups and
+/// channel fallbacks it schedules after sends; refused when a route names a provider not
+/// among `providers`. A one-shot process only schedules fallbacks: a worker it ran could
+/// take one and exit before sending it.
 fn send_service(
     config: &Arc<Config>,
     store: &Arc<dyn Store>,
     records: &Records,
     providers: Vec<Arc<dyn MessageProvider>>,
+    role: Role,
 ) -> Result<SendService, StartupError> {
-    let dispatcher =
-        Dispatcher::new(providers.clone(), dispatch_policy(config)).with_routes(&config.routes)?;
+    let dispatcher = Arc::new(
+        Dispatcher::new(providers.clone(), dispatch_policy(config)).with_routes(&config.routes)?,
+    );
     let followups = Followups::start(
         providers,
         records.clone(),
         Arc::clone(store),
         config.followup.clone(),
     );
+    let fallbacks = ChannelFallbacks::new(Arc::clone(store), config.fallback.clone());
+    if fallbacks.enabled() {
+        records.set_status_hook(Arc::new(fallbacks.clone()));
+        if role == Role::Server {
+            channel_fallback::worker::start(
+                &fallbacks,
+                records.clone(),
+                Arc::clone(&dispatcher),
+                config.limits.request_deadline,
+            );
+        }
+    }
     Ok(SendService::new(
         Arc::clone(config),
         dispatcher,
         Arc::clone(store),
         records.clone(),
         followups,
+        fallbacks,
     ))
 }
 
@@ -266,7 +292,13 @@ pub fn standalone_send_service(config: Config) -> Result<SendService, StartupErr
         &config,
         &provider_context(&config, Arc::new(records.clone())),
     )?;
-    send_service(&Arc::new(config), &store, &records, providers.list)
+    send_service(
+        &Arc::new(config),
+        &store,
+        &records,
+        providers.list,
+        Role::OneShot,
+    )
 }
 
 /// The dispatcher's time bounds and retry policy, from the configuration.

@@ -5,6 +5,7 @@
 //! value and an example of a good one. Nothing is silently ignored.
 
 mod access;
+mod fallback;
 mod http;
 mod limits;
 mod providers;
@@ -90,6 +91,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// When statuses, prices and balances are looked up after a send (no variable).
     pub followup: crate::followup::FollowupSettings,
+    /// Whether, and after how long, a message on another channel falls back to SMS.
+    pub fallback: crate::channel_fallback::FallbackSettings,
 }
 
 impl Config {
@@ -130,6 +133,7 @@ impl Config {
         let limits = limits::parse_limits(&env)?;
         let (store, message_retention) = store::parse_store(&env, limits.request_deadline)?;
         let workers = http::parse_workers(&env)?;
+        let fallback = fallback::parse_fallback(&env)?;
 
         Ok(Config {
             bind_addr,
@@ -149,6 +153,7 @@ impl Config {
             workers,
             http: HttpLimits::default(),
             followup: crate::followup::FollowupSettings::default(),
+            fallback,
         })
     }
 }
@@ -534,5 +539,33 @@ mod tests {
         .unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn channel_fallback_is_off_unless_set_and_waits_as_told() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.fallback.channel, None);
+        assert_eq!(c.fallback.after, Duration::from_secs(20));
+        let c = config(&[
+            ("CHANNEL_FALLBACK", "SMS"),
+            ("CHANNEL_FALLBACK_AFTER", "500ms"),
+        ])
+        .unwrap();
+        assert_eq!(c.fallback.channel, Some(Channel::Sms));
+        assert_eq!(c.fallback.after, Duration::from_millis(500));
+        assert_eq!(
+            config(&[("CHANNEL_FALLBACK", "off")])
+                .unwrap()
+                .fallback
+                .channel,
+            None
+        );
+        let refused = error(&[("CHANNEL_FALLBACK", "whatsapp")]);
+        assert!(
+            refused.contains("CHANNEL_FALLBACK") && refused.contains("sms or off"),
+            "{refused}"
+        );
+        let refused = error(&[("CHANNEL_FALLBACK_AFTER", "2h")]);
+        assert!(refused.contains("CHANNEL_FALLBACK_AFTER"), "{refused}");
     }
 }

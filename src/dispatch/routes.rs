@@ -233,6 +233,13 @@ impl Dispatcher {
         })
     }
 
+    /// The route to `to`: the most specific rule that matches it, or every provider.
+    pub fn route_for(&self, to: &Phone) -> Route<'_> {
+        self.routes()
+            .find(|route| route.matches(to))
+            .unwrap_or_else(|| self.default_route())
+    }
+
     /// Every provider in priority order: the route of a number no rule matches.
     pub fn default_route(&self) -> Route<'_> {
         Route {

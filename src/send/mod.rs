@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 pub use self::error::SendError;
 use self::idempotency::Claimed;
+use crate::channel_fallback::ChannelFallbacks;
 use crate::config::Config;
 use crate::dispatch::{Delivery, Dispatcher};
 use crate::followup::Followups;
@@ -96,10 +97,11 @@ pub trait Render: Sync {
 /// The send service and what it sends with.
 pub struct SendService {
     config: Arc<Config>,
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
     store: Arc<dyn Store>,
     records: Records,
     followups: Followups,
+    fallbacks: ChannelFallbacks,
     /// One permit per send in progress (`MAX_IN_FLIGHT`).
     in_flight: Arc<Semaphore>,
 }
@@ -107,10 +109,11 @@ pub struct SendService {
 impl SendService {
     pub fn new(
         config: Arc<Config>,
-        dispatcher: Dispatcher,
+        dispatcher: Arc<Dispatcher>,
         store: Arc<dyn Store>,
         records: Records,
         followups: Followups,
+        fallbacks: ChannelFallbacks,
     ) -> Self {
         SendService {
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
@@ -119,6 +122,7 @@ impl SendService {
             store,
             records,
             followups,
+            fallbacks,
         }
     }
 
@@ -219,8 +223,11 @@ impl SendService {
         limits::acquire(self.store.as_ref(), limits, message, caller).await?;
         let route = route::choose(&self.dispatcher, message);
         let result = dispatch::send(&self.dispatcher, route, message, deadline).await;
-        let (records, followups) = (&self.records, &self.followups);
-        record::keep(records, followups, message, route, identity, &result).await;
+        let after = record::After {
+            followups: &self.followups,
+            fallbacks: &self.fallbacks,
+        };
+        record::keep(&self.records, after, message, route, identity, &result).await;
         dispatch::log(message, route, &result);
         match result {
             Ok(delivery) => {

@@ -1,19 +1,26 @@
 //! Stage 7: keeps the send's outcome for `GET /v1/messages/{id}` (shown to the caller
-//! that sent it only) and for delivery reports, and schedules the status and price
-//! lookups that follow a send.
+//! that sent it only) and for delivery reports, and schedules what follows a send: the
+//! status and price lookups, and the channel fallback.
 
 use std::time::SystemTime;
 
 use otp_relay_providers::{DeliveryStatus, OutboundMessage};
 
+use crate::channel_fallback::ChannelFallbacks;
 use crate::dispatch::{Delivery, DispatchError, Route};
 use crate::followup::Followups;
 use crate::records::{timestamp, MessageRecord, Records};
 
+/// What follows a send.
+pub struct After<'a> {
+    pub followups: &'a Followups,
+    pub fallbacks: &'a ChannelFallbacks,
+}
+
 /// Records the outcome. A record that cannot be kept is logged; the send itself stands.
 pub async fn keep(
     records: &Records,
-    followups: &Followups,
+    after: After<'_>,
     message: &OutboundMessage,
     route: Route<'_>,
     sender: &str,
@@ -42,11 +49,18 @@ pub async fn keep(
             }
         }
     };
+    // Before the record is kept, so that no report (they find the message through the
+    // record) can come before the fallback it would cancel or hasten.
+    if let Ok(delivery) = result {
+        after.fallbacks.after_send(message, delivery).await;
+    }
     if let Err(error) = records.save(&record, sender).await {
         tracing::warn!(message_id = %message.id, %error, "could not keep the message record");
     }
     if let Ok(delivery) = result {
-        followups.after_send(delivery.channel, &delivery.receipt, message.ttl);
+        after
+            .followups
+            .after_send(delivery.channel, &delivery.receipt, message.ttl);
     }
 }
 
@@ -65,5 +79,6 @@ fn new_record(message: &OutboundMessage, route: Option<String>, now: &str) -> Me
         cost: None,
         parts: Vec::new(),
         route,
+        fallback: None,
     }
 }

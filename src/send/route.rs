@@ -11,8 +11,5 @@ use crate::dispatch::{Dispatcher, Route};
 
 /// The route of `message`'s destination.
 pub fn choose<'a>(dispatcher: &'a Dispatcher, message: &OutboundMessage) -> Route<'a> {
-    dispatcher
-        .routes()
-        .find(|route| route.matches(&message.to))
-        .unwrap_or_else(|| dispatcher.default_route())
+    dispatcher.route_for(&message.to)
 }

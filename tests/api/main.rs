@@ -1,6 +1,7 @@
 //! Integration tests: the real application on a free port, driven over HTTP.
 
 mod auth;
+mod channel_fallback;
 mod cli;
 mod compat;
 mod costs;

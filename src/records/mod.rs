@@ -9,14 +9,22 @@
 //! Each record is kept with a digest of the caller identity that sent it, and shown
 //! only to that caller. Records kept without one (written before owners were kept)
 //! are shown to nobody; they lapse with `MESSAGE_RETENTION`.
+//!
+//! A report that moves the status of a message's first leg is handed to the
+//! [`StatusHook`], if one is set (the channel fallback): whatever brought the report
+//! (a webhook or a poll), it comes through [`Records::apply`].
 
-use std::sync::Arc;
+mod leg;
+
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use otp_relay_providers::callbacks::StatusUpdate;
 use otp_relay_providers::{ChatDirectory, DeliveryStatus, Money, Phone, ProviderError};
 use serde::{Deserialize, Serialize};
+
+pub use leg::FallbackLeg;
 
 use crate::guards::digest;
 use crate::store::{Store, StoreError};
@@ -52,6 +60,10 @@ pub struct MessageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "+5511")]
     pub route: Option<String>,
+    /// The SMS sent when this message's channel did not report delivery in time, or
+    /// reported failure (`CHANNEL_FALLBACK`); absent when none was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackLeg>,
 }
 
 /// A message's price, as the provider stated it (the OpenAPI shape of [`Money`]).
@@ -167,6 +179,9 @@ impl MessageRecord {
     /// final status with another (reports arrive out of order and are retried; the first
     /// final word stands). A repeat of the final status may still refine its details.
     fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
+        if let Some(leg) = self.fallback.as_mut().filter(|leg| leg.is_about(update)) {
+            return leg.apply(update, now);
+        }
         // The first price stated is the price: a repeated report does not change it.
         let priced = self.cost.is_none() && update.cost.is_some();
         if priced {
@@ -208,6 +223,12 @@ impl MessageRecord {
     }
 }
 
+/// Told when a report moved the status of a message's first leg.
+#[async_trait]
+pub trait StatusHook: Send + Sync {
+    async fn status_moved(&self, record: &MessageRecord);
+}
+
 /// Records and links over the state store.
 #[derive(Clone)]
 pub struct Records {
@@ -215,6 +236,8 @@ pub struct Records {
     retention: Duration,
     /// How long a Telegram chat link lives without a delivery (`TELEGRAM_LINK_TTL`).
     link_ttl: Duration,
+    /// Set once the application is assembled; shared by every clone.
+    hook: Arc<OnceLock<Arc<dyn StatusHook>>>,
 }
 
 fn message_key(id: &str) -> String {
@@ -259,7 +282,14 @@ impl Records {
             store,
             retention,
             link_ttl: otp_relay_providers::telegram::DEFAULT_LINK_TTL,
+            hook: Arc::default(),
         }
+    }
+
+    /// Hands every later move of a first leg's status to `hook` (for these records and
+    /// every clone of them). Only the first hook set counts.
+    pub fn set_status_hook(&self, hook: Arc<dyn StatusHook>) {
+        let _ = self.hook.set(hook);
     }
 
     /// The same records with Telegram chat links that live `ttl` from the last delivery.
@@ -327,6 +357,12 @@ impl Records {
             };
             let mut kept = Kept::read(&current)?;
             let unpriced = kept.record.cost.is_none();
+            let first_leg = !kept
+                .record
+                .fallback
+                .as_ref()
+                .is_some_and(|leg| leg.is_about(update));
+            let status = kept.record.status;
             if !kept.record.apply(update, SystemTime::now()) {
                 return Ok(Some(kept.record));
             }
@@ -335,6 +371,11 @@ impl Records {
                 // across replicas too) counts its cost: repeated reports do not.
                 if unpriced {
                     count_cost(&kept.record);
+                }
+                if let Some(hook) = self.hook.get().filter(|_| first_leg) {
+                    if kept.record.status != status {
+                        hook.status_moved(&kept.record).await;
+                    }
                 }
                 return Ok(Some(kept.record));
             }
@@ -432,6 +473,7 @@ mod tests {
             cost: None,
             parts: Vec::new(),
             route: None,
+            fallback: None,
         }
     }
 

@@ -1,0 +1,84 @@
+//! A message's channel fallback, as its record shows it: the SMS sent when the first
+//! channel did not report delivery in time (or reported failure), and what became of
+//! it. Its delivery reports find the record through the SMS provider's message id.
+
+use std::time::SystemTime;
+
+use otp_relay_providers::callbacks::StatusUpdate;
+use otp_relay_providers::DeliveryStatus;
+use serde::{Deserialize, Serialize};
+
+use super::{may_move, message_key, provider_key, timestamp, Kept, Records, UPDATE_ATTEMPTS};
+use crate::store::StoreError;
+
+/// The second leg of a message: the same code sent once more, by SMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FallbackLeg {
+    /// Why it was sent: `timeout` (no delivery report in time) or `failed` (the first
+    /// channel reported failure).
+    pub reason: String,
+    /// `sms`.
+    pub channel: String,
+    /// The provider that took it (or refused it last).
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    /// `queued`, `sent`, `delivered`, `failed` or `undelivered`.
+    #[schema(value_type = String)]
+    pub status: DeliveryStatus,
+    /// The provider's word for the status, when it said one.
+    pub provider_status: Option<String>,
+    pub error_code: Option<String>,
+    /// RFC 3339: when it was sent.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl FallbackLeg {
+    /// Whether `update` is a report about this leg.
+    pub(super) fn is_about(&self, update: &StatusUpdate) -> bool {
+        self.provider.as_deref() == Some(update.provider)
+            && self.provider_message_id.as_deref() == Some(update.provider_message_id.as_str())
+    }
+
+    /// Applies a report about this leg, with the record's rule: never back, and the
+    /// first final word stands.
+    pub(super) fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
+        if !may_move(self.status, update.status) {
+            return false;
+        }
+        self.status = update.status;
+        self.provider_status = Some(update.raw_status.clone());
+        if update.error_code.is_some() {
+            self.error_code.clone_from(&update.error_code);
+        }
+        self.updated_at = timestamp(now);
+        true
+    }
+}
+
+impl Records {
+    /// Adds the fallback leg to record `id` and indexes the leg's provider id, so that
+    /// its delivery reports find the record. Returns whether the record was there.
+    pub async fn save_fallback_leg(&self, id: &str, leg: &FallbackLeg) -> Result<bool, StoreError> {
+        let key = message_key(id);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(current) = self.store.get(&key).await? else {
+                return Ok(false);
+            };
+            let mut kept = Kept::read(&current)?;
+            kept.record.fallback = Some(leg.clone());
+            if self.store.replace(&key, &current, &kept.to_json()).await? {
+                if let (Some(provider), Some(provider_id)) =
+                    (&leg.provider, &leg.provider_message_id)
+                {
+                    let index = provider_key(provider, provider_id);
+                    self.store
+                        .put(&[(index.as_str(), id)], Some(self.retention))
+                        .await?;
+                }
+                return Ok(true);
+            }
+        }
+        Err(StoreError("the record kept changing; try again".into()))
+    }
+}
