@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::fakes::{provider_vars, twilio_path, TWILIO_SID};
+use crate::fakes::{mount_vonage, provider_vars, twilio_path, vonage_accepted, TWILIO_SID};
 use crate::helpers::{serve_binary, TestApp};
 use crate::providers::form_field;
 use crate::receipts::{twilio_callback, twilio_signature};
@@ -260,6 +260,40 @@ async fn a_failure_report_sends_the_sms_at_once() {
         metrics.contains(r#"otp_relay_channel_fallbacks_total{reason="failed",outcome="sent"}"#),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn the_fallback_sms_takes_the_destinations_route() {
+    let fakes = Fakes::start().await;
+    let vonage = MockServer::start().await;
+    mount_vonage(&vonage, vonage_accepted()).await;
+    // Twilio comes first in PROVIDERS; the route for Brazil names Vonage for SMS.
+    let vonage_vars: Vec<(String, String)> =
+        provider_vars(&fakes.twilio.uri(), Some(&vonage.uri()))
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("VONAGE"))
+            .collect();
+    let app = TestApp::builder()
+        .env(&fakes.vars("1h", &[]))
+        .env(&vonage_vars)
+        .env(&[
+            ("PROVIDERS", "telegram,twilio,vonage"),
+            ("ROUTES", "BR=telegram,vonage"),
+        ])
+        .real_providers()
+        .spawn()
+        .await;
+    let id = send(&app, "604218").await;
+
+    gateway_report(&app, &id, "expired").await;
+
+    let record = fallback_leg(&app, &id).await;
+    assert_eq!(record["route"], "BR");
+    assert_eq!(record["fallback"]["provider"], "vonage");
+    assert_eq!(fakes.sms().await, Vec::<String>::new(), "not Twilio");
+    let sent = vonage.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(form_field(&sent[0], "text"), "Your code is 604218");
 }
 
 #[tokio::test]
