@@ -270,6 +270,7 @@ fn send_service(
                 &fallbacks,
                 records.clone(),
                 Arc::clone(&dispatcher),
+                followups.clone(),
                 config.limits.request_deadline,
             );
         }

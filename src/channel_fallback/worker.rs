@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::{count, unix_millis, ChannelFallbacks, Payload};
 use crate::dispatch::Dispatcher;
+use crate::followup::Followups;
 use crate::records::{timestamp, FallbackLeg, Records};
 use crate::store::{Store, TakenFallback};
 
@@ -17,6 +18,8 @@ struct Worker {
     store: Arc<dyn Store>,
     records: Records,
     dispatcher: Arc<Dispatcher>,
+    /// Status polls and price lookups for the SMS, as for any send.
+    followups: Followups,
     channel: Channel,
     /// Each SMS gets this long (`REQUEST_DEADLINE`).
     deadline: Duration,
@@ -28,6 +31,7 @@ pub fn start(
     fallbacks: &ChannelFallbacks,
     records: Records,
     dispatcher: Arc<Dispatcher>,
+    followups: Followups,
     deadline: Duration,
 ) {
     let Some(channel) = fallbacks.settings.channel else {
@@ -45,6 +49,7 @@ pub fn start(
         store: Arc::clone(&fallbacks.store),
         records,
         dispatcher,
+        followups,
         channel,
         deadline,
     });
@@ -128,6 +133,7 @@ impl Worker {
                 error_code: None,
                 created_at: at.clone(),
                 updated_at: at,
+                cost: delivery.receipt.cost.clone(),
             },
             Err(error) => {
                 let last = error.attempts().last();
@@ -141,6 +147,7 @@ impl Worker {
                     error_code: Some(last.and_then(|a| a.code).unwrap_or("not_sent").to_owned()),
                     created_at: at.clone(),
                     updated_at: at,
+                    cost: None,
                 }
             }
         };
@@ -162,6 +169,11 @@ impl Worker {
         }
         if let Err(error) = self.records.save_fallback_leg(&id, &leg).await {
             tracing::warn!(message_id = %id, %error, "could not record the channel fallback");
+        }
+        if let Ok(delivery) = &result {
+            // After the leg is saved, so a poll's answer finds it.
+            self.followups
+                .after_send(delivery.channel, &delivery.receipt, message.ttl);
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use otp_relay_providers::callbacks::StatusUpdate;
-use otp_relay_providers::DeliveryStatus;
+use otp_relay_providers::{DeliveryStatus, Money};
 use serde::{Deserialize, Serialize};
 
 use super::{may_move, message_key, provider_key, timestamp, Kept, Records, UPDATE_ATTEMPTS};
@@ -31,6 +31,10 @@ pub struct FallbackLeg {
     /// RFC 3339: when it was sent.
     pub created_at: String,
     pub updated_at: String,
+    /// What the SMS cost, once its provider said (in its answer, a report or a lookup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::Cost>)]
+    pub cost: Option<Money>,
 }
 
 impl FallbackLeg {
@@ -40,11 +44,16 @@ impl FallbackLeg {
             && self.provider_message_id.as_deref() == Some(update.provider_message_id.as_str())
     }
 
-    /// Applies a report about this leg, with the record's rule: never back, and the
-    /// first final word stands.
+    /// Applies a report about this leg, with the record's rules: never back, the first
+    /// final word stands, and the first price stated is the price.
     pub(super) fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
+        let priced = self.cost.is_none() && update.cost.is_some();
+        if priced {
+            self.cost.clone_from(&update.cost);
+            self.updated_at = timestamp(now);
+        }
         if !may_move(self.status, update.status) {
-            return false;
+            return priced;
         }
         self.status = update.status;
         self.provider_status = Some(update.raw_status.clone());
@@ -58,7 +67,8 @@ impl FallbackLeg {
 
 impl Records {
     /// Adds the fallback leg to record `id` and indexes the leg's provider id, so that
-    /// its delivery reports find the record. Returns whether the record was there.
+    /// its delivery reports find the record; counts the leg's price when its provider's
+    /// answer stated one. Returns whether the record was there.
     pub async fn save_fallback_leg(&self, id: &str, leg: &FallbackLeg) -> Result<bool, StoreError> {
         let key = message_key(id);
         for _ in 0..UPDATE_ATTEMPTS {
@@ -75,6 +85,10 @@ impl Records {
                     self.store
                         .put(&[(index.as_str(), id)], Some(self.retention))
                         .await?;
+                }
+                // Saved once, by the one replica that took the fallback.
+                if let (Some(provider), Some(cost)) = (&leg.provider, &leg.cost) {
+                    crate::prometheus::count_cost(provider, cost);
                 }
                 return Ok(true);
             }

@@ -175,6 +175,15 @@ impl MessageRecord {
         })
     }
 
+    /// The cost of the leg `update` is about (the fallback SMS, or the message), with
+    /// the provider that charged it, once stated.
+    fn cost_reported_by(&self, update: &StatusUpdate) -> Option<(&str, &Money)> {
+        match self.fallback.as_ref().filter(|leg| leg.is_about(update)) {
+            Some(leg) => leg.provider.as_deref().zip(leg.cost.as_ref()),
+            None => self.provider.as_deref().zip(self.cost.as_ref()),
+        }
+    }
+
     /// Applies a provider's report, unless it would move the status back or replace a
     /// final status with another (reports arrive out of order and are retried; the first
     /// final word stands). A repeat of the final status may still refine its details.
@@ -326,7 +335,9 @@ impl Records {
         );
         self.store.put(&entries, Some(self.retention)).await?;
         // A record is saved once, when its send ends: its price counts now.
-        count_cost(record);
+        if let (Some(provider), Some(cost)) = (&record.provider, &record.cost) {
+            crate::prometheus::count_cost(provider, cost);
+        }
         Ok(())
     }
 
@@ -356,7 +367,7 @@ impl Records {
                 return Ok(None);
             };
             let mut kept = Kept::read(&current)?;
-            let unpriced = kept.record.cost.is_none();
+            let unpriced = kept.record.cost_reported_by(update).is_none();
             let first_leg = !kept
                 .record
                 .fallback
@@ -370,7 +381,9 @@ impl Records {
                 // Only the one update that priced the record (the replace is atomic,
                 // across replicas too) counts its cost: repeated reports do not.
                 if unpriced {
-                    count_cost(&kept.record);
+                    if let Some((provider, cost)) = kept.record.cost_reported_by(update) {
+                        crate::prometheus::count_cost(provider, cost);
+                    }
                 }
                 if let Some(hook) = self.hook.get().filter(|_| first_leg) {
                     if kept.record.status != status {
@@ -419,11 +432,6 @@ impl Records {
 }
 
 /// Adds a priced record's cost to `otp_relay_cost_total`.
-fn count_cost(record: &MessageRecord) {
-    if let (Some(cost), Some(provider)) = (&record.cost, &record.provider) {
-        crate::prometheus::count_cost(provider, cost);
-    }
-}
 
 #[async_trait]
 impl ChatDirectory for Records {

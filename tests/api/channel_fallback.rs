@@ -7,6 +7,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use otp_relay::followup::FollowupSettings;
+
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -290,10 +292,127 @@ async fn the_fallback_sms_takes_the_destinations_route() {
     let record = fallback_leg(&app, &id).await;
     assert_eq!(record["route"], "BR");
     assert_eq!(record["fallback"]["provider"], "vonage");
+    // Vonage's answer states the price: the leg has it at once.
+    assert_eq!(
+        record["fallback"]["cost"],
+        json!({"amount": "0.03", "currency": "EUR"})
+    );
     assert_eq!(fakes.sms().await, Vec::<String>::new(), "not Twilio");
     let sent = vonage.received_requests().await.unwrap();
     assert_eq!(sent.len(), 1);
     assert_eq!(form_field(&sent[0], "text"), "Your code is 604218");
+}
+
+#[tokio::test]
+async fn the_fallback_sms_is_priced_and_its_price_counted_once() {
+    let fakes = Fakes::start().await;
+    // The first SMS Twilio queues (see `Twilio`), priced in a currency no other test uses.
+    let sid = format!("SM{:032x}", 0);
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{TWILIO_SID}/Messages/{sid}.json"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "sid": sid, "account_sid": TWILIO_SID, "status": "delivered",
+            "error_code": null, "price": "-0.05170", "price_unit": "DKK"
+        })))
+        .mount(&fakes.twilio)
+        .await;
+    let app = TestApp::builder()
+        .env(&fakes.vars("1h", &[]))
+        .real_providers()
+        .followups(FollowupSettings {
+            price_delay: Duration::ZERO,
+            balance_every: None,
+            ..FollowupSettings::default()
+        })
+        .spawn()
+        .await;
+    let id = send(&app, "310775").await;
+    gateway_report(&app, &id, "expired").await;
+    let leg = fallback_leg(&app, &id).await["fallback"].clone();
+    assert_eq!(leg["provider_message_id"], sid.as_str());
+    assert!(leg["cost"].is_null(), "Twilio's answer states no price");
+
+    // The SMS's final report, repeated as Twilio does, has its price looked up once.
+    let params = [
+        ("MessageSid", sid.as_str()),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", TWILIO_SID),
+    ];
+    let signature = twilio_signature(&format!("{PUBLIC}/webhooks/twilio"), &params);
+    for _ in 0..2 {
+        let response = twilio_callback(&app, &params, Some(signature.clone())).await;
+        assert_eq!(response.status(), 200);
+    }
+    tokio::time::timeout(Duration::from_secs(20), app.followups.settled())
+        .await
+        .expect("the price lookup ends");
+
+    let record = self::record(&app, &id).await;
+    assert_eq!(
+        record["fallback"]["cost"],
+        json!({"amount": "0.05170", "currency": "DKK"})
+    );
+    // The first leg keeps its own price: the Gateway's request_cost.
+    assert_eq!(record["cost"]["amount"], "0.01");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"otp_relay_cost_total{provider="twilio",currency="DKK"} 0.0517"#),
+        "{metrics}"
+    );
+    let lookups = fakes
+        .twilio
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .count();
+    assert_eq!(lookups, 1);
+}
+
+#[tokio::test]
+async fn a_fallback_sms_through_sendpulse_is_polled_to_its_final_status() {
+    let fakes = Fakes::start().await;
+    // SendPulse sends no SMS callbacks: its campaign is polled, as for any send.
+    let sendpulse = crate::costs::sendpulse().await;
+    Mock::given(method("GET"))
+        .and(path(crate::costs::CAMPAIGN_PATH))
+        .respond_with(crate::costs::campaign(2, "Delivered", "PLN"))
+        .mount(&sendpulse)
+        .await;
+    let app = TestApp::builder()
+        .env(&fakes.vars("1h", &[]))
+        .env(&[
+            ("PROVIDERS", "telegram,sendpulse"),
+            ("SENDPULSE_CLIENT_ID", "sp-id"),
+            ("SENDPULSE_CLIENT_SECRET", "sp-secret"),
+            ("SENDPULSE_SENDER", "OtpRelay"),
+            ("SENDPULSE_BASE_URL", &sendpulse.uri()),
+        ])
+        .real_providers()
+        .followups(FollowupSettings {
+            first_poll: Duration::from_millis(10),
+            max_poll_interval: Duration::from_millis(40),
+            balance_every: None,
+            ..FollowupSettings::default()
+        })
+        .spawn()
+        .await;
+    let id = send(&app, "552907").await;
+    gateway_report(&app, &id, "expired").await;
+    assert_eq!(
+        fallback_leg(&app, &id).await["fallback"]["provider"],
+        "sendpulse"
+    );
+
+    let leg = eventually("the SMS leg delivered", || async {
+        let leg = record(&app, &id).await["fallback"].clone();
+        (leg["status"] == "delivered").then_some(leg)
+    })
+    .await;
+    assert_eq!(leg["cost"], json!({"amount": "0.0821", "currency": "PLN"}));
 }
 
 #[tokio::test]
