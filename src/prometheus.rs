@@ -28,6 +28,7 @@ pub const MEMORY_STORE_LIMIT: &str = "otp_relay_memory_store_limit_bytes";
 pub const COST_TOTAL: &str = "otp_relay_cost_total";
 pub const PROVIDER_BALANCE: &str = "otp_relay_provider_balance";
 pub const FOLLOWUPS: &str = "otp_relay_followups_total";
+pub const CHANNEL_FALLBACKS: &str = "otp_relay_channel_fallbacks_total";
 
 /// Latency buckets, in seconds: from a fast local provider to the deadline.
 const BUCKETS: &[f64] = &[
@@ -143,6 +144,11 @@ fn describe() {
     describe_gauge!(
         PROVIDER_BALANCE,
         "What is left on each provider account, by currency, as last read"
+    );
+    describe_counter!(
+        CHANNEL_FALLBACKS,
+        "Channel fallbacks by SMS, by reason (timeout, failed) and outcome (sent, failed, \
+         not_scheduled)"
     );
     describe_counter!(
         FOLLOWUPS,

@@ -12,15 +12,16 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use otp_relay_providers::{
     http, registry, ChatDirectory, MessageProvider, ProviderContext, ProviderSettings, Providers,
-    SettingError, TelegramBot,
+    SettingError,
 };
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, TracingLogger};
 
 use crate::api;
 use crate::api::error::{ApiError, ProblemCode};
 use crate::api::state::AppState;
+use crate::channel_fallback::{self, ChannelFallbacks};
 use crate::config::Config;
-use crate::dispatch::{DispatchPolicy, Dispatcher};
+use crate::dispatch::{DispatchPolicy, Dispatcher, UnknownRouteProvider};
 use crate::followup::Followups;
 use crate::prometheus;
 use crate::records::Records;
@@ -39,6 +40,8 @@ pub enum StartupError {
     Provider(#[from] SettingError),
     #[error(transparent)]
     Store(StoreError),
+    #[error(transparent)]
+    Routes(#[from] UnknownRouteProvider),
     #[error("cannot listen for SIGINT and SIGTERM: {0}")]
     Signals(std::io::Error),
 }
@@ -56,13 +59,7 @@ impl Application {
         let (store, records) = open_state(&config)?;
         let context = provider_context(&config, Arc::new(records.clone()));
         let providers = build_providers(&config, &context)?;
-        Self::assemble(
-            config,
-            store,
-            records,
-            providers.list,
-            providers.telegram_bot,
-        )
+        Self::assemble(config, store, records, providers)
     }
 
     /// Binds the server with the given providers, in priority order, in place of the
@@ -73,15 +70,26 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let store = store::open(&config.store).map_err(StartupError::Store)?;
         let records = Records::new(Arc::clone(&store), config.message_retention);
-        Self::assemble(config, store, records, providers, None)
+        // The configured providers' webhooks still answer (their settings verify them).
+        let context = provider_context(&config, Arc::new(records.clone()));
+        let webhooks = config
+            .providers
+            .iter()
+            .flat_map(|settings| settings.webhooks(&context))
+            .collect();
+        let providers = Providers {
+            list: providers,
+            telegram_bot: None,
+            webhooks,
+        };
+        Self::assemble(config, store, records, providers)
     }
 
     fn assemble(
         config: Config,
         store: Arc<dyn Store>,
         records: Records,
-        providers: Vec<Arc<dyn MessageProvider>>,
-        telegram_bot: Option<Arc<TelegramBot>>,
+        providers: Providers,
     ) -> Result<Self, StartupError> {
         // Everything the first send needs is loaded before the port is bound: a
         // connection accepted earlier would wait for it (the numbering plan alone loads
@@ -102,7 +110,8 @@ impl Application {
             })?
             .port();
         let config = Arc::new(config);
-        let send = send_service(&config, &store, &records, providers);
+        let send = send_service(&config, &store, &records, providers.list, Role::Server)?;
+        let webhook_urls = api::webhooks::WebhookUrls::new(config.public_base_url.as_deref());
         let followups = send.followups().clone();
         let stop = stop_signal().map_err(StartupError::Signals)?;
         // In-flight sends get their whole deadline, plus a little, to finish on shutdown.
@@ -114,7 +123,9 @@ impl Application {
             send,
             store,
             records,
-            telegram_bot,
+            webhooks: providers.webhooks,
+            webhook_urls,
+            telegram_bot: providers.telegram_bot,
             followups: followups.clone(),
             config,
         });
@@ -131,18 +142,9 @@ impl Application {
                         .route(web::get().to(api::messages::get_message)),
                 )
                 .service(
-                    web::resource("/webhooks/twilio").route(web::post().to(api::webhooks::twilio)),
-                )
-                .service(
-                    web::resource("/webhooks/vonage").route(web::post().to(api::webhooks::vonage)),
-                )
-                .service(
-                    web::resource("/webhooks/telegram-gateway")
-                        .route(web::post().to(api::webhooks::telegram_gateway)),
-                )
-                .service(
-                    web::resource("/webhooks/telegram-bot")
-                        .route(web::post().to(api::webhooks::telegram_bot)),
+                    web::resource(api::webhooks::ROUTE)
+                        .route(web::post().to(api::webhooks::receive))
+                        .route(web::get().to(api::webhooks::receive)),
                 )
                 .service(
                     web::resource("/v1/compat/authentik")
@@ -252,28 +254,55 @@ fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Records), StartupError
     Ok((store, records))
 }
 
-/// The send service over the given state and providers, with the follow-up lookups it
-/// schedules after sends.
+/// Whether the process serves (and so sends the channel fallbacks that come due) or
+/// sends one message and exits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Server,
+    OneShot,
+}
+
+/// The send service over the given state and providers, with the follow-up lookups and
+/// channel fallbacks it schedules after sends; refused when a route names a provider not
+/// among `providers`. A one-shot process only schedules fallbacks: a worker it ran could
+/// take one and exit before sending it.
 fn send_service(
     config: &Arc<Config>,
     store: &Arc<dyn Store>,
     records: &Records,
     providers: Vec<Arc<dyn MessageProvider>>,
-) -> SendService {
+    role: Role,
+) -> Result<SendService, StartupError> {
+    let dispatcher = Arc::new(
+        Dispatcher::new(providers.clone(), dispatch_policy(config)).with_routes(&config.routes)?,
+    );
     let followups = Followups::start(
-        providers.clone(),
+        providers,
         records.clone(),
         Arc::clone(store),
         config.followup.clone(),
     );
-    let dispatcher = Dispatcher::new(providers, dispatch_policy(config));
-    SendService::new(
+    let fallbacks = ChannelFallbacks::new(Arc::clone(store), config.fallback.clone());
+    if fallbacks.enabled() {
+        records.set_status_hook(Arc::new(fallbacks.clone()));
+        if role == Role::Server {
+            channel_fallback::worker::start(
+                &fallbacks,
+                records.clone(),
+                Arc::clone(&dispatcher),
+                followups.clone(),
+                config.limits.request_deadline,
+            );
+        }
+    }
+    Ok(SendService::new(
         Arc::clone(config),
         dispatcher,
         Arc::clone(store),
         records.clone(),
         followups,
-    )
+        fallbacks,
+    ))
 }
 
 /// The send service as the server would build it from `config` (its store, records and
@@ -284,12 +313,13 @@ pub fn standalone_send_service(config: Config) -> Result<SendService, StartupErr
         &config,
         &provider_context(&config, Arc::new(records.clone())),
     )?;
-    Ok(send_service(
+    send_service(
         &Arc::new(config),
         &store,
         &records,
         providers.list,
-    ))
+        Role::OneShot,
+    )
 }
 
 /// The dispatcher's time bounds and retry policy, from the configuration.
@@ -304,11 +334,14 @@ pub fn dispatch_policy(config: &Config) -> DispatchPolicy {
     }
 }
 
-/// What the adapters share: one HTTP client, the public URL, the Telegram chat links.
+/// What the adapters share: one HTTP client, their webhooks' public URLs, the Telegram
+/// chat links.
 pub fn provider_context(config: &Config, chats: Arc<dyn ChatDirectory>) -> ProviderContext {
     ProviderContext {
         client: http::client(config.limits.provider_timeout),
-        public_base_url: config.public_base_url.clone(),
+        callback_urls: Arc::new(api::webhooks::WebhookUrls::new(
+            config.public_base_url.as_deref(),
+        )),
         chats,
     }
 }

@@ -18,11 +18,12 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
 use md5::Md5;
-use otp_relay_providers::callbacks::telegram::{verify_bot_update, verify_gateway_status, BotUpdate};
-use otp_relay_providers::callbacks::vonage::{
+use otp_relay_providers::callbacks::{form_params, CallbackError};
+use otp_relay_providers::telegram::webhook::{verify_bot_update, verify_gateway_status, BotUpdate};
+use otp_relay_providers::twilio::webhook as twilio;
+use otp_relay_providers::vonage::webhook::{
     json_params, verify_messages_status, verify_sms_receipt, SignatureMethod,
 };
-use otp_relay_providers::callbacks::{form_params, twilio, CallbackError};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256, Sha512};
 

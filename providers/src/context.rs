@@ -1,4 +1,4 @@
-//! What every adapter is built with: the shared HTTP client, the public URL for status
+//! What every adapter is built with: the shared HTTP client, the public URLs of its
 //! callbacks, and the directory of Telegram chats.
 
 use std::collections::HashMap;
@@ -82,24 +82,51 @@ impl ChatDirectory for MemoryChatDirectory {
     }
 }
 
+/// Where each webhook is reachable from outside. The server owns its routes: it tells
+/// each provider the URL of its webhook (by the name in [`crate::callbacks::Webhook::name`]),
+/// for the provider to give with each send and, where the scheme signs it, to verify.
+pub trait CallbackUrls: Send + Sync {
+    /// The public URL of the webhook called `webhook`; `None` when the server is not
+    /// reachable from outside (callbacks are then not asked for).
+    fn url(&self, webhook: &str) -> Option<String>;
+
+    /// The setting an operator changes to fix these URLs, named in errors and warnings.
+    fn setting(&self) -> &'static str;
+
+    /// A good value of that setting, shown in errors.
+    fn example(&self) -> &'static str;
+}
+
+/// No public URL: providers ask for no callbacks (the CLI, tests).
+pub struct NoCallbacks;
+
+impl CallbackUrls for NoCallbacks {
+    fn url(&self, _webhook: &str) -> Option<String> {
+        None
+    }
+
+    fn setting(&self) -> &'static str {
+        "the public URL"
+    }
+
+    fn example(&self) -> &'static str {
+        "https://otp.example.com"
+    }
+}
+
 /// Shared resources handed to every adapter when it is built.
 #[derive(Clone)]
 pub struct ProviderContext {
     /// The one pooled HTTP client (see [`crate::http::client`]).
     pub client: reqwest::Client,
-    /// `PUBLIC_BASE_URL` without a trailing slash: status callbacks go to
-    /// `{public_base_url}/webhooks/{provider}`.
-    pub public_base_url: Option<String>,
+    pub callback_urls: Arc<dyn CallbackUrls>,
     pub chats: Arc<dyn ChatDirectory>,
 }
 
 impl ProviderContext {
-    /// The callback URL for `webhook` (`twilio`, `vonage`, `telegram-gateway`), when a
-    /// public URL is configured.
+    /// The public URL of the webhook called `webhook`, when there is one.
     pub fn callback_url(&self, webhook: &str) -> Option<String> {
-        self.public_base_url
-            .as_ref()
-            .map(|base| format!("{base}/webhooks/{webhook}"))
+        self.callback_urls.url(webhook)
     }
 }
 

@@ -27,7 +27,7 @@ pub mod twilio;
 pub mod vonage;
 
 pub use console::ConsoleProvider;
-pub use context::{ChatDirectory, MemoryChatDirectory, ProviderContext};
+pub use context::{CallbackUrls, ChatDirectory, MemoryChatDirectory, NoCallbacks, ProviderContext};
 pub use error::ProviderError;
 pub use message::{Channel, DeliveryStatus, OutboundMessage, Receipt};
 pub use money::Money;

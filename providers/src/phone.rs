@@ -16,6 +16,14 @@ impl Region {
     pub fn as_str(&self) -> &str {
         self.0.as_ref()
     }
+
+    /// The region's country calling code (`55` for `BR`, `1` for `US` and `CA`), or
+    /// `None` for a region the numbering plan has no numbers for.
+    pub fn calling_code(&self) -> Option<u16> {
+        phonenumber::metadata::DATABASE
+            .by_id(self.as_str())
+            .map(|meta| meta.country_code())
+    }
 }
 
 /// The text is not a two-letter region code known to the numbering plan database.
@@ -310,6 +318,16 @@ impl Phone {
     pub fn masked(&self) -> String {
         mask_digits(self.digits())
     }
+
+    /// How many leading digits [`Phone::masked`] shows (`5` for `+55119*****17`).
+    pub fn masked_lead(&self) -> usize {
+        masked_lead(self.digits().chars().count())
+    }
+}
+
+/// How many of `count` digits [`mask_digits`] leaves visible at the start.
+fn masked_lead(count: usize) -> usize {
+    (count.saturating_sub(2) / 2).min(5)
 }
 
 /// Masks a string of digits for display: at most five leading digits stay visible, and
@@ -318,7 +336,7 @@ impl Phone {
 /// not revealed either.
 pub fn mask_digits(digits: &str) -> String {
     let count = digits.chars().count();
-    let lead = (count.saturating_sub(2) / 2).min(5);
+    let lead = masked_lead(count);
     let tail = if count >= 6 { 2 } else { 0 };
     // Byte offsets of those characters: one allocation, the result's (every send masks
     // its number twice, for its record and its log).
@@ -584,5 +602,15 @@ mod tests {
         );
         assert_eq!("XX".parse::<Region>(), Err(UnknownRegion));
         assert_eq!("BRA".parse::<Region>(), Err(UnknownRegion));
+    }
+
+    #[test]
+    fn regions_know_their_calling_code() {
+        let code = |r: &str| r.parse::<Region>().unwrap().calling_code();
+        assert_eq!(code("BR"), Some(55));
+        assert_eq!(code("US"), Some(1));
+        assert_eq!(code("CA"), Some(1));
+        assert_eq!(code("GB"), Some(44));
+        assert_eq!(code("AG"), Some(1));
     }
 }

@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
+use crate::callbacks::Webhook;
 use crate::settings::{Env, SettingError};
+use crate::telegram::webhook::{BotWebhook, GatewayWebhook};
+use crate::twilio::webhook::TwilioWebhook;
+use crate::vonage::webhook::VonageWebhook;
 use crate::{
     ConsoleProvider, MessageProvider, ProviderContext, SendpulseProvider, SendpulseSettings,
-    TelegramBot, TelegramProvider, TelegramSettings, TwilioProvider, TwilioSettings,
+    TelegramBot, TelegramMode, TelegramProvider, TelegramSettings, TwilioProvider, TwilioSettings,
     VonageProvider, VonageSettings,
 };
 
@@ -67,6 +71,42 @@ impl ProviderSettings {
     }
 }
 
+impl ProviderSettings {
+    /// The webhooks this provider takes callbacks on, as configured: each needs the
+    /// secret its scheme verifies with (and Twilio's, the public URL it signs).
+    pub fn webhooks(&self, context: &ProviderContext) -> Vec<Arc<dyn Webhook>> {
+        let mut webhooks: Vec<Arc<dyn Webhook>> = Vec::new();
+        match self {
+            ProviderSettings::Console | ProviderSettings::Sendpulse(_) => {}
+            ProviderSettings::Twilio(s) => {
+                if context
+                    .callback_url(crate::twilio::webhook::WEBHOOK)
+                    .is_some()
+                {
+                    webhooks.push(Arc::new(TwilioWebhook::new(s.auth_token.clone())));
+                }
+            }
+            ProviderSettings::Vonage(s) => {
+                if let Some(secret) = &s.signature_secret {
+                    webhooks.push(Arc::new(VonageWebhook::new(
+                        secret.clone(),
+                        s.signature_method,
+                    )));
+                }
+            }
+            ProviderSettings::Telegram(s) => {
+                if let Some(token) = &s.gateway_token {
+                    webhooks.push(Arc::new(GatewayWebhook::new(token.clone())));
+                }
+                if let (TelegramMode::Bot, Some(secret)) = (s.mode, &s.webhook_secret) {
+                    webhooks.push(Arc::new(BotWebhook::new(secret.clone())));
+                }
+            }
+        }
+        webhooks
+    }
+}
+
 /// The configured providers, each built once.
 pub struct Providers {
     /// In priority order.
@@ -74,6 +114,8 @@ pub struct Providers {
     /// The Telegram bot, when `telegram` runs in bot mode: the same one that sends codes
     /// answers the users who link their chat.
     pub telegram_bot: Option<Arc<TelegramBot>>,
+    /// Every configured webhook, each named once.
+    pub webhooks: Vec<Arc<dyn Webhook>>,
 }
 
 /// Builds every provider of `settings`, in order.
@@ -95,7 +137,12 @@ pub fn build_all(
             other => other.build(context),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Providers { list, telegram_bot })
+    let webhooks = settings.iter().flat_map(|s| s.webhooks(context)).collect();
+    Ok(Providers {
+        list,
+        telegram_bot,
+        webhooks,
+    })
 }
 
 #[cfg(test)]
@@ -156,7 +203,7 @@ mod tests {
         ]);
         let context = ProviderContext {
             client: reqwest::Client::new(),
-            public_base_url: None,
+            callback_urls: Arc::new(crate::NoCallbacks),
             chats: Arc::new(crate::MemoryChatDirectory::new(1)),
         };
         let built = build_all(&[ProviderSettings::Console, settings], &context).unwrap();
@@ -173,5 +220,92 @@ mod tests {
             .unwrap()
             .telegram_bot
             .is_none());
+    }
+
+    /// Hands every webhook `https://otp.example.com/hooks/{name}`.
+    struct Urls;
+
+    impl crate::CallbackUrls for Urls {
+        fn url(&self, webhook: &str) -> Option<String> {
+            Some(format!("https://otp.example.com/hooks/{webhook}"))
+        }
+        fn setting(&self) -> &'static str {
+            "TEST_URL"
+        }
+        fn example(&self) -> &'static str {
+            "https://otp.example.com"
+        }
+    }
+
+    fn webhook_names(
+        settings: &[ProviderSettings],
+        urls: Arc<dyn crate::CallbackUrls>,
+    ) -> Vec<&'static str> {
+        let context = ProviderContext {
+            client: reqwest::Client::new(),
+            callback_urls: urls,
+            chats: Arc::new(crate::MemoryChatDirectory::new(1)),
+        };
+        build_all(settings, &context)
+            .unwrap()
+            .webhooks
+            .iter()
+            .map(|webhook| webhook.name())
+            .collect()
+    }
+
+    #[test]
+    fn each_configured_webhook_is_built_once_under_its_own_name() {
+        let env_vars = vars(&[
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_FROM", "+14155552671"),
+            ("VONAGE_API_KEY", "key"),
+            ("VONAGE_API_SECRET", "secret"),
+            ("VONAGE_FROM", "Acme"),
+            ("VONAGE_SIGNATURE_SECRET", "signature-secret"),
+            ("SENDPULSE_CLIENT_ID", "id"),
+            ("SENDPULSE_CLIENT_SECRET", "secret"),
+            ("SENDPULSE_SENDER", "Acme"),
+            ("TELEGRAM_MODE", "bot"),
+            ("TELEGRAM_BOT_TOKEN", "123456789:AAH-token"),
+            ("TELEGRAM_WEBHOOK_SECRET", "bot-secret"),
+            ("TELEGRAM_GATEWAY_TOKEN", "gateway-token"),
+        ]);
+        let env = Env::new(&env_vars);
+        let all: Vec<ProviderSettings> = KNOWN_PROVIDERS
+            .iter()
+            .map(|name| ProviderSettings::from_env(name, &env).unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            webhook_names(&all, Arc::new(Urls)),
+            ["twilio", "vonage", "telegram-gateway", "telegram-bot"]
+        );
+        // Twilio signs the public URL: without one its callbacks cannot be verified.
+        assert_eq!(
+            webhook_names(&all, Arc::new(crate::NoCallbacks)),
+            ["vonage", "telegram-gateway", "telegram-bot"]
+        );
+        // Without their secrets, none.
+        let twilio = ProviderSettings::from_env("twilio", &env).unwrap().unwrap();
+        let unsigned = vars(&[
+            ("VONAGE_API_KEY", "key"),
+            ("VONAGE_API_SECRET", "secret"),
+            ("VONAGE_FROM", "Acme"),
+            ("TELEGRAM_BOT_TOKEN", "123456789:AAH-token"),
+            ("TELEGRAM_MODE", "bot"),
+        ]);
+        let unsigned_env = Env::new(&unsigned);
+        let vonage = ProviderSettings::from_env("vonage", &unsigned_env)
+            .unwrap()
+            .unwrap();
+        let telegram = ProviderSettings::from_env("telegram", &unsigned_env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            webhook_names(&[vonage, telegram], Arc::new(Urls)),
+            Vec::<&str>::new()
+        );
+        assert_eq!(webhook_names(&[twilio], Arc::new(Urls)), ["twilio"]);
     }
 }

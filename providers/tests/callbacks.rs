@@ -10,9 +10,10 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use md5::{Digest, Md5};
-use otp_relay_providers::callbacks::telegram::{self as tg, BotUpdate};
-use otp_relay_providers::callbacks::vonage::{self, SignatureMethod};
-use otp_relay_providers::callbacks::{form_params, twilio, CallbackError, StatusUpdate};
+use otp_relay_providers::callbacks::{form_params, CallbackError, StatusUpdate};
+use otp_relay_providers::telegram::webhook::{self as tg, BotUpdate};
+use otp_relay_providers::twilio::webhook as twilio;
+use otp_relay_providers::vonage::webhook::{self as vonage, SignatureMethod};
 use otp_relay_providers::{
     DeliveryStatus, ProviderError, TelegramMode, TelegramProvider, TelegramSettings,
 };

@@ -602,7 +602,7 @@ async fn bot_directory_outage_is_passed_on_and_sends_nothing() {
     let server = MockServer::start().await;
     let context = ProviderContext {
         client: http::client(common::CLIENT_TIMEOUT),
-        public_base_url: None,
+        callback_urls: std::sync::Arc::new(otp_relay_providers::NoCallbacks),
         chats: Arc::new(BrokenDirectory),
     };
     let provider =

@@ -9,6 +9,7 @@ use crate::dispatch::{Attempt, DispatchError};
 use crate::guards::access::AccessDenied;
 use crate::guards::idempotency::IdempotencyError;
 use crate::guards::number_policy::NumberRefused;
+use crate::guards::rate::Scope;
 use crate::send::SendError;
 use crate::store::StoreError;
 use otp_relay_providers::callbacks::CallbackError;
@@ -61,6 +62,9 @@ pub struct Problem<'a> {
     id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<&'a [Attempt]>,
+    /// Which rate limit refused the send (429 `rate_limited` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<Scope>,
 }
 
 /// The `code` of a problem answer, left on the response for the metrics.
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::Send(error) => return classify_send(error),
             ApiError::MessageNotFound => ("message_not_found", S::NOT_FOUND, "Message not found", false),
             ApiError::WebhookNotConfigured => ("webhook_not_configured", S::NOT_FOUND, "Webhook not configured", false),
+            ApiError::Callback(CallbackError::MethodNotAllowed) => ("method_not_allowed", S::METHOD_NOT_ALLOWED, "Method not allowed", false),
             ApiError::Callback(error) if error.is_auth_failure() => ("invalid_signature", S::UNAUTHORIZED, "Invalid signature", false),
             ApiError::Callback(_) => ("malformed_callback", S::BAD_REQUEST, "Malformed callback", false),
         };
@@ -107,7 +112,7 @@ impl ApiError {
     pub fn problem_json(&self) -> String {
         match self {
             ApiError::Send(error) => send_problem_json(error),
-            _ => problem_json(self.classify(), self.to_string(), None, None),
+            _ => problem_json(self.classify(), self.to_string(), None, None, None),
         }
     }
 
@@ -147,7 +152,11 @@ pub fn send_problem_json(error: &SendError) -> String {
         SendError::Dispatch { id, error } => (Some(id.as_str()), Some(error.attempts())),
         _ => (None, None),
     };
-    problem_json(classify_send(error), error.to_string(), id, attempts)
+    let limit = match error {
+        SendError::RateLimited(limited) => Some(limited.scope),
+        _ => None,
+    };
+    problem_json(classify_send(error), error.to_string(), id, attempts, limit)
 }
 
 fn problem_json(
@@ -155,6 +164,7 @@ fn problem_json(
     detail: String,
     id: Option<&str>,
     attempts: Option<&[Attempt]>,
+    limit: Option<Scope>,
 ) -> String {
     let Classified {
         code,
@@ -171,6 +181,7 @@ fn problem_json(
         retryable,
         id,
         attempts,
+        limit,
     };
     serde_json::to_string(&problem).unwrap_or_default()
 }

@@ -19,7 +19,7 @@ use crate::records::MessageRecord;
     ),
     paths(
         api_sms, v1_messages, get_message, compat_authentik, compat_keycloak_mfa_plugins,
-        webhook_twilio, webhook_vonage, webhook_telegram_gateway, webhook_telegram_bot,
+        webhook_twilio, webhook_vonage, webhook_vonage_get, webhook_telegram_gateway, webhook_telegram_bot,
         health_live, health_ready, metrics, openapi_json
     ),
     components(schemas(SendRequest, SendResponse, Attempt, Problem, MessageRecord)),
@@ -81,7 +81,7 @@ pub async fn openapi() -> HttpResponse {
         (status = 413, description = "Body over 16 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 431, description = "Request line and headers over 8 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid number, text, channel, ttl or number type; recipient refused", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; `limit` names the limit (number, prefix, client, country, global); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider rejected the message", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No provider available, overloaded, or store unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "REQUEST_DEADLINE passed", body = Problem, content_type = "application/problem+json"),
@@ -128,6 +128,13 @@ fn webhook_twilio() {}
     responses((status = 200, description = "Acknowledged (empty body)"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Vonage or VONAGE_SIGNATURE_SECRET not configured", body = Problem, content_type = "application/problem+json")))]
 #[allow(dead_code)]
 fn webhook_vonage() {}
+
+/// Vonage SMS API receipt sent as a `GET` (signed parameters in the query string), as the
+/// dashboard may be set to.
+#[utoipa::path(get, path = "/webhooks/vonage", tag = "webhooks", security(()),
+    responses((status = 200, description = "Acknowledged (empty body)"), (status = 401, description = "Bad, missing or stale signature", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Vonage or VONAGE_SIGNATURE_SECRET not configured", body = Problem, content_type = "application/problem+json")))]
+#[allow(dead_code)]
+fn webhook_vonage_get() {}
 
 /// Telegram Gateway delivery report, `X-Request-Timestamp` + `X-Request-Signature`.
 #[utoipa::path(post, path = "/webhooks/telegram-gateway", tag = "webhooks", security(()),

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use otp_relay_providers::callbacks::Webhook;
 use otp_relay_providers::TelegramBot;
 
+use crate::api::webhooks::WebhookUrls;
 use crate::config::Config;
 use crate::followup::Followups;
 use crate::records::Records;
@@ -17,6 +19,9 @@ pub struct AppState {
     pub send: SendService,
     pub store: Arc<dyn Store>,
     pub records: Records,
+    /// The configured providers' webhooks, and the public URLs they were given.
+    pub webhooks: Vec<Arc<dyn Webhook>>,
+    pub webhook_urls: WebhookUrls,
     /// The Telegram bot, for answering its webhook (bot mode only).
     pub telegram_bot: Option<Arc<TelegramBot>>,
     /// Status and price lookups after reports.

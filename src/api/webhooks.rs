@@ -1,54 +1,108 @@
 //! Provider callbacks: delivery reports and the Telegram bot's updates.
 //!
-//! Each is verified with its provider's own signature scheme before anything is read
-//! (see `otp_relay_providers::callbacks`); a bad, missing or stale signature is 401 and
-//! changes nothing. A webhook whose provider or secret is not configured answers 404.
+//! The server only routes, applies and answers: each provider's [`Webhook`] (in the
+//! providers crate) verifies a request with the provider's own scheme before anything is
+//! read and turns it into a status update or a bot update. A bad, missing or stale
+//! signature is 401 and changes nothing; a webhook whose provider or secret is not
+//! configured answers 404; a method the provider never uses, 405.
 //!
 //! An authentic callback is acknowledged with `200 OK` and an empty body, the answer
 //! every provider documents: the Telegram Gateway repeats a report not answered with
 //! exactly 200 up to 10 times (<https://core.telegram.org/gateway/api#report-delivery>),
 //! Vonage's SMS API and Messages API specs name 200 as the answer that accepts a delivery
 //! receipt or status webhook, Twilio's status callbacks and the Bot API's webhooks take
-//! any 2xx (<https://www.twilio.com/docs/api/errors/11217>: anything else is an error). Reports about unknown messages, and Gateway reports that carry no delivery
-//! status (code verification only), are acknowledged too, so providers do not retry them.
+//! any 2xx (<https://www.twilio.com/docs/api/errors/11217>: anything else is an error).
+//! Reports about unknown messages, and Gateway reports that carry no delivery status
+//! (code verification only), are acknowledged too, so providers do not retry them.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use otp_relay_providers::callbacks::telegram::{self as tg, BotUpdate};
-use otp_relay_providers::callbacks::{self, StatusUpdate};
-use otp_relay_providers::{
-    Phone, ProviderSettings, TelegramMode, TelegramSettings, TwilioSettings, VonageSettings,
-};
+use otp_relay_providers::callbacks::{Callback, CallbackRequest, StatusUpdate, Webhook};
+use otp_relay_providers::telegram::webhook::{self as tg, BotUpdate};
+use otp_relay_providers::{CallbackUrls, Phone};
 
 use crate::api::body::read_limited;
 use crate::api::error::ApiError;
 use crate::api::state::AppState;
 
-fn header_value<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
+/// The route every webhook is served on: `{name}` is the webhook's own name
+/// ([`Webhook::name`]: `twilio`, `vonage`, `telegram-gateway`, `telegram-bot`).
+pub const ROUTE: &str = "/webhooks/{name}";
+
+/// The public URL of each webhook, `{PUBLIC_BASE_URL}/webhooks/{name}`, handed to the
+/// providers: they give it with each send and, where the scheme signs it, verify by it.
+pub struct WebhookUrls {
+    /// `PUBLIC_BASE_URL` without a trailing slash.
+    base: Option<String>,
 }
 
-fn twilio_settings(state: &AppState) -> Option<&TwilioSettings> {
-    state.config.providers.iter().find_map(|p| match p {
-        ProviderSettings::Twilio(settings) => Some(settings),
-        _ => None,
-    })
+impl WebhookUrls {
+    pub fn new(public_base_url: Option<&str>) -> Self {
+        WebhookUrls {
+            base: public_base_url.map(|base| base.trim_end_matches('/').to_owned()),
+        }
+    }
 }
 
-fn vonage_settings(state: &AppState) -> Option<&VonageSettings> {
-    state.config.providers.iter().find_map(|p| match p {
-        ProviderSettings::Vonage(settings) => Some(settings),
-        _ => None,
-    })
+impl CallbackUrls for WebhookUrls {
+    fn url(&self, webhook: &str) -> Option<String> {
+        let base = self.base.as_ref()?;
+        Some(format!("{base}/webhooks/{webhook}"))
+    }
+
+    fn setting(&self) -> &'static str {
+        "PUBLIC_BASE_URL"
+    }
+
+    fn example(&self) -> &'static str {
+        "https://otp.example.com"
+    }
 }
 
-fn telegram_settings(state: &AppState) -> Option<&TelegramSettings> {
-    state.config.providers.iter().find_map(|p| match p {
-        ProviderSettings::Telegram(settings) => Some(settings),
-        _ => None,
-    })
+/// The configured webhook called `name`.
+fn find<'s>(state: &'s AppState, name: &str) -> Option<&'s Arc<dyn Webhook>> {
+    state.webhooks.iter().find(|webhook| webhook.name() == name)
+}
+
+/// `POST /webhooks/{name}` (and `GET`, for Vonage receipts sent that way): the
+/// provider's webhook verifies and reads the request; what it says is applied here.
+pub async fn receive(
+    req: HttpRequest,
+    name: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let webhook = find(&state, &name).ok_or(ApiError::WebhookNotConfigured)?;
+    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
+    // The providers crate speaks the `http` crate's types, actix an older copy of them.
+    let mut headers = reqwest::header::HeaderMap::with_capacity(req.headers().len());
+    for (header_name, value) in req.headers() {
+        if let (Ok(header_name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(header_name.as_str().as_bytes()),
+            reqwest::header::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(header_name, value);
+        }
+    }
+    let url = state.webhook_urls.url(webhook.name());
+    let request = CallbackRequest {
+        method: req.method().as_str(),
+        url: url.as_deref(),
+        query: req.query_string().as_bytes(),
+        headers: &headers,
+        body: &body,
+        now: SystemTime::now(),
+    };
+    match webhook.receive(&request)? {
+        Callback::Status(update) => record(&state, update).await,
+        Callback::Bot(update) => bot_update(&state, update).await,
+        Callback::Nothing(why) => {
+            tracing::debug!(webhook = webhook.name(), "nothing to apply: {why}");
+            Ok(HttpResponse::Ok().finish())
+        }
+    }
 }
 
 /// Applies a verified report to its record and acknowledges it.
@@ -72,105 +126,13 @@ async fn record(state: &AppState, update: StatusUpdate) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok().finish())
 }
 
-/// `POST /webhooks/twilio`: status callbacks, `X-Twilio-Signature` over the public URL.
-pub async fn twilio(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let settings = twilio_settings(&state).ok_or(ApiError::WebhookNotConfigured)?;
-    let base = state
-        .config
-        .public_base_url
-        .as_deref()
-        .ok_or(ApiError::WebhookNotConfigured)?;
-    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
-    let update = callbacks::twilio::verify_status(
-        &settings.auth_token,
-        &format!("{base}/webhooks/twilio"),
-        &body,
-        header_value(&req, callbacks::twilio::SIGNATURE_HEADER),
-    )?;
-    record(&state, update).await
-}
-
-/// `POST /webhooks/vonage`: SMS API receipts (signed parameters, form or JSON) and
-/// Messages API status webhooks (signed JWT in `Authorization`).
-pub async fn vonage(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let settings = vonage_settings(&state).ok_or(ApiError::WebhookNotConfigured)?;
-    let secret = settings
-        .signature_secret
-        .as_ref()
-        .ok_or(ApiError::WebhookNotConfigured)?;
-    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
-    let now = SystemTime::now();
-    let authorization = header_value(&req, header::AUTHORIZATION.as_str());
-    let update = if authorization.is_some() {
-        callbacks::vonage::verify_messages_status(secret, authorization, &body, now)?
-    } else {
-        let is_json = header_value(&req, header::CONTENT_TYPE.as_str())
-            .is_some_and(|v| v.starts_with("application/json"));
-        let mut params = if is_json {
-            callbacks::vonage::json_params(&body)?
-        } else {
-            callbacks::form_params(&body)
-        };
-        if params.is_empty() {
-            params = callbacks::form_params(req.query_string().as_bytes());
-        }
-        callbacks::vonage::verify_sms_receipt(secret, settings.signature_method, &params, now)?
-    };
-    record(&state, update).await
-}
-
-/// `POST /webhooks/telegram-gateway`: delivery reports, HMAC-SHA256 keyed by the
-/// token's SHA-256.
-pub async fn telegram_gateway(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let token = telegram_settings(&state)
-        .and_then(|s| s.gateway_token.as_ref())
-        .ok_or(ApiError::WebhookNotConfigured)?;
-    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
-    let update = tg::verify_gateway_status(
-        token,
-        header_value(&req, tg::TIMESTAMP_HEADER),
-        header_value(&req, tg::SIGNATURE_HEADER),
-        &body,
-        SystemTime::now(),
-    )?;
-    match update {
-        Some(update) => record(&state, update).await,
-        None => {
-            tracing::debug!("telegram gateway report without a delivery status");
-            Ok(HttpResponse::Ok().finish())
-        }
-    }
-}
-
-/// `POST /webhooks/telegram-bot`: users link their number by sharing their own contact
+/// A bot user's action: users link their number by sharing their own contact
 /// (`/start`), and unlink it (`/stop`).
-pub async fn telegram_bot(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let secret = telegram_settings(&state)
-        .filter(|s| s.mode == TelegramMode::Bot)
-        .and_then(|s| s.webhook_secret.as_ref())
-        .ok_or(ApiError::WebhookNotConfigured)?;
+async fn bot_update(state: &AppState, update: BotUpdate) -> Result<HttpResponse, ApiError> {
     let bot = state
         .telegram_bot
         .as_ref()
         .ok_or(ApiError::WebhookNotConfigured)?;
-    let body = read_limited(&req, payload, state.config.http.body_timeout).await?;
-    let update = tg::verify_bot_update(secret, header_value(&req, tg::SECRET_TOKEN_HEADER), &body)?;
     let reply = match update {
         BotUpdate::Start { chat_id } => Some(tg::ask_for_contact(chat_id)),
         BotUpdate::SharedContact {

@@ -135,11 +135,7 @@ impl<'a> Var<'a> {
     pub(super) fn rate(&self, default: Option<&str>) -> Result<Option<RateSpec>, ConfigError> {
         match self.value.or(default) {
             None => Ok(None),
-            Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("none") => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|problem: String| self.invalid(problem)),
+            Some(v) => rate_or_off(v).map_err(|problem| self.invalid(problem)),
         }
     }
 
@@ -170,6 +166,18 @@ impl<'a> Var<'a> {
             .map(|item| parse_network(item).map_err(|problem| self.invalid(problem)))
             .collect()
     }
+}
+
+/// `off` or `none` (no limit), else a rate `COUNT/PERIOD`.
+pub(super) fn rate_or_off(text: &str) -> Result<Option<RateSpec>, String> {
+    if is_off(text) {
+        return Ok(None);
+    }
+    text.parse().map(Some)
+}
+
+pub(super) fn is_off(text: &str) -> bool {
+    text.eq_ignore_ascii_case("off") || text.eq_ignore_ascii_case("none")
 }
 
 /// A CIDR block, or a single address meaning just that address.

@@ -5,6 +5,7 @@ pub mod access;
 pub mod idempotency;
 mod limits;
 pub mod number_policy;
+pub mod pumping;
 pub mod rate;
 
 pub use limits::Limits;

@@ -1,5 +1,6 @@
-//! Rate limits: `RATE_LIMIT_PER_NUMBER`, `RATE_LIMIT_PER_CLIENT`, `RATE_LIMIT_GLOBAL`,
-//! counted in the shared store so that replicas enforce one limit together.
+//! Rate limits: `RATE_LIMIT_PER_NUMBER`, `RATE_LIMIT_PER_PREFIX`,
+//! `RATE_LIMIT_PER_CLIENT`, `RATE_LIMIT_PER_COUNTRY`, `RATE_LIMIT_GLOBAL`, counted in the
+//! shared store so that replicas enforce one limit together.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -9,15 +10,21 @@ use otp_relay_providers::Phone;
 
 use super::access::Identity;
 use super::digest;
+use super::pumping;
 use super::Limits;
 use crate::store::RateSpec;
 use crate::store::{RateDecision, RateLimit, Store, StoreError};
 
-/// Which limit refused a send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which limit refused a send (named in the 429 answer's `limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Scope {
     Number,
+    /// A block of consecutive numbers (`RATE_LIMIT_PER_PREFIX`).
+    Prefix,
     Client,
+    /// The destination region (`RATE_LIMIT_PER_COUNTRY`).
+    Country,
     Global,
 }
 
@@ -25,7 +32,9 @@ impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Number => "number",
+            Scope::Prefix => "prefix",
             Scope::Client => "client",
+            Scope::Country => "country",
             Scope::Global => "global",
         }
     }
@@ -34,7 +43,9 @@ impl Scope {
     pub fn refusal_reason(self) -> &'static str {
         match self {
             Scope::Number => "rate_limit_number",
+            Scope::Prefix => "rate_limit_prefix",
             Scope::Client => "rate_limit_client",
+            Scope::Country => "rate_limit_country",
             Scope::Global => "rate_limit_global",
         }
     }
@@ -69,12 +80,20 @@ pub enum Refused {
     Overloaded,
 }
 
-/// The limits that are on, with their keys: the number's first, then the caller's, then
-/// the global one.
+/// The limits that are on, with their keys, narrowest first: the number's, its block's,
+/// the caller's, its region's, the global one. Keys hold digests or region codes, never
+/// numbers (a block's prefix is most of a number).
 fn limits_on(limits: &Limits, phone: &Phone, client: &Identity) -> Vec<(Scope, String, RateSpec)> {
+    let country = limits.rate_per_country.counter(phone);
+    let (country_id, country_rate) = match country {
+        Some((id, rate)) => (Some(id), Some(rate)),
+        None => (None, None),
+    };
     [
         (Scope::Number, limits.rate_per_number),
+        (Scope::Prefix, limits.rate_per_prefix),
         (Scope::Client, limits.rate_per_client),
+        (Scope::Country, country_rate),
         (Scope::Global, limits.rate_global),
     ]
     .into_iter()
@@ -83,7 +102,14 @@ fn limits_on(limits: &Limits, phone: &Phone, client: &Identity) -> Vec<(Scope, S
         let spec = spec?;
         let id = match scope {
             Scope::Number => digest(&[phone.e164()]),
+            // The block size is part of the key: a block of 1000 and one of 100 that
+            // share their first digits are different counters.
+            Scope::Prefix => {
+                let digits = limits.prefix_digits;
+                digest(&[&digits.to_string(), pumping::prefix(phone, digits)])
+            }
             Scope::Client => digest(&[&client_key(client)]),
+            Scope::Country => country_id.clone().unwrap_or_default(),
             Scope::Global => String::new(),
         };
         Some((scope, format!("rate:{}:{id}", scope.as_str()), spec))
@@ -97,8 +123,8 @@ fn rate_limits(on: &[(Scope, String, RateSpec)]) -> Vec<RateLimit<'_>> {
         .collect()
 }
 
-/// Counts one send for the number, the caller and in all, or (counting none) says
-/// which limit refuses it: the number's first, then the caller's, then the global one.
+/// Counts one send against every limit that is on, or (counting none) says which limit
+/// refuses it: the first in the order of [`limits_on`].
 /// Refuses every send while the store is [overloaded](Store::overloaded).
 pub async fn check(
     store: &dyn Store,
@@ -126,7 +152,7 @@ pub async fn check(
 }
 
 /// Gives back what [`check`] counted, for a send that provably never left: it must not
-/// use up the number's, the caller's or the global allowance.
+/// use up any limit's allowance.
 pub async fn refund(
     store: &dyn Store,
     limits: &Limits,

@@ -1,5 +1,6 @@
-//! Stage 4: the rate limits (per number, per caller, global), counted in the shared
-//! store before dispatch and given back when the send provably went nowhere.
+//! Stage 4: the rate limits (per number, block of numbers, caller, region, global),
+//! counted in the shared store before dispatch and given back when the send provably
+//! went nowhere.
 
 use otp_relay_providers::OutboundMessage;
 

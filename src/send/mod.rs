@@ -4,8 +4,9 @@
 //! A send runs these stages, each in its own module, in this order:
 //! [`normalize`] (fields to a message) → [`policy`] (countries, line types) →
 //! [`idempotency`] (claim the key or replay the first answer) → [`limits`] (rate
-//! limits) → [`dispatch`] (the providers, with routing and failover) → [`record`]
-//! (the message record and follow-up lookups). The send is measured
+//! limits) → [`route`] (which providers, in which order: `ROUTES`) → [`dispatch`] (the
+//! route's providers, with failover) → [`record`] (the message record and follow-up
+//! lookups). The send is measured
 //! (`otp_relay_send_duration_seconds` by outcome), refusals and replays are counted.
 //!
 //! Nothing here knows HTTP: the caller names who is calling, and says how an outcome is
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod normalize;
 pub mod policy;
 pub mod record;
+pub mod route;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use tokio::time::Instant;
 
 pub use self::error::SendError;
 use self::idempotency::Claimed;
+use crate::channel_fallback::ChannelFallbacks;
 use crate::config::Config;
 use crate::dispatch::{Delivery, Dispatcher};
 use crate::followup::Followups;
@@ -94,10 +97,11 @@ pub trait Render: Sync {
 /// The send service and what it sends with.
 pub struct SendService {
     config: Arc<Config>,
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
     store: Arc<dyn Store>,
     records: Records,
     followups: Followups,
+    fallbacks: ChannelFallbacks,
     /// One permit per send in progress (`MAX_IN_FLIGHT`).
     in_flight: Arc<Semaphore>,
 }
@@ -105,10 +109,11 @@ pub struct SendService {
 impl SendService {
     pub fn new(
         config: Arc<Config>,
-        dispatcher: Dispatcher,
+        dispatcher: Arc<Dispatcher>,
         store: Arc<dyn Store>,
         records: Records,
         followups: Followups,
+        fallbacks: ChannelFallbacks,
     ) -> Self {
         SendService {
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
@@ -117,6 +122,7 @@ impl SendService {
             store,
             records,
             followups,
+            fallbacks,
         }
     }
 
@@ -215,9 +221,14 @@ impl SendService {
     ) -> Result<(Sent, StoredAnswer), SendError> {
         let limits = &self.config.limits;
         limits::acquire(self.store.as_ref(), limits, message, caller).await?;
-        let result = dispatch::send(&self.dispatcher, message, deadline).await;
-        record::keep(&self.records, &self.followups, message, identity, &result).await;
-        dispatch::log(message, &result);
+        let route = route::choose(&self.dispatcher, message);
+        let result = dispatch::send(&self.dispatcher, route, message, deadline).await;
+        let after = record::After {
+            followups: &self.followups,
+            fallbacks: &self.fallbacks,
+        };
+        record::keep(&self.records, after, message, route, identity, &result).await;
+        dispatch::log(message, route, &result);
         match result {
             Ok(delivery) => {
                 let sent = Sent {

@@ -1,6 +1,6 @@
 //! Caller access: API keys, allowed networks, trusted proxies.
 
-use crate::helpers::{problem, spawn_app, TestApp};
+use crate::helpers::{problem, TestApp};
 
 const BODY: &str = r#"{"mobile": "+5511966191717", "totp": "Your code is 246810"}"#;
 
@@ -22,7 +22,10 @@ async fn send_body(app: &TestApp, headers: &[(&str, &str)], body: String) -> req
 
 #[tokio::test]
 async fn api_keys_are_required_and_checked() {
-    let app = spawn_app(&[("AUTH_API_KEYS", "first-key, second-key")]).await;
+    let app = TestApp::builder()
+        .env(&[("AUTH_API_KEYS", "first-key, second-key")])
+        .spawn()
+        .await;
 
     let missing = send(&app, &[]).await;
     assert_eq!(missing.headers()["www-authenticate"], "Bearer");
@@ -62,8 +65,14 @@ async fn api_keys_are_required_and_checked() {
 
 #[tokio::test]
 async fn allowed_networks_admit_callers_without_headers() {
-    let allowed = spawn_app(&[("AUTH_ALLOWED_CIDRS", "127.0.0.0/8")]).await;
-    let elsewhere = spawn_app(&[("AUTH_ALLOWED_CIDRS", "10.0.0.0/8,192.168.7.7")]).await;
+    let allowed = TestApp::builder()
+        .env(&[("AUTH_ALLOWED_CIDRS", "127.0.0.0/8")])
+        .spawn()
+        .await;
+    let elsewhere = TestApp::builder()
+        .env(&[("AUTH_ALLOWED_CIDRS", "10.0.0.0/8,192.168.7.7")])
+        .spawn()
+        .await;
 
     assert_eq!(send(&allowed, &[]).await.status(), 200);
     problem(send(&elsewhere, &[]).await, 403, "forbidden").await;
@@ -72,12 +81,17 @@ async fn allowed_networks_admit_callers_without_headers() {
 
 #[tokio::test]
 async fn forwarded_for_counts_only_from_trusted_proxies() {
-    let behind_proxy = spawn_app(&[
-        ("AUTH_ALLOWED_CIDRS", "10.0.0.0/8"),
-        ("TRUSTED_PROXIES", "127.0.0.1"),
-    ])
-    .await;
-    let no_proxy = spawn_app(&[("AUTH_ALLOWED_CIDRS", "10.0.0.0/8")]).await;
+    let behind_proxy = TestApp::builder()
+        .env(&[
+            ("AUTH_ALLOWED_CIDRS", "10.0.0.0/8"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ])
+        .spawn()
+        .await;
+    let no_proxy = TestApp::builder()
+        .env(&[("AUTH_ALLOWED_CIDRS", "10.0.0.0/8")])
+        .spawn()
+        .await;
 
     assert_eq!(
         send(&behind_proxy, &[("X-Forwarded-For", "10.20.30.40")])
@@ -106,18 +120,23 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
 
 #[tokio::test]
 async fn access_can_be_disabled_on_purpose() {
-    let app = spawn_app(&[("AUTH_DISABLED", "true"), ("AUTH_API_KEYS", "unused")]).await;
+    let app = TestApp::builder()
+        .env(&[("AUTH_DISABLED", "true"), ("AUTH_API_KEYS", "unused")])
+        .spawn()
+        .await;
 
     assert_eq!(send(&app, &[]).await.status(), 200);
 }
 
 #[tokio::test]
 async fn a_forwarded_for_line_written_by_the_client_does_not_count() {
-    let app = spawn_app(&[
-        ("AUTH_ALLOWED_CIDRS", "10.0.0.0/8"),
-        ("TRUSTED_PROXIES", "127.0.0.1"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("AUTH_ALLOWED_CIDRS", "10.0.0.0/8"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ])
+        .spawn()
+        .await;
 
     // The client's own line first, then the one the proxy appended: two header lines.
     let spoofed = send(
@@ -144,11 +163,13 @@ async fn a_forwarded_for_line_written_by_the_client_does_not_count() {
 #[tokio::test]
 async fn an_unreadable_hop_is_not_taken_for_the_proxy() {
     // The proxy's own network is allowed: a hop mistaken for the proxy would get in.
-    let app = spawn_app(&[
-        ("AUTH_ALLOWED_CIDRS", "127.0.0.0/8"),
-        ("TRUSTED_PROXIES", "127.0.0.1"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("AUTH_ALLOWED_CIDRS", "127.0.0.0/8"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ])
+        .spawn()
+        .await;
 
     for hop in ["junk", "203.0.113.9:4711", "[2001:db8::1]:4711", ""] {
         problem(
@@ -173,17 +194,21 @@ async fn an_unreadable_hop_is_not_taken_for_the_proxy() {
 #[tokio::test]
 async fn ipv4_callers_of_a_dual_stack_listener_match_ipv4_networks() {
     // Bound to [::], an IPv4 peer arrives as ::ffff:127.0.0.1.
-    let app = spawn_app(&[
-        ("BIND_ADDR", "[::]:0"),
-        ("AUTH_ALLOWED_CIDRS", "127.0.0.0/8"),
-    ])
-    .await;
-    let behind_proxy = spawn_app(&[
-        ("BIND_ADDR", "[::]:0"),
-        ("AUTH_ALLOWED_CIDRS", "10.0.0.0/8"),
-        ("TRUSTED_PROXIES", "127.0.0.1"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("BIND_ADDR", "[::]:0"),
+            ("AUTH_ALLOWED_CIDRS", "127.0.0.0/8"),
+        ])
+        .spawn()
+        .await;
+    let behind_proxy = TestApp::builder()
+        .env(&[
+            ("BIND_ADDR", "[::]:0"),
+            ("AUTH_ALLOWED_CIDRS", "10.0.0.0/8"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ])
+        .spawn()
+        .await;
     assert!(app.address.starts_with("http://127.0.0.1:"), "over IPv4");
 
     assert_eq!(send(&app, &[]).await.status(), 200);
@@ -197,12 +222,14 @@ async fn ipv4_callers_of_a_dual_stack_listener_match_ipv4_networks() {
 
 #[tokio::test]
 async fn ipv6_clients_share_the_per_client_limit_of_their_64() {
-    let app = spawn_app(&[
-        ("AUTH_DISABLED", "true"),
-        ("TRUSTED_PROXIES", "127.0.0.1"),
-        ("RATE_LIMIT_PER_CLIENT", "1/1h"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("AUTH_DISABLED", "true"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+            ("RATE_LIMIT_PER_CLIENT", "1/1h"),
+        ])
+        .spawn()
+        .await;
     let app = &app;
     let from = |client: &'static str, number: &'static str| {
         let body = format!(r#"{{"mobile": "{number}", "totp": "Code 5555"}}"#);

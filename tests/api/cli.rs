@@ -7,7 +7,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted, TWILIO_SID};
-use crate::helpers::{run_binary, spawn_app};
+use crate::helpers::{run_binary, TestApp};
 use crate::redis_server::RedisServer;
 
 fn stdout(output: &Output) -> String {
@@ -134,7 +134,7 @@ async fn cli_sends_count_against_the_rate_limits_in_the_shared_store() {
 
 #[tokio::test]
 async fn healthcheck_follows_the_server() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
     let port = app.address.rsplit(':').next().unwrap().to_owned();
     let up = vec![("BIND_ADDR".to_owned(), format!("0.0.0.0:{port}"))];
     let nobody = {

@@ -1,11 +1,14 @@
 //! Other identity servers' payloads, byte for byte as each product sends them.
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::TestApp;
 
 const KEY: &str = "compat-key-31337";
 
 async fn app() -> TestApp {
-    spawn_app(&[("AUTH_API_KEYS", KEY)]).await
+    TestApp::builder()
+        .env(&[("AUTH_API_KEYS", KEY)])
+        .spawn()
+        .await
 }
 
 async fn post(

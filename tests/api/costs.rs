@@ -10,13 +10,13 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted, TWILIO_SID};
-use crate::helpers::{run_binary, spawn_configured_app_with_followups, TestApp};
+use crate::helpers::{run_binary, TestApp};
 use crate::receipts::{
     post_vonage_status, status_of, twilio_callback, twilio_signature, vonage_status_token,
 };
 
 const PUBLIC: &str = "https://otp.example.com";
-const CAMPAIGN_PATH: &str = "/sms/campaigns/info/2623085";
+pub const CAMPAIGN_PATH: &str = "/sms/campaigns/info/2623085";
 const SID: &str = "SM0123456789abcdef0123456789abcdef";
 
 /// Follow-ups at test speed: polls 10 ms apart, doubling up to 40 ms.
@@ -52,30 +52,25 @@ async fn send(app: &TestApp, body: Value) -> Value {
     response.json().await.unwrap()
 }
 
-fn owned(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-    vars.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn sendpulse_vars(base: &str) -> Vec<(String, String)> {
-    owned(&[
-        ("PROVIDERS", "sendpulse"),
-        ("AUTH_DISABLED", "true"),
-        ("SENDPULSE_CLIENT_ID", "sp-id"),
-        ("SENDPULSE_CLIENT_SECRET", "sp-secret"),
-        ("SENDPULSE_SENDER", "OtpRelay"),
-        ("SENDPULSE_BASE_URL", base),
-    ])
-}
-
-async fn spawn(vars: &[(String, String)], followup: FollowupSettings) -> TestApp {
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    spawn_configured_app_with_followups(&pairs, followup).await
+/// An app sending through SendPulse at `server`, with `followup` timing.
+async fn sendpulse_app(server: &MockServer, followup: FollowupSettings) -> TestApp {
+    TestApp::builder()
+        .env(&[
+            ("PROVIDERS", "sendpulse"),
+            ("AUTH_DISABLED", "true"),
+            ("SENDPULSE_CLIENT_ID", "sp-id"),
+            ("SENDPULSE_CLIENT_SECRET", "sp-secret"),
+            ("SENDPULSE_SENDER", "OtpRelay"),
+            ("SENDPULSE_BASE_URL", &server.uri()),
+        ])
+        .real_providers()
+        .followups(followup)
+        .spawn()
+        .await
 }
 
 /// A SendPulse that issues tokens and accepts SMS as campaign 2623085.
-async fn sendpulse() -> MockServer {
+pub async fn sendpulse() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/oauth/access_token"))
@@ -96,7 +91,7 @@ async fn sendpulse() -> MockServer {
 
 /// The campaign's info (sendpulse_sms.yml `getSmsCampaignInfo`, fields as the SDKs
 /// read them) with its one phone in `status`.
-fn campaign(status: i64, explain: &str, currency: &str) -> ResponseTemplate {
+pub fn campaign(status: i64, explain: &str, currency: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({
         "result": true,
         "data": {
@@ -135,7 +130,7 @@ async fn sendpulse_sms_is_polled_until_delivered_and_priced() {
         .respond_with(campaign(2, "Delivered", "UAH"))
         .mount(&server)
         .await;
-    let app = spawn(&sendpulse_vars(&server.uri()), fast()).await;
+    let app = sendpulse_app(&server, fast()).await;
 
     let sent = send(
         &app,
@@ -170,7 +165,7 @@ async fn sendpulse_polling_backs_off_and_stops_at_the_messages_ttl() {
         .respond_with(campaign(1, "Sent", "UAH"))
         .mount(&server)
         .await;
-    let app = spawn(&sendpulse_vars(&server.uri()), fast()).await;
+    let app = sendpulse_app(&server, fast()).await;
 
     let sent = send(
         &app,
@@ -199,7 +194,7 @@ async fn a_full_followup_queue_drops_and_counts_and_the_record_stays_queued() {
         queue: 1,
         ..fast()
     };
-    let app = spawn(&sendpulse_vars(&server.uri()), followup).await;
+    let app = sendpulse_app(&server, followup).await;
 
     send(
         &app,
@@ -278,9 +273,13 @@ async fn twilio_priced_once(
 #[tokio::test]
 async fn twilio_price_is_looked_up_once_after_a_final_status() {
     let twilio = twilio_priced("-0.04210", "CHF").await;
-    let mut vars = provider_vars(&twilio.uri(), None);
-    vars.extend(owned(&[("PUBLIC_BASE_URL", PUBLIC)]));
-    let app = spawn(&vars, fast()).await;
+    let app = TestApp::builder()
+        .env(&provider_vars(&twilio.uri(), None))
+        .env(&[("PUBLIC_BASE_URL", PUBLIC)])
+        .real_providers()
+        .followups(fast())
+        .spawn()
+        .await;
 
     let sent = send(
         &app,
@@ -313,12 +312,13 @@ async fn send_through(
         .respond_with(reply)
         .mount(&provider)
         .await;
-    let mut all = owned(vars);
-    all.extend(owned(&[
-        ("AUTH_DISABLED", "true"),
-        (base_var, &provider.uri()),
-    ]));
-    let app = spawn(&all, fast()).await;
+    let app = TestApp::builder()
+        .env(vars)
+        .env(&[("AUTH_DISABLED", "true"), (base_var, &provider.uri())])
+        .real_providers()
+        .followups(fast())
+        .spawn()
+        .await;
     let sent = send(
         &app,
         json!({"mobile": "+5511966191717", "totp": "Code 123456"}),
@@ -388,7 +388,12 @@ async fn balances_are_read_in_the_background_and_shown_as_a_gauge() {
         balance_every: Some(Duration::from_secs(3600)),
         ..fast()
     };
-    let app = spawn(&vars, followup).await;
+    let app = TestApp::builder()
+        .env(&vars)
+        .real_providers()
+        .followups(followup)
+        .spawn()
+        .await;
 
     settled(&app).await;
 
@@ -427,18 +432,28 @@ async fn replicas_sharing_redis_look_a_price_up_once() {
         return;
     };
     let twilio = twilio_priced("-0.0512", "SEK").await;
-    let mut vars = provider_vars(&twilio.uri(), None);
-    vars.extend(owned(&[
-        ("PUBLIC_BASE_URL", PUBLIC),
-        ("REDIS_URL", &redis.url()),
-    ]));
+    let vars = provider_vars(&twilio.uri(), None);
+    let redis_url = redis.url();
+    let shared = [("PUBLIC_BASE_URL", PUBLIC), ("REDIS_URL", &redis_url)];
     // Both replicas hear of the final status before either looks the price up.
     let followup = FollowupSettings {
         price_delay: Duration::from_millis(300),
         ..fast()
     };
-    let first = spawn(&vars, followup.clone()).await;
-    let second = spawn(&vars, followup).await;
+    let first = TestApp::builder()
+        .env(&vars)
+        .env(&shared)
+        .real_providers()
+        .followups(followup.clone())
+        .spawn()
+        .await;
+    let second = TestApp::builder()
+        .env(&vars)
+        .env(&shared)
+        .real_providers()
+        .followups(followup)
+        .spawn()
+        .await;
 
     let sent = send(
         &first,
@@ -501,7 +516,7 @@ async fn vonage_messages_status_webhooks_price_the_record_once() {
         )
         .mount(&vonage)
         .await;
-    let vars = owned(&[
+    let vars = [
         ("PROVIDERS", "vonage"),
         ("AUTH_DISABLED", "true"),
         ("VONAGE_API", "messages"),
@@ -510,8 +525,13 @@ async fn vonage_messages_status_webhooks_price_the_record_once() {
         ("VONAGE_FROM", "14155550100"),
         ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
         ("VONAGE_MESSAGES_BASE_URL", &vonage.uri()),
-    ]);
-    let app = spawn(&vars, fast()).await;
+    ];
+    let app = TestApp::builder()
+        .env(&vars)
+        .real_providers()
+        .followups(fast())
+        .spawn()
+        .await;
     let sent = send(
         &app,
         json!({"mobile": "+5511966191717", "totp": "Code 123456"}),

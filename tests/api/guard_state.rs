@@ -6,7 +6,7 @@ use serde_json::json;
 use wiremock::MockServer;
 
 use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted};
-use crate::helpers::{problem, spawn_app, spawn_configured_app, TestApp};
+use crate::helpers::{problem, TestApp};
 
 fn body(mobile: &str, text: &str) -> String {
     json!({"mobile": mobile, "totp": text}).to_string()
@@ -35,16 +35,15 @@ async fn sends_that_never_reached_the_provider_give_their_allowance_back() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let mut vars = provider_vars(&format!("http://127.0.0.1:{port}"), None);
-    vars.extend(
-        [
+    let app = TestApp::builder()
+        .env(&provider_vars(&format!("http://127.0.0.1:{port}"), None))
+        .env(&[
             ("RATE_LIMIT_PER_NUMBER", "2/1h"),
             ("CIRCUIT_FAILURES", "100"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    );
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let app = spawn_configured_app(&vars).await;
+        ])
+        .real_providers()
+        .spawn()
+        .await;
 
     for i in 0..3 {
         let response = send(&app, None, "+5511966191717", &format!("Code 30000{i}")).await;
@@ -67,12 +66,14 @@ async fn sends_that_never_reached_the_provider_give_their_allowance_back() {
 
 #[tokio::test]
 async fn under_memory_pressure_live_limits_and_idempotency_answers_stay() {
-    let app = spawn_app(&[
-        ("MEMORY_STORE_MIB", "1"),
-        ("RATE_LIMIT_PER_NUMBER", "1/1h"),
-        ("DEDUPE_WINDOW", "60s"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("MEMORY_STORE_MIB", "1"),
+            ("RATE_LIMIT_PER_NUMBER", "1/1h"),
+            ("DEDUPE_WINDOW", "60s"),
+        ])
+        .spawn()
+        .await;
     let first = send(&app, Some("login-1"), &number(0), "Code 400000").await;
     assert_eq!(first.status(), 200);
     let answer = first.text().await.unwrap();
@@ -101,7 +102,10 @@ async fn under_memory_pressure_live_limits_and_idempotency_answers_stay() {
 
 #[tokio::test]
 async fn when_live_guard_state_alone_fills_the_memory_sends_are_refused() {
-    let app = spawn_app(&[("MEMORY_STORE_MIB", "1"), ("RATE_LIMIT_PER_NUMBER", "1/1h")]).await;
+    let app = TestApp::builder()
+        .env(&[("MEMORY_STORE_MIB", "1"), ("RATE_LIMIT_PER_NUMBER", "1/1h")])
+        .spawn()
+        .await;
     // Each send leaves an answer kept for MESSAGE_RETENTION and a counter for an hour.
     let mut sent = 0;
     let refused = loop {

@@ -3,13 +3,10 @@
 
 use std::sync::Arc;
 
-use otp_relay_providers::{MessageProvider, ProviderError};
+use otp_relay_providers::ProviderError;
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    problem, spawn_app, spawn_app_with, spawn_app_with_providers, GatedProvider, RecordingProvider,
-    TestApp,
-};
+use crate::helpers::{problem, GatedProvider, RecordingProvider, TestApp};
 
 fn body(mobile: &str, text: &str) -> String {
     json!({"mobile": mobile, "totp": text}).to_string()
@@ -34,9 +31,12 @@ async fn post_with(app: &TestApp, (name, value): (&str, &str), body: String) -> 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_send_once_and_answer_alike() {
     let gate = GatedProvider::new();
-    let recorder = RecordingProvider::accepting();
-    let providers: Vec<Arc<dyn MessageProvider>> = vec![gate.clone()];
-    let app = Arc::new(spawn_app_with_providers(&[], providers, recorder).await);
+    let app = Arc::new(
+        TestApp::builder()
+            .providers(vec![gate.clone()])
+            .spawn()
+            .await,
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..200 {
@@ -71,7 +71,10 @@ async fn concurrent_requests_with_one_key_send_once_and_answer_alike() {
 
 #[tokio::test]
 async fn a_repeat_after_success_is_replayed_and_marked() {
-    let app = spawn_app(&[("DEDUPE_WINDOW", "60s")]).await;
+    let app = TestApp::builder()
+        .env(&[("DEDUPE_WINDOW", "60s")])
+        .spawn()
+        .await;
 
     let first = app
         .post_raw("/api/sms", body("+5511966191717", "Code 333444"))
@@ -97,7 +100,11 @@ async fn a_failure_that_never_reached_a_provider_is_not_replayed() {
     let provider = RecordingProvider::failing_with(ProviderError::Connect {
         detail: "connection refused".into(),
     });
-    let app = spawn_app_with(&[("DEDUPE_WINDOW", "60s"), ("RETRY_MAX", "0")], provider).await;
+    let app = TestApp::builder()
+        .env(&[("DEDUPE_WINDOW", "60s"), ("RETRY_MAX", "0")])
+        .provider(provider)
+        .spawn()
+        .await;
 
     for _ in 0..2 {
         let response = app
@@ -114,7 +121,11 @@ async fn a_failure_a_provider_may_have_acted_on_is_replayed_not_resent() {
     let provider = RecordingProvider::failing_with(ProviderError::Unavailable {
         detail: "HTTP 500".into(),
     });
-    let app = spawn_app_with(&[("DEDUPE_WINDOW", "60s")], provider).await;
+    let app = TestApp::builder()
+        .env(&[("DEDUPE_WINDOW", "60s")])
+        .provider(provider)
+        .spawn()
+        .await;
 
     let first = app
         .post_raw("/api/sms", body("+5511966191717", "Code 555667"))
@@ -139,11 +150,13 @@ async fn a_failure_a_provider_may_have_acted_on_is_replayed_not_resent() {
 
 #[tokio::test]
 async fn dedupe_is_per_caller() {
-    let app = spawn_app(&[
-        ("AUTH_API_KEYS", "caller-a,caller-b"),
-        ("DEDUPE_WINDOW", "60s"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("AUTH_API_KEYS", "caller-a,caller-b"),
+            ("DEDUPE_WINDOW", "60s"),
+        ])
+        .spawn()
+        .await;
     let send = |key: &'static str| {
         post_with(
             &app,
@@ -174,18 +187,17 @@ mod over_the_wire {
     use wiremock::MockServer;
 
     use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted, SLOW};
-    use crate::helpers::{problem, spawn_configured_app, TestApp};
+    use crate::helpers::{problem, TestApp};
 
     const BODY: &str = r#"{"mobile": "+5511966191717", "totp": "Your code is 864200"}"#;
 
     async fn app_at(base_url: &str) -> TestApp {
-        let mut vars = provider_vars(base_url, None);
-        vars.extend([
-            ("PROVIDER_TIMEOUT".to_owned(), "1s".to_owned()),
-            ("RETRY_MAX".to_owned(), "0".to_owned()),
-        ]);
-        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        spawn_configured_app(&pairs).await
+        TestApp::builder()
+            .env(&provider_vars(base_url, None))
+            .env(&[("PROVIDER_TIMEOUT", "1s"), ("RETRY_MAX", "0")])
+            .real_providers()
+            .spawn()
+            .await
     }
 
     async fn post(app: &TestApp, key: &str) -> reqwest::Response {
@@ -240,7 +252,7 @@ mod over_the_wire {
 
 #[tokio::test]
 async fn a_key_reused_for_another_request_is_refused() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
 
     let first = post_with_key(&app, "k-1", body("+5511966191717", "Code 777888")).await;
     assert_eq!(first.status(), 200);
@@ -254,7 +266,10 @@ async fn a_key_reused_for_another_request_is_refused() {
 
 #[tokio::test]
 async fn the_per_number_limit_refuses_with_retry_after_and_replays_do_not_count() {
-    let app = spawn_app(&[("RATE_LIMIT_PER_NUMBER", "3/1h"), ("DEDUPE_WINDOW", "60s")]).await;
+    let app = TestApp::builder()
+        .env(&[("RATE_LIMIT_PER_NUMBER", "3/1h"), ("DEDUPE_WINDOW", "60s")])
+        .spawn()
+        .await;
 
     for i in 0..3 {
         let response = app
@@ -291,8 +306,14 @@ async fn the_per_number_limit_refuses_with_retry_after_and_replays_do_not_count(
 
 #[tokio::test]
 async fn per_client_and_global_limits_hold() {
-    let per_client = spawn_app(&[("RATE_LIMIT_PER_CLIENT", "2/1h")]).await;
-    let global = spawn_app(&[("RATE_LIMIT_GLOBAL", "1/1h")]).await;
+    let per_client = TestApp::builder()
+        .env(&[("RATE_LIMIT_PER_CLIENT", "2/1h")])
+        .spawn()
+        .await;
+    let global = TestApp::builder()
+        .env(&[("RATE_LIMIT_GLOBAL", "1/1h")])
+        .spawn()
+        .await;
 
     for app in [&per_client, &global] {
         let limit = if std::ptr::eq(app, &per_client) { 2 } else { 1 };
@@ -317,10 +338,19 @@ async fn per_client_and_global_limits_hold() {
 
 #[tokio::test]
 async fn countries_and_line_types_are_policed() {
-    let allowed_br = spawn_app(&[("ALLOWED_COUNTRIES", "BR")]).await;
-    let blocked_us = spawn_app(&[("BLOCKED_COUNTRIES", "US")]).await;
-    let strict = spawn_app(&[]).await;
-    let lenient = spawn_app(&[("ALLOW_NON_MOBILE", "true")]).await;
+    let allowed_br = TestApp::builder()
+        .env(&[("ALLOWED_COUNTRIES", "BR")])
+        .spawn()
+        .await;
+    let blocked_us = TestApp::builder()
+        .env(&[("BLOCKED_COUNTRIES", "US")])
+        .spawn()
+        .await;
+    let strict = TestApp::builder().spawn().await;
+    let lenient = TestApp::builder()
+        .env(&[("ALLOW_NON_MOBILE", "true")])
+        .spawn()
+        .await;
     let us = body("+14155552671", "Code 4321");
     let premium = body("+44 909 879 0000", "Code 4321");
     let fixed = body("+55 11 3333-4444", "Code 4321");
@@ -373,14 +403,12 @@ async fn countries_and_line_types_are_policed() {
 #[tokio::test]
 async fn past_max_in_flight_requests_are_refused_at_once() {
     let gate = GatedProvider::new();
-    let providers: Vec<Arc<dyn MessageProvider>> = vec![gate.clone()];
     let app = Arc::new(
-        spawn_app_with_providers(
-            &[("MAX_IN_FLIGHT", "1")],
-            providers,
-            RecordingProvider::accepting(),
-        )
-        .await,
+        TestApp::builder()
+            .env(&[("MAX_IN_FLIGHT", "1")])
+            .providers(vec![gate.clone()])
+            .spawn()
+            .await,
     );
     let first = {
         let app = Arc::clone(&app);

@@ -1,10 +1,9 @@
 //! Liveness, readiness, and the application as configured from the environment.
 
-use otp_relay::startup::Application;
 use wiremock::MockServer;
 
 use crate::fakes::{mount_twilio, provider_vars, twilio_error};
-use crate::helpers::{spawn_app, spawn_configured_app, test_config, TestApp};
+use crate::helpers::TestApp;
 
 /// `GET /health/ready`: its status and body.
 pub async fn ready(app: &TestApp) -> (u16, serde_json::Value) {
@@ -20,7 +19,7 @@ pub async fn ready(app: &TestApp) -> (u16, serde_json::Value) {
 
 #[tokio::test]
 async fn live_and_ready_answer() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
 
     let live = app
         .client
@@ -42,12 +41,11 @@ async fn live_and_ready_answer() {
 
 #[tokio::test]
 async fn the_default_configuration_serves_through_the_console_provider() {
-    let app = Application::build(test_config(&[])).expect("default configuration starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let app = TestApp::builder().real_providers().spawn().await;
 
-    let response = reqwest::Client::new()
-        .post(format!("{address}/api/sms"))
+    let response = app
+        .client
+        .post(app.url("/api/sms"))
         .header("Content-Type", "application/json")
         .body(r#"{"mobile": "+5511966191717", "totp": "32232", "used": false}"#)
         .send()
@@ -64,13 +62,12 @@ async fn the_default_configuration_serves_through_the_console_provider() {
 async fn ready_is_unavailable_while_the_only_provider_is_skipped() {
     let twilio = MockServer::start().await;
     mount_twilio(&twilio, twilio_error(503, 20503, "Service Unavailable")).await;
-    let mut vars = provider_vars(&twilio.uri(), None);
-    vars.extend([
-        ("CIRCUIT_FAILURES".to_owned(), "1".to_owned()),
-        ("CIRCUIT_COOLDOWN".to_owned(), "1h".to_owned()),
-    ]);
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let app = spawn_configured_app(&pairs).await;
+    let app = TestApp::builder()
+        .env(&provider_vars(&twilio.uri(), None))
+        .env(&[("CIRCUIT_FAILURES", "1"), ("CIRCUIT_COOLDOWN", "1h")])
+        .real_providers()
+        .spawn()
+        .await;
     assert_eq!(ready(&app).await.0, 200);
 
     let sent = app

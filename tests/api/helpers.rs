@@ -92,6 +92,19 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// An application to start, by default on [`test_config`] alone and sending
+    /// through an accepting [`RecordingProvider`]:
+    /// `TestApp::builder().env(&[("DEDUPE_WINDOW", "60s")]).spawn().await`.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            vars: Vec::new(),
+            providers: Providers::Recording(RecordingProvider::accepting()),
+            http: None,
+            followup: None,
+        }
+    }
+
+    /// The recording provider the app sends through.
     pub fn recorder(&self) -> &RecordingProvider {
         self.provider
             .as_deref()
@@ -145,7 +158,7 @@ impl TestApp {
 /// Configuration for tests: the given variables over a base that listens on a free
 /// loopback port, with the per-number limit and dedupe off (tests that exercise them
 /// turn them on).
-pub fn test_config(vars: &[(&str, &str)]) -> Config {
+pub fn test_config(vars: &[(String, String)]) -> Config {
     let mut all: Vec<(String, String)> = [
         ("BIND_ADDR", "127.0.0.1:0"),
         ("RATE_LIMIT_PER_NUMBER", "off"),
@@ -154,7 +167,7 @@ pub fn test_config(vars: &[(&str, &str)]) -> Config {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    all.extend_from_slice(vars);
     let mut config = Config::from_vars(all).expect("test configuration is valid");
     // Background balance reads would hit every test's mock providers: only the tests of
     // balances turn them on.
@@ -162,67 +175,96 @@ pub fn test_config(vars: &[(&str, &str)]) -> Config {
     config
 }
 
-/// Starts the application with `vars` and a recording provider.
-pub async fn spawn_app(vars: &[(&str, &str)]) -> TestApp {
-    spawn_app_with(vars, RecordingProvider::accepting()).await
+/// What a test app sends through.
+enum Providers {
+    /// One recording provider, the one the test looks at.
+    Recording(Arc<RecordingProvider>),
+    /// These, in priority order.
+    Given(Vec<Arc<dyn MessageProvider>>),
+    /// The adapters the variables configure, built as the binary builds them (their
+    /// base URLs pointing at mock servers).
+    Real,
 }
 
-/// Starts the application with `vars` and the given provider.
-pub async fn spawn_app_with(vars: &[(&str, &str)], provider: Arc<RecordingProvider>) -> TestApp {
-    spawn_app_with_providers(vars, vec![provider.clone()], provider).await
+/// The configuration and providers of an application a test starts; see
+/// [`TestApp::builder`].
+pub struct TestAppBuilder {
+    vars: Vec<(String, String)>,
+    providers: Providers,
+    http: Option<HttpLimits>,
+    followup: Option<FollowupSettings>,
 }
 
-/// Starts the application with `vars` and `providers` in priority order; `watched` is
-/// the one the test looks at.
-pub async fn spawn_app_with_providers(
-    vars: &[(&str, &str)],
-    providers: Vec<Arc<dyn MessageProvider>>,
-    watched: Arc<RecordingProvider>,
-) -> TestApp {
-    let app = Application::build_with_providers(test_config(vars), providers)
-        .expect("application builds");
-    run(app, Some(watched))
-}
+impl TestAppBuilder {
+    /// Adds configuration variables; a later value of a variable wins.
+    pub fn env<K: AsRef<str>, V: AsRef<str>>(mut self, vars: &[(K, V)]) -> Self {
+        self.vars.extend(
+            vars.iter()
+                .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
+        );
+        self
+    }
 
-/// Starts the application with `vars`, a recording provider and the given HTTP limits
-/// (which no variable sets).
-pub async fn spawn_app_with_http(vars: &[(&str, &str)], http: HttpLimits) -> TestApp {
-    let mut config = test_config(vars);
-    config.http = http;
-    let provider = RecordingProvider::accepting();
-    let app = Application::build_with_providers(config, vec![provider.clone()])
-        .expect("application builds");
-    run(app, Some(provider))
-}
+    /// Sends through `recorder` alone, which [`TestApp::recorder`] then returns.
+    pub fn provider(mut self, recorder: Arc<RecordingProvider>) -> Self {
+        self.providers = Providers::Recording(recorder);
+        self
+    }
 
-/// Starts the application exactly as the binary does, with the providers `vars`
-/// configure (their base URLs pointing at mock servers).
-pub async fn spawn_configured_app(vars: &[(&str, &str)]) -> TestApp {
-    let app = Application::build(test_config(vars)).expect("application builds");
-    run(app, None)
-}
+    /// Sends through `providers`, in priority order.
+    pub fn providers(mut self, providers: Vec<Arc<dyn MessageProvider>>) -> Self {
+        self.providers = Providers::Given(providers);
+        self
+    }
 
-/// As [`spawn_configured_app`], with the given follow-up timing (which no variable sets).
-pub async fn spawn_configured_app_with_followups(
-    vars: &[(&str, &str)],
-    followup: FollowupSettings,
-) -> TestApp {
-    let mut config = test_config(vars);
-    config.followup = followup;
-    let app = Application::build(config).expect("application builds");
-    run(app, None)
-}
+    /// Sends through the adapters the variables configure, as the binary does.
+    pub fn real_providers(mut self) -> Self {
+        self.providers = Providers::Real;
+        self
+    }
 
-fn run(app: Application, provider: Option<Arc<RecordingProvider>>) -> TestApp {
-    capture_logs();
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let followups = app.followups();
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: reqwest::Client::new(),
-        provider,
-        followups,
+    /// The HTTP server's limits, which no variable sets.
+    pub fn http_limits(mut self, http: HttpLimits) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// The follow-up timing, which no variable sets.
+    pub fn followups(mut self, followup: FollowupSettings) -> Self {
+        self.followup = Some(followup);
+        self
+    }
+
+    /// Builds the application and runs it in the background on a free port.
+    pub async fn spawn(self) -> TestApp {
+        let mut config = test_config(&self.vars);
+        if let Some(http) = self.http {
+            config.http = http;
+        }
+        if let Some(followup) = self.followup {
+            config.followup = followup;
+        }
+        let (app, provider) = match self.providers {
+            Providers::Recording(recorder) => (
+                Application::build_with_providers(config, vec![recorder.clone()]),
+                Some(recorder),
+            ),
+            Providers::Given(providers) => {
+                (Application::build_with_providers(config, providers), None)
+            }
+            Providers::Real => (Application::build(config), None),
+        };
+        let app = app.expect("application builds");
+        capture_logs();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let followups = app.followups();
+        tokio::spawn(app.run_until_stopped());
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            provider,
+            followups,
+        }
     }
 }
 

@@ -20,10 +20,7 @@ use sha2::{Digest, Sha256};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{
-    captured_logs_without_timestamps, run_binary, spawn_app_with_providers, spawn_configured_app,
-    RecordingProvider,
-};
+use crate::helpers::{captured_logs_without_timestamps, run_binary, TestApp};
 
 const TWILIO_SID: &str = "AC5f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const TWILIO_TOKEN: &str = "hygTwilioTokenQvXkLp";
@@ -151,11 +148,6 @@ fn vars(twilio: &str, vonage: &str, extra: &[(&str, &str)]) -> Vec<(String, Stri
         .collect()
 }
 
-async fn spawn(vars: &[(String, String)]) -> crate::helpers::TestApp {
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    spawn_configured_app(&pairs).await
-}
-
 #[tokio::test]
 async fn no_secret_reaches_a_log_line_an_answer_or_the_check_output() {
     let mut answers = Answers::default();
@@ -172,7 +164,11 @@ async fn no_secret_reaches_a_log_line_an_answer_or_the_check_output() {
         .mount(&twilio_ok)
         .await;
     let unused = MockServer::start().await;
-    let app = spawn(&vars(&twilio_ok.uri(), &unused.uri(), &[])).await;
+    let app = TestApp::builder()
+        .env(&vars(&twilio_ok.uri(), &unused.uri(), &[]))
+        .real_providers()
+        .spawn()
+        .await;
     let response = app
         .client
         .post(app.url("/api/sms"))
@@ -275,7 +271,11 @@ async fn no_secret_reaches_a_log_line_an_answer_or_the_check_output() {
         })))
         .mount(&vonage_refusing)
         .await;
-    let failing = spawn(&vars(&twilio_down.uri(), &vonage_refusing.uri(), &[])).await;
+    let failing = TestApp::builder()
+        .env(&vars(&twilio_down.uri(), &vonage_refusing.uri(), &[]))
+        .real_providers()
+        .spawn()
+        .await;
     let response = failing
         .client
         .post(failing.url("/v1/messages"))
@@ -411,12 +411,10 @@ impl MessageProvider for LeakyProvider {
 
 #[tokio::test]
 async fn a_leaking_log_line_is_caught() {
-    let app = spawn_app_with_providers(
-        &[],
-        vec![Arc::new(LeakyProvider)],
-        RecordingProvider::accepting(),
-    )
-    .await;
+    let app = TestApp::builder()
+        .providers(vec![Arc::new(LeakyProvider)])
+        .spawn()
+        .await;
     let response = app
         .post_json(
             "/api/sms",

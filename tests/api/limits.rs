@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{spawn_app, spawn_app_with_http, TestApp};
+use crate::helpers::TestApp;
 
 /// Far longer than any configured bound here: only a hung test reaches it.
 const GUARD: Duration = Duration::from_secs(60);
@@ -69,7 +69,10 @@ fn closed_by_server(stream: &TcpStream) -> bool {
 
 #[tokio::test]
 async fn a_client_trickling_its_headers_is_dropped() {
-    let app = spawn_app_with_http(&[], short(|h| h.header_timeout = Duration::from_secs(1))).await;
+    let app = TestApp::builder()
+        .http_limits(short(|h| h.header_timeout = Duration::from_secs(1)))
+        .spawn()
+        .await;
     let (mut reader, writer) = connect(&app).await.into_split();
     let head = b"POST /api/sms HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
     let writing = tokio::spawn(trickle(writer, head.to_vec()));
@@ -88,7 +91,10 @@ async fn a_client_trickling_its_headers_is_dropped() {
 
 #[tokio::test]
 async fn a_client_trickling_its_body_is_dropped() {
-    let app = spawn_app_with_http(&[], short(|h| h.body_timeout = Duration::from_secs(1))).await;
+    let app = TestApp::builder()
+        .http_limits(short(|h| h.body_timeout = Duration::from_secs(1)))
+        .spawn()
+        .await;
     let (mut reader, mut writer) = connect(&app).await.into_split();
     let body = json!({"mobile": "+5511966191717", "totp": "Code 4821"}).to_string();
     let head = format!(
@@ -111,7 +117,11 @@ async fn a_client_trickling_its_body_is_dropped() {
 #[tokio::test]
 async fn a_body_still_arriving_holds_no_send_slot() {
     // One send at a time, and a client that takes its time over its body.
-    let app = spawn_app_with_http(&[("MAX_IN_FLIGHT", "1")], HttpLimits::default()).await;
+    let app = TestApp::builder()
+        .env(&[("MAX_IN_FLIGHT", "1")])
+        .http_limits(HttpLimits::default())
+        .spawn()
+        .await;
     let mut slow = connect(&app).await;
     let head = "POST /api/sms HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 64\r\nExpect: 100-continue\r\n\r\n";
     slow.write_all(head.as_bytes()).await.unwrap();
@@ -140,7 +150,10 @@ async fn a_body_still_arriving_holds_no_send_slot() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
-    let app = spawn_app_with_http(&[], short(|h| h.keep_alive = Duration::from_secs(1))).await;
+    let app = TestApp::builder()
+        .http_limits(short(|h| h.keep_alive = Duration::from_secs(1)))
+        .spawn()
+        .await;
     let mut stream = connect(&app).await;
     stream
         .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -158,7 +171,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 
 #[tokio::test]
 async fn five_hundred_idle_connections_do_not_stop_a_send() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
     let mut idle = Vec::new();
     for i in 0..500 {
         let mut stream = connect(&app).await;
@@ -187,14 +200,13 @@ async fn five_hundred_idle_connections_do_not_stop_a_send() {
 #[tokio::test]
 async fn past_max_connections_new_clients_wait_for_a_slot() {
     let per_worker = 4;
-    let app = spawn_app_with_http(
-        &[],
-        short(|h| {
+    let app = TestApp::builder()
+        .http_limits(short(|h| {
             h.max_connections_per_worker = per_worker;
             h.header_timeout = Duration::from_secs(1);
-        }),
-    )
-    .await;
+        }))
+        .spawn()
+        .await;
     // actix runs one worker per available CPU, each with its own connection limit.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut idle = Vec::new();
@@ -220,7 +232,7 @@ async fn past_max_connections_new_clients_wait_for_a_slot() {
 
 #[tokio::test]
 async fn oversized_headers_are_refused() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
     let limit = HttpLimits::default().max_header_bytes;
 
     let mut big = connect(&app).await;
@@ -257,7 +269,7 @@ async fn oversized_headers_are_refused() {
 
 #[tokio::test]
 async fn a_declared_oversized_body_is_refused_before_it_is_sent() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
     let mut stream = connect(&app).await;
     let head = "POST /api/sms HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 20000\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();

@@ -3,20 +3,19 @@
 use otp_relay_providers::ProviderError;
 use serde_json::json;
 
-use crate::helpers::{
-    captured_logs_without_timestamps, spawn_app, spawn_app_with, RecordingProvider,
-};
+use crate::helpers::{captured_logs_without_timestamps, RecordingProvider, TestApp};
 
 #[tokio::test]
 async fn logs_hold_neither_code_nor_text_nor_full_number() {
-    let accepting = spawn_app(&[]).await;
-    let failing = spawn_app_with(
-        &[],
-        RecordingProvider::failing_with(ProviderError::InvalidRecipient {
-            detail: "code 21211".into(),
-        }),
-    )
-    .await;
+    let accepting = TestApp::builder().spawn().await;
+    let failing = TestApp::builder()
+        .provider(RecordingProvider::failing_with(
+            ProviderError::InvalidRecipient {
+                detail: "code 21211".into(),
+            },
+        ))
+        .spawn()
+        .await;
     let sent = json!({"mobile": "+55 21 98765-4321", "totp": "Seu codigo secreto 91827364 vale 5 minutos"});
     let refused = json!({"mobile": "+44 7911 123456", "totp": "Other secret words 56473829"});
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real application on a free port, driven over HTTP.
 
 mod auth;
+mod channel_fallback;
 mod cli;
 mod compat;
 mod costs;
@@ -17,10 +18,12 @@ mod monitoring;
 mod openapi;
 mod properties;
 mod providers;
+mod pumping;
 mod receipts;
 mod redis_server;
 mod reliability;
 mod replicas;
+mod routes;
 mod send;
 mod server_process;
 mod shutdown;

@@ -2,15 +2,17 @@
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::TestApp;
 
 #[tokio::test]
 async fn sends_and_failures_show_up_with_their_labels() {
-    let app = spawn_app(&[
-        ("RATE_LIMIT_PER_NUMBER", "1/1h"),
-        ("BLOCKED_COUNTRIES", "CU"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("RATE_LIMIT_PER_NUMBER", "1/1h"),
+            ("BLOCKED_COUNTRIES", "CU"),
+        ])
+        .spawn()
+        .await;
     let send = |mobile: &str, text: &str| {
         let body = json!({"mobile": mobile, "totp": text}).to_string();
         app.post_raw("/api/sms", body)

@@ -15,7 +15,7 @@ use wiremock::{Mock, MockServer};
 use crate::fakes::{
     mount_twilio, mount_vonage, provider_vars, twilio_accepted, twilio_error, vonage_accepted,
 };
-use crate::helpers::{spawn_configured_app, TestApp};
+use crate::helpers::TestApp;
 use crate::server_process::{free_port, spawn_or_skip, wait_for_line};
 
 const DASHBOARD: &str = include_str!("../../deploy/grafana/otp-relay.json");
@@ -23,8 +23,12 @@ const ALERTS: &str = include_str!("../../deploy/prometheus/alerts.yml");
 const ALERTS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/alerts.yml");
 
 /// Metrics whose panels must evaluate but may be empty here: evictions only happen
-/// under memory pressure, which this traffic does not make.
-const AWAITED_METRICS: &[&str] = &["otp_relay_store_evictions_total"];
+/// under memory pressure, and channel fallbacks only with Telegram or WhatsApp and
+/// CHANNEL_FALLBACK, neither of which this traffic has.
+const AWAITED_METRICS: &[&str] = &[
+    "otp_relay_store_evictions_total",
+    "otp_relay_channel_fallbacks_total",
+];
 
 /// The longest any wait on Prometheus may take.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -60,18 +64,15 @@ async fn every_dashboard_expression_evaluates_in_prometheus_and_the_alert_rules_
         .await;
     mount_twilio(&twilio, twilio_accepted()).await;
     mount_vonage(&vonage, vonage_accepted()).await;
-    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
-    vars.extend([
-        ("BLOCKED_COUNTRIES".to_owned(), "CU".to_owned()),
-        // Nothing listens there: every store operation fails and is served from
-        // memory, which the store panels show.
-        (
-            "REDIS_URL".to_owned(),
-            format!("redis://127.0.0.1:{}", free_port()),
-        ),
-    ]);
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (&**k, &**v)).collect();
-    let app = spawn_configured_app(&vars).await;
+    // Nothing listens there: every store operation fails and is served from memory,
+    // which the store panels show.
+    let redis_url = format!("redis://127.0.0.1:{}", free_port());
+    let app = TestApp::builder()
+        .env(&provider_vars(&twilio.uri(), Some(&vonage.uri())))
+        .env(&[("BLOCKED_COUNTRIES", "CU"), ("REDIS_URL", &redis_url)])
+        .real_providers()
+        .spawn()
+        .await;
 
     let Some(prometheus) = Prometheus::start(app.socket_address()).await else {
         return;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use crate::helpers::TestApp;
 
 /// Every route the app serves, as `METHOD path`.
 const ROUTES: &[&str] = &[
@@ -13,6 +13,7 @@ const ROUTES: &[&str] = &[
     "GET /v1/messages/{id}",
     "POST /webhooks/twilio",
     "POST /webhooks/vonage",
+    "GET /webhooks/vonage",
     "POST /webhooks/telegram-gateway",
     "POST /webhooks/telegram-bot",
     "POST /v1/compat/authentik",
@@ -25,7 +26,7 @@ const ROUTES: &[&str] = &[
 
 #[tokio::test]
 async fn the_document_lists_every_route_and_each_exists() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
 
     let response = app
         .client
@@ -94,10 +95,38 @@ async fn the_document_lists_every_route_and_each_exists() {
             .is_some_and(|required| required.contains(&Value::from("cost"))),
         "cost is absent until the provider states it"
     );
+    // The channel fallback's leg, absent until one was sent.
+    assert!(record["properties"]["fallback"].is_object(), "{record}");
+    assert!(
+        !record["required"]
+            .as_array()
+            .is_some_and(|required| required.contains(&Value::from("fallback"))),
+        "fallback is absent until one is sent"
+    );
+    let leg = &schemas["FallbackLeg"];
+    for field in [
+        "reason",
+        "channel",
+        "provider",
+        "provider_message_id",
+        "status",
+    ] {
+        assert!(leg["properties"][field].is_object(), "{field}: {leg}");
+    }
     let cost = &schemas["Cost"];
     assert_eq!(cost["properties"]["amount"]["type"], "string", "{cost}");
     assert!(cost["properties"]["currency"].is_object(), "{cost}");
     assert!(document["components"]["securitySchemes"]["bearer"].is_object());
+    // A 429 names the limit that refused it.
+    let limit = &schemas["Problem"]["properties"]["limit"];
+    assert!(
+        limit.to_string().contains("#/components/schemas/Scope"),
+        "{limit}"
+    );
+    assert_eq!(
+        schemas["Scope"]["enum"],
+        serde_json::json!(["number", "prefix", "client", "country", "global"])
+    );
 
     // Webhooks acknowledge with exactly 200, as the providers document (the Telegram
     // Gateway repeats anything else up to 10 times).

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::helpers::{spawn_configured_app, TestApp};
+use crate::helpers::TestApp;
 
 const PT_BR_TEXT: &str = "Seu codigo SMS é 482913 e válido por 5 minutos.";
 
@@ -33,7 +33,7 @@ async fn only_request(server: &MockServer) -> Request {
     requests.remove(0)
 }
 
-fn form_field(request: &Request, name: &str) -> String {
+pub fn form_field(request: &Request, name: &str) -> String {
     url_decoded(&request.body)
         .into_iter()
         .find(|(k, _)| k == name)
@@ -61,15 +61,18 @@ async fn twilio_end_to_end() {
         })))
         .mount(&server)
         .await;
-    let app = spawn_configured_app(&[
-        ("PROVIDERS", "twilio"),
-        ("AUTH_DISABLED", "true"),
-        ("TWILIO_ACCOUNT_SID", sid),
-        ("TWILIO_AUTH_TOKEN", "e2e-token"),
-        ("TWILIO_FROM", "+14155550100"),
-        ("TWILIO_BASE_URL", &server.uri()),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("PROVIDERS", "twilio"),
+            ("AUTH_DISABLED", "true"),
+            ("TWILIO_ACCOUNT_SID", sid),
+            ("TWILIO_AUTH_TOKEN", "e2e-token"),
+            ("TWILIO_FROM", "+14155550100"),
+            ("TWILIO_BASE_URL", &server.uri()),
+        ])
+        .real_providers()
+        .spawn()
+        .await;
 
     let body = send_qiam(&app).await;
 
@@ -96,15 +99,18 @@ async fn vonage_end_to_end() {
         })))
         .mount(&server)
         .await;
-    let app = spawn_configured_app(&[
-        ("PROVIDERS", "vonage"),
-        ("AUTH_DISABLED", "true"),
-        ("VONAGE_API_KEY", "e2e-key"),
-        ("VONAGE_API_SECRET", "e2e-secret"),
-        ("VONAGE_FROM", "AcmeOTP"),
-        ("VONAGE_SMS_BASE_URL", &server.uri()),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("PROVIDERS", "vonage"),
+            ("AUTH_DISABLED", "true"),
+            ("VONAGE_API_KEY", "e2e-key"),
+            ("VONAGE_API_SECRET", "e2e-secret"),
+            ("VONAGE_FROM", "AcmeOTP"),
+            ("VONAGE_SMS_BASE_URL", &server.uri()),
+        ])
+        .real_providers()
+        .spawn()
+        .await;
 
     let body = send_qiam(&app).await;
 
@@ -136,15 +142,18 @@ async fn sendpulse_end_to_end() {
         })))
         .mount(&server)
         .await;
-    let app = spawn_configured_app(&[
-        ("PROVIDERS", "sendpulse"),
-        ("AUTH_DISABLED", "true"),
-        ("SENDPULSE_CLIENT_ID", "e2e-id"),
-        ("SENDPULSE_CLIENT_SECRET", "e2e-secret"),
-        ("SENDPULSE_SENDER", "Acme"),
-        ("SENDPULSE_BASE_URL", &server.uri()),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("PROVIDERS", "sendpulse"),
+            ("AUTH_DISABLED", "true"),
+            ("SENDPULSE_CLIENT_ID", "e2e-id"),
+            ("SENDPULSE_CLIENT_SECRET", "e2e-secret"),
+            ("SENDPULSE_SENDER", "Acme"),
+            ("SENDPULSE_BASE_URL", &server.uri()),
+        ])
+        .real_providers()
+        .spawn()
+        .await;
 
     let body = send_qiam(&app).await;
 
@@ -173,14 +182,17 @@ async fn telegram_gateway_end_to_end() {
         })))
         .mount(&server)
         .await;
-    let app = spawn_configured_app(&[
-        ("PROVIDERS", "telegram"),
-        ("DEFAULT_CHANNEL", "telegram"),
-        ("AUTH_DISABLED", "true"),
-        ("TELEGRAM_GATEWAY_TOKEN", "e2e-gateway-token"),
-        ("TELEGRAM_GATEWAY_BASE_URL", &server.uri()),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("PROVIDERS", "telegram"),
+            ("DEFAULT_CHANNEL", "telegram"),
+            ("AUTH_DISABLED", "true"),
+            ("TELEGRAM_GATEWAY_TOKEN", "e2e-gateway-token"),
+            ("TELEGRAM_GATEWAY_BASE_URL", &server.uri()),
+        ])
+        .real_providers()
+        .spawn()
+        .await;
 
     let body = send_qiam(&app).await;
 

@@ -11,7 +11,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fakes::{mount_twilio, mount_vonage, provider_vars, twilio_accepted, vonage_accepted};
-use crate::helpers::{problem, spawn_configured_app, TestApp};
+use crate::helpers::{problem, TestApp};
 
 const PUBLIC: &str = "https://otp.example.com";
 const QIAM: &str = "{\n  \"mobile\": \"+5511966191717\",\n  \"totp\": \"Your SMS code is 123456\",\n  \"used\": false\n}";
@@ -25,13 +25,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-async fn app_with(vars: Vec<(String, String)>, extra: &[(&str, &str)]) -> TestApp {
-    let mut vars = vars;
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    spawn_configured_app(&pairs).await
 }
 
 async fn send(app: &TestApp) -> Value {
@@ -110,11 +103,12 @@ pub async fn twilio_callback(
 async fn twilio_reports_update_the_record_and_never_move_it_back() {
     let twilio = MockServer::start().await;
     mount_twilio(&twilio, twilio_accepted()).await;
-    let app = app_with(
-        provider_vars(&twilio.uri(), None),
-        &[("PUBLIC_BASE_URL", PUBLIC)],
-    )
-    .await;
+    let app = TestApp::builder()
+        .env(&provider_vars(&twilio.uri(), None))
+        .env(&[("PUBLIC_BASE_URL", PUBLIC)])
+        .real_providers()
+        .spawn()
+        .await;
     let sent = send(&app).await;
     let id = sent["id"].as_str().unwrap();
     let sid = "SM0123456789abcdef0123456789abcdef";
@@ -148,6 +142,23 @@ async fn twilio_reports_update_the_record_and_never_move_it_back() {
         "refused callbacks change nothing"
     );
 
+    // Twilio only POSTs: a GET, even a signed one, is not a callback.
+    let query = serde_urlencoded_like(
+        &delivered
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let get = app
+        .client
+        .get(app.url(&format!("/webhooks/twilio?{query}")))
+        .header("X-Twilio-Signature", twilio_signature(&url, &delivered))
+        .send()
+        .await
+        .unwrap();
+    problem(get, 405, "method_not_allowed").await;
+    assert_eq!(status_of(&app, id).await["status"], "queued");
+
     let ok = twilio_callback(&app, &delivered, Some(twilio_signature(&url, &delivered))).await;
     assert_eq!(ok.status(), 200);
     assert_eq!(status_of(&app, id).await["status"], "delivered");
@@ -172,7 +183,10 @@ async fn twilio_reports_update_the_record_and_never_move_it_back() {
 
 #[tokio::test]
 async fn a_record_is_shown_only_to_the_caller_that_sent_it() {
-    let app = crate::helpers::spawn_app(&[("AUTH_API_KEYS", "caller-a,caller-b")]).await;
+    let app = TestApp::builder()
+        .env(&[("AUTH_API_KEYS", "caller-a,caller-b")])
+        .spawn()
+        .await;
     let get = |id: String, key: &'static str| {
         app.client
             .get(app.url(&format!("/v1/messages/{id}")))
@@ -192,9 +206,10 @@ async fn a_record_is_shown_only_to_the_caller_that_sent_it() {
 
 #[tokio::test]
 async fn a_caller_of_unknown_address_reads_no_record() {
-    let app =
-        crate::helpers::spawn_app(&[("AUTH_DISABLED", "true"), ("TRUSTED_PROXIES", "127.0.0.1")])
-            .await;
+    let app = TestApp::builder()
+        .env(&[("AUTH_DISABLED", "true"), ("TRUSTED_PROXIES", "127.0.0.1")])
+        .spawn()
+        .await;
     let id = send_with(&app, ("X-Forwarded-For", "junk")).await;
 
     let read = app
@@ -225,22 +240,29 @@ fn vonage_signed(params: &[(&str, String)]) -> Vec<(String, String)> {
     sorted
 }
 
-#[tokio::test]
-async fn vonage_receipts_and_status_webhooks_are_verified() {
+/// An app sending through Vonage alone (a fake that accepts), its webhooks signed with
+/// HMAC-SHA256 and the secret `vonage-signature-secret`; the fake lives as long as it.
+async fn signed_vonage_app() -> (TestApp, MockServer) {
     let vonage = MockServer::start().await;
     mount_vonage(&vonage, vonage_accepted()).await;
-    let twilio = MockServer::start().await;
-    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
+    let mut vars = provider_vars("http://127.0.0.1:9", Some(&vonage.uri()));
     vars.retain(|(k, _)| !k.starts_with("TWILIO") && k != "PROVIDERS");
-    let app = app_with(
-        vars,
-        &[
+    let app = TestApp::builder()
+        .env(&vars)
+        .env(&[
             ("PROVIDERS", "vonage"),
             ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
             ("VONAGE_SIGNATURE_METHOD", "sha256"),
-        ],
-    )
-    .await;
+        ])
+        .real_providers()
+        .spawn()
+        .await;
+    (app, vonage)
+}
+
+#[tokio::test]
+async fn vonage_receipts_and_status_webhooks_are_verified() {
+    let (app, _vonage) = signed_vonage_app().await;
     let id = send(&app).await["id"].as_str().unwrap().to_owned();
     let receipt = |status: &str, timestamp: u64| {
         vonage_signed(&[
@@ -298,6 +320,34 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
     assert_eq!(status_of(&app, &id).await["provider_status"], "read");
 }
 
+#[tokio::test]
+async fn vonage_receipts_sent_as_get_are_verified_too() {
+    let (app, _vonage) = signed_vonage_app().await;
+    let id = send(&app).await["id"].as_str().unwrap().to_owned();
+    let receipt = vonage_signed(&[
+        ("messageId", "0A0000001234".into()),
+        ("msisdn", "5511966191717".into()),
+        ("status", "delivered".into()),
+        ("err-code", "0".into()),
+        ("nonce", "6e1a1b3c-bbbb".into()),
+        ("timestamp", unix_now().to_string()),
+    ]);
+    let get = |params: &[(String, String)]| {
+        let query = serde_urlencoded_like(params);
+        app.client
+            .get(app.url(&format!("/webhooks/vonage?{query}")))
+            .send()
+    };
+
+    let mut unsigned = receipt.clone();
+    unsigned.retain(|(k, _)| k != "sig");
+    problem(get(&unsigned).await.unwrap(), 401, "invalid_signature").await;
+    assert_eq!(status_of(&app, &id).await["status"], "queued");
+
+    assert_eq!(get(&receipt).await.unwrap().status(), 200);
+    assert_eq!(status_of(&app, &id).await["status"], "delivered");
+}
+
 /// The `Authorization` bearer token Vonage signs a Messages API status webhook with: an
 /// HS256 JWT (the signature secret) whose `payload_hash` is the body's SHA-256.
 pub fn vonage_status_token(body: &str, jti: &str) -> String {
@@ -341,17 +391,17 @@ async fn telegram_gateway_reports_are_verified() {
         })))
         .mount(&gateway)
         .await;
-    let app = app_with(
-        vec![],
-        &[
+    let app = TestApp::builder()
+        .env(&[
             ("PROVIDERS", "telegram"),
             ("DEFAULT_CHANNEL", "telegram"),
             ("AUTH_DISABLED", "true"),
             ("TELEGRAM_GATEWAY_TOKEN", "gateway-token-e2e"),
             ("TELEGRAM_GATEWAY_BASE_URL", &gateway.uri()),
-        ],
-    )
-    .await;
+        ])
+        .real_providers()
+        .spawn()
+        .await;
     let id = send(&app).await["id"].as_str().unwrap().to_owned();
     let body =
         json!({"request_id": "7d3c1f2a9b", "phone_number": "+5511966191717", "request_cost": 0.01,
@@ -420,7 +470,11 @@ async fn telegram_gateway_reports_are_verified() {
 
 #[tokio::test]
 async fn unknown_ids_and_unconfigured_webhooks_are_404_and_reading_needs_access() {
-    let app = app_with(vec![], &[("AUTH_API_KEYS", "reader-key")]).await;
+    let app = TestApp::builder()
+        .env(&[("AUTH_API_KEYS", "reader-key")])
+        .real_providers()
+        .spawn()
+        .await;
 
     let unknown = app
         .client
@@ -440,13 +494,24 @@ async fn unknown_ids_and_unconfigured_webhooks_are_404_and_reading_needs_access(
         .await
         .unwrap();
     problem(webhook, 404, "webhook_not_configured").await;
+    let unknown_webhook = app
+        .client
+        .post(app.url("/webhooks/pigeon"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    problem(unknown_webhook, 404, "webhook_not_configured").await;
 }
 
 #[tokio::test]
 async fn records_past_the_memory_budget_go_oldest_first() {
     // 1 MiB in all: half of it, 512 KiB, for records. A send's record weighs a few
     // hundred bytes, so 2,000 sends are several times what fits.
-    let app = crate::helpers::spawn_app(&[("MEMORY_STORE_MIB", "1")]).await;
+    let app = TestApp::builder()
+        .env(&[("MEMORY_STORE_MIB", "1")])
+        .spawn()
+        .await;
     let first = send(&app).await["id"].as_str().unwrap().to_owned();
     assert_eq!(status_of(&app, &first).await["id"], first.as_str());
     for _ in 0..40 {
@@ -481,15 +546,16 @@ async fn vonage_multipart_receipts_update_the_record_over_all_parts() {
     mount_twilio(&twilio, twilio_accepted()).await;
     let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
     vars.retain(|(k, _)| k != "PROVIDERS");
-    let app = app_with(
-        vars,
-        &[
+    let app = TestApp::builder()
+        .env(&vars)
+        .env(&[
             ("PROVIDERS", "vonage,twilio"),
             ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
             ("VONAGE_SIGNATURE_METHOD", "sha256"),
-        ],
-    )
-    .await;
+        ])
+        .real_providers()
+        .spawn()
+        .await;
     let sent = send(&app).await;
     assert_eq!(sent["provider"], "vonage");
     assert_eq!(sent["provider_message_id"], "0A00000000P1");

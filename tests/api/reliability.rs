@@ -11,7 +11,7 @@ use crate::fakes::{
     vonage_accepted, vonage_error_500, SLOW,
 };
 use crate::health::ready;
-use crate::helpers::{problem, spawn_configured_app, TestApp};
+use crate::helpers::{problem, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::{Request, Respond, ResponseTemplate};
 
@@ -30,13 +30,18 @@ async fn app_for(
     secondary: Option<&MockServer>,
     extra: &[(&str, &str)],
 ) -> TestApp {
-    let mut vars = provider_vars(&primary.uri(), secondary.map(|s| s.uri()).as_deref());
-    // Short enough for the timeout tests, long enough that a loaded machine never
-    // turns a mock's prompt answer into a timeout.
-    vars.push(("PROVIDER_TIMEOUT".into(), "2s".into()));
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    spawn_configured_app(&pairs).await
+    TestApp::builder()
+        .env(&provider_vars(
+            &primary.uri(),
+            secondary.map(|s| s.uri()).as_deref(),
+        ))
+        // Short enough for the timeout tests, long enough that a loaded machine never
+        // turns a mock's prompt answer into a timeout.
+        .env(&[("PROVIDER_TIMEOUT", "2s")])
+        .env(extra)
+        .real_providers()
+        .spawn()
+        .await
 }
 
 async fn ok_body(response: reqwest::Response) -> Value {
@@ -113,10 +118,12 @@ async fn a_refused_connection_is_retried_then_fails_over() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", listener.local_addr().unwrap())
     };
-    let mut vars = provider_vars(&refused, Some(&secondary.uri()));
-    vars.push(("RETRY_MAX".into(), "1".into()));
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let app = spawn_configured_app(&pairs).await;
+    let app = TestApp::builder()
+        .env(&provider_vars(&refused, Some(&secondary.uri())))
+        .env(&[("RETRY_MAX", "1")])
+        .real_providers()
+        .spawn()
+        .await;
 
     let body = ok_body(app.post_raw("/api/sms", BODY).await).await;
 

@@ -7,19 +7,21 @@ use serde_json::json;
 use wiremock::MockServer;
 
 use crate::fakes::{hits, mount_twilio, provider_vars, twilio_accepted};
-use crate::helpers::{captured_logs, spawn_configured_app, TestApp};
+use crate::helpers::{captured_logs, TestApp};
 use crate::redis_server::{RedisCluster, RedisServer};
 
-async fn replica(twilio: &MockServer, redis_url: &str, extra: &[(&str, &str)]) -> TestApp {
-    let mut vars = provider_vars(&twilio.uri(), None);
-    vars.push(("REDIS_URL".into(), redis_url.into()));
-    // A test machine under load may take longer than the default second to schedule a
-    // call; a call that times out would be served from memory, which is not what these
-    // tests are about.
-    vars.push(("REDIS_TIMEOUT".into(), "2500ms".into()));
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    spawn_configured_app(&pairs).await
+/// A replica using Twilio at `twilio` and the Redis at `redis_url`, with `extra` set.
+pub async fn replica(twilio: &MockServer, redis_url: &str, extra: &[(&str, &str)]) -> TestApp {
+    TestApp::builder()
+        .env(&provider_vars(&twilio.uri(), None))
+        // A test machine under load may take longer than the default second to schedule
+        // a call; a call that times out would be served from memory, which is not what
+        // these tests are about.
+        .env(&[("REDIS_URL", redis_url), ("REDIS_TIMEOUT", "2500ms")])
+        .env(extra)
+        .real_providers()
+        .spawn()
+        .await
 }
 
 async fn send(app: &TestApp, mobile: &str, text: &str, key: Option<&str>) -> reqwest::Response {
@@ -230,12 +232,14 @@ async fn replicas_sharing_a_cluster_enforce_one_limit_per_number() {
     };
     let twilio = MockServer::start().await;
     mount_twilio(&twilio, twilio_accepted()).await;
-    // Every limit on, so each send's script takes three keys at once; dedupe on, so
+    // Every limit on, so each send's script takes five keys at once; dedupe on, so
     // each send also writes a key of its own.
     let vars = [
         ("REDIS_CLUSTER", "true"),
         ("RATE_LIMIT_PER_NUMBER", "2/1h"),
+        ("RATE_LIMIT_PER_PREFIX", "1000/1h"),
         ("RATE_LIMIT_PER_CLIENT", "1000/1h"),
+        ("RATE_LIMIT_PER_COUNTRY", "*=1000/1h"),
         ("RATE_LIMIT_GLOBAL", "1000/1h"),
         ("DEDUPE_WINDOW", "60s"),
     ];

@@ -2,14 +2,14 @@
 
 use serde_json::json;
 
-use crate::helpers::{problem, spawn_app};
+use crate::helpers::{problem, TestApp};
 
 /// Exactly what the QIAM extension writes: Gson pretty-printing, `used: false`.
 const QIAM_ENGLISH: &str = "{\n  \"mobile\": \"+5511966191717\",\n  \"totp\": \"Your SMS code is 123456 and is valid for 5 minutes.\",\n  \"used\": false\n}";
 
 #[tokio::test]
 async fn the_qiam_english_body_is_sent_once_with_its_text_and_code() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
 
     let response = app.post_raw("/api/sms", QIAM_ENGLISH).await;
 
@@ -38,7 +38,7 @@ async fn the_qiam_english_body_is_sent_once_with_its_text_and_code() {
 
 #[tokio::test]
 async fn a_pt_br_body_in_latin1_bytes_reaches_the_provider_as_unicode() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
     // "é" and "á" as the single bytes DataOutputStream.writeBytes leaves of them.
     let mut body = b"{\n  \"mobile\": \"+5511966191717\",\n  \"totp\": \"Seu codigo SMS ".to_vec();
     body.extend_from_slice(b"\xe9 654321 e v\xe1lido por 5 minutos.\",\n  \"used\": false\n}");
@@ -61,7 +61,7 @@ async fn a_pt_br_body_in_latin1_bytes_reaches_the_provider_as_unicode() {
 
 #[tokio::test]
 async fn gson_unicode_escapes_are_decoded() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
     let body = "{\n  \"mobile\": \"+5511966191717\",\n  \"totp\": \"code \\u003d 778899 \\u003cvalid\\u003e \\u0026 \\u0027ok\\u0027\",\n  \"used\": false\n}";
 
     let response = app.post_raw("/api/sms", body).await;
@@ -75,7 +75,10 @@ async fn gson_unicode_escapes_are_decoded() {
 
 #[tokio::test]
 async fn a_bare_code_is_rendered_through_the_template() {
-    let app = spawn_app(&[("MESSAGE_TEMPLATE", "Login code {code}. Do not share it.")]).await;
+    let app = TestApp::builder()
+        .env(&[("MESSAGE_TEMPLATE", "Login code {code}. Do not share it.")])
+        .spawn()
+        .await;
 
     let response = app
         .post_json(
@@ -93,8 +96,11 @@ async fn a_bare_code_is_rendered_through_the_template() {
 
 #[tokio::test]
 async fn every_mobile_form_is_normalized_to_e164() {
-    let international = spawn_app(&[]).await;
-    let national = spawn_app(&[("DEFAULT_REGION", "BR")]).await;
+    let international = TestApp::builder().spawn().await;
+    let national = TestApp::builder()
+        .env(&[("DEFAULT_REGION", "BR")])
+        .spawn()
+        .await;
     let cases = [
         (&international, "+5511966191717"),
         (&international, "+55 11 96619-1717"),
@@ -117,7 +123,7 @@ async fn every_mobile_form_is_normalized_to_e164() {
 
 #[tokio::test]
 async fn the_canonical_path_takes_channel_message_code_and_ttl() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
 
     let response = app
         .post_json(
@@ -145,7 +151,7 @@ async fn the_canonical_path_takes_channel_message_code_and_ttl() {
 
 #[tokio::test]
 async fn refused_bodies_get_problem_details_and_send_nothing() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
     let big_text = "x".repeat(20 * 1024);
     let cases: Vec<(String, u16, &str)> = vec![
         (
@@ -207,7 +213,7 @@ async fn refused_bodies_get_problem_details_and_send_nothing() {
 #[tokio::test]
 async fn a_body_streamed_past_the_limit_is_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
     let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
         .await
         .unwrap();
@@ -232,7 +238,7 @@ async fn a_body_streamed_past_the_limit_is_refused() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_are_refused() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
 
     let response = app.client.get(app.url("/nowhere")).send().await.unwrap();
     problem(response, 404, "not_found").await;
@@ -243,7 +249,7 @@ async fn unknown_paths_and_methods_are_refused() {
 
 #[tokio::test]
 async fn every_answer_carries_a_request_id() {
-    let app = spawn_app(&[]).await;
+    let app = TestApp::builder().spawn().await;
 
     let ok = app.post_raw("/api/sms", QIAM_ENGLISH).await;
     let refused = app.post_raw("/api/sms", "{}").await;
@@ -260,15 +266,18 @@ async fn every_answer_carries_a_request_id() {
 mod provider_failures {
     use std::time::Duration;
 
-    use otp_relay_providers::{MessageProvider, ProviderError};
+    use otp_relay_providers::ProviderError;
     use serde_json::json;
 
-    use crate::helpers::{problem, spawn_app_with, spawn_app_with_providers, RecordingProvider};
+    use crate::helpers::{problem, RecordingProvider, TestApp};
 
     const BODY: &str = r#"{"mobile": "+5511966191717", "totp": "Your code is 135790"}"#;
 
     async fn answer_for(error: ProviderError) -> reqwest::Response {
-        let app = spawn_app_with(&[], RecordingProvider::failing_with(error)).await;
+        let app = TestApp::builder()
+            .provider(RecordingProvider::failing_with(error))
+            .spawn()
+            .await;
         app.post_raw("/api/sms", BODY).await
     }
 
@@ -301,7 +310,7 @@ mod provider_failures {
             detail: "slow down".into(),
             retry_after: Some(Duration::from_secs(30)),
         });
-        let app = spawn_app_with(&[], provider.clone()).await;
+        let app = TestApp::builder().provider(provider.clone()).spawn().await;
 
         let response = app.post_raw("/api/sms", BODY).await;
 
@@ -324,8 +333,10 @@ mod provider_failures {
             }),
         );
         let up = RecordingProvider::new("second", None);
-        let providers: Vec<std::sync::Arc<dyn MessageProvider>> = vec![down.clone(), up.clone()];
-        let app = spawn_app_with_providers(&[], providers, up.clone()).await;
+        let app = TestApp::builder()
+            .providers(vec![down.clone(), up.clone()])
+            .spawn()
+            .await;
 
         let response = app.post_raw("/api/sms", BODY).await;
 

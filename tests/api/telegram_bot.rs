@@ -6,7 +6,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fakes::{mount_twilio, twilio_accepted, TWILIO_SID};
-use crate::helpers::{problem, spawn_configured_app, TestApp};
+use crate::helpers::{problem, TestApp};
 
 const TOKEN: &str = "123456789:AAH-e2e_bot_token";
 const SECRET: &str = "webhook-secret_e2e";
@@ -143,14 +143,17 @@ async fn users_link_their_own_number_and_unlink_it() {
 #[tokio::test]
 async fn without_an_sms_provider_an_unlinked_number_is_refused() {
     let bot = MockServer::start().await;
-    let app = spawn_configured_app(&[
-        ("PROVIDERS", "telegram"),
-        ("AUTH_DISABLED", "true"),
-        ("TELEGRAM_MODE", "bot"),
-        ("TELEGRAM_BOT_TOKEN", TOKEN),
-        ("TELEGRAM_BOT_BASE_URL", &bot.uri()),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .env(&[
+            ("PROVIDERS", "telegram"),
+            ("AUTH_DISABLED", "true"),
+            ("TELEGRAM_MODE", "bot"),
+            ("TELEGRAM_BOT_TOKEN", TOKEN),
+            ("TELEGRAM_BOT_BASE_URL", &bot.uri()),
+        ])
+        .real_providers()
+        .spawn()
+        .await;
 
     problem(
         send_telegram(&app, "+5511966191717").await,
@@ -166,7 +169,7 @@ async fn bot_and_sms(bot: &MockServer, twilio: &MockServer, extra: &[(&str, &str
     mount_twilio(twilio, twilio_accepted()).await;
     let twilio_url = twilio.uri();
     let bot_url = bot.uri();
-    let mut vars = vec![
+    let vars = [
         ("PROVIDERS", "telegram,twilio"),
         ("AUTH_DISABLED", "true"),
         ("TWILIO_ACCOUNT_SID", TWILIO_SID),
@@ -178,8 +181,12 @@ async fn bot_and_sms(bot: &MockServer, twilio: &MockServer, extra: &[(&str, &str
         ("TELEGRAM_BOT_BASE_URL", &bot_url),
         ("TELEGRAM_WEBHOOK_SECRET", SECRET),
     ];
-    vars.extend_from_slice(extra);
-    spawn_configured_app(&vars).await
+    TestApp::builder()
+        .env(&vars)
+        .env(extra)
+        .real_providers()
+        .spawn()
+        .await
 }
 
 /// The bot accepts every sendMessage.

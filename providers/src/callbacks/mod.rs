@@ -1,10 +1,12 @@
 //! Provider callbacks: proving that a delivery report (or a bot update) really comes
 //! from the provider, then reading it into one vocabulary.
 //!
-//! Each submodule implements one provider's documented scheme as pure functions: the
-//! server hands over the raw body, the headers that carry the signature and the current
-//! time, and gets back a [`StatusUpdate`] (or a [`telegram::BotUpdate`]) or a
-//! [`CallbackError`] that says which HTTP answer fits.
+//! Each provider that takes callbacks offers a [`Webhook`] (its `webhook` module holds its
+//! documented scheme as pure functions). The server routes a request to the webhook by
+//! name, hands over the method, headers, query and raw body as received and the public
+//! URL it gave the provider, and gets back a [`Callback`] (a status update, a bot update
+//! or nothing to do) or a [`CallbackError`] that says which HTTP answer fits. The server
+//! never reads a provider's wire format; the providers never know the server's routes.
 //!
 //! | webhook | scheme | replay window |
 //! |---|---|---|
@@ -24,16 +26,13 @@
 //!   produce lower case).
 //! - Errors never carry a secret, a signature or a phone number, and never echo the body.
 
-pub mod telegram;
-pub mod twilio;
-pub mod vonage;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::digest::KeyInit;
 use hmac::Mac;
 use subtle::ConstantTimeEq;
 
+use crate::telegram::webhook::BotUpdate;
 use crate::DeliveryStatus;
 
 /// How far a signed timestamp may be from `now`, in the past or the future. Five minutes
@@ -71,13 +70,75 @@ pub enum CallbackError {
     /// The callback is authentic (or cannot even be checked) but not in the documented shape.
     #[error("malformed callback: {0}")]
     Malformed(String),
+    /// The provider never calls this webhook with this method.
+    #[error("the webhook does not take this method")]
+    MethodNotAllowed,
 }
 
 impl CallbackError {
-    /// The caller could not prove it is the provider: answer 401. `Malformed` is 400.
+    /// The caller could not prove it is the provider: answer 401. `Malformed` is 400,
+    /// `MethodNotAllowed` 405.
     pub fn is_auth_failure(&self) -> bool {
-        !matches!(self, CallbackError::Malformed(_))
+        !matches!(
+            self,
+            CallbackError::Malformed(_) | CallbackError::MethodNotAllowed
+        )
     }
+}
+
+/// One callback request as the server received it.
+pub struct CallbackRequest<'a> {
+    /// The HTTP method, upper case (`POST`, `GET`).
+    pub method: &'a str,
+    /// The public URL the provider was given for this webhook (see
+    /// [`crate::CallbackUrls`]), which some schemes sign; `None` when the server has none.
+    pub url: Option<&'a str>,
+    /// The query string, without `?`.
+    pub query: &'a [u8],
+    pub headers: &'a reqwest::header::HeaderMap,
+    /// The body, exactly as received.
+    pub body: &'a [u8],
+    /// The time signed timestamps are checked against.
+    pub now: SystemTime,
+}
+
+impl CallbackRequest<'_> {
+    /// A header's value, when it is present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Refuses every method but `POST`, which is how most providers call.
+    pub(crate) fn expect_post(&self) -> Result<(), CallbackError> {
+        if self.method.eq_ignore_ascii_case("POST") {
+            Ok(())
+        } else {
+            Err(CallbackError::MethodNotAllowed)
+        }
+    }
+}
+
+/// What an authentic callback says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Callback {
+    /// A provider's word on a message we sent.
+    Status(StatusUpdate),
+    /// A Telegram bot user's action (linking or unlinking their chat).
+    Bot(BotUpdate),
+    /// Nothing for the server to do (for example a Gateway report about code
+    /// verification only); the reason is for the debug log.
+    Nothing(&'static str),
+}
+
+/// A provider's callback endpoint: verifies a request with the provider's own scheme and
+/// reads it. Built by [`crate::registry::build_all`] for each configured webhook.
+pub trait Webhook: Send + Sync {
+    /// The webhook's name, unique among providers; the server serves it under a path
+    /// of its choosing that ends with this name.
+    fn name(&self) -> &'static str;
+
+    /// Verifies and reads one request.
+    fn receive(&self, request: &CallbackRequest<'_>) -> Result<Callback, CallbackError>;
 }
 
 /// Reads an `application/x-www-form-urlencoded` body (or query string) the way the
@@ -265,5 +326,6 @@ mod tests {
         assert!(CallbackError::BadSignature.is_auth_failure());
         assert!(CallbackError::Stale.is_auth_failure());
         assert!(!CallbackError::Malformed("x".into()).is_auth_failure());
+        assert!(!CallbackError::MethodNotAllowed.is_auth_failure());
     }
 }

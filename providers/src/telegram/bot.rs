@@ -70,7 +70,7 @@ impl TelegramBot {
         http::exchange(self.client.post(self.url(method)).json(body)).await
     }
 
-    /// Sends a bot reply built by [`crate::callbacks::telegram`] (`ask_for_contact` and
+    /// Sends a bot reply built by [`super::webhook`] (`ask_for_contact` and
     /// the like) with the Bot API's `sendMessage`. Errors are read as for a code's send.
     pub async fn bot_send_json(&self, body: &serde_json::Value) -> Result<(), ProviderError> {
         let reply = self.post("sendMessage", body).await?;

@@ -3,6 +3,7 @@
 use super::clean;
 use super::unexpected;
 use super::unreadable_acceptance;
+use super::webhook::GATEWAY_WEBHOOK;
 use super::CHANNELS;
 use super::NAME;
 use crate::http;
@@ -56,13 +57,14 @@ impl TelegramGateway {
         settings: &TelegramSettings,
         context: &ProviderContext,
     ) -> Result<TelegramGateway, SettingError> {
-        let callback_url = context.callback_url("telegram-gateway");
+        let urls = &context.callback_urls;
+        let callback_url = urls.url(GATEWAY_WEBHOOK);
         if let Some(url) = &callback_url {
             if url.len() > MAX_CALLBACK_URL {
                 return Err(SettingError::new(
-                    "PUBLIC_BASE_URL",
+                    urls.setting(),
                     "is too long: the Telegram Gateway takes callback URLs of at most 256 bytes",
-                    "https://otp.example.com",
+                    urls.example(),
                 ));
             }
         }
@@ -72,8 +74,9 @@ impl TelegramGateway {
             let https = url.starts_with("https://");
             if !https {
                 tracing::warn!(
-                    "PUBLIC_BASE_URL is not https: the Telegram Gateway takes only https \
-                     callback URLs, so codes are sent without delivery reports"
+                    "{} is not https: the Telegram Gateway takes only https callback URLs, \
+                     so codes are sent without delivery reports",
+                    urls.setting()
                 );
             }
             https
@@ -202,7 +205,7 @@ pub(super) struct GatewayReply {
 }
 
 /// A Gateway `RequestStatus`: the `result` of a send, and the body of a delivery report
-/// (see [`crate::callbacks::telegram`]).
+/// (see [`super::webhook`]).
 #[derive(Deserialize)]
 pub(crate) struct RequestStatus {
     pub(crate) request_id: String,

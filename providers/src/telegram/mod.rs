@@ -41,11 +41,11 @@
 //!   [`http::transport_error`]) or a log, and reply text is cleaned of the token before it
 //!   becomes an error detail.
 //! - The bot also answers users who link their chat (replies built in
-//!   [`crate::callbacks::telegram`], sent with [`TelegramBot::bot_send_json`]), and
+//!   [`webhook`], sent with [`TelegramBot::bot_send_json`]), and
 //!   [`TelegramBot::set_webhook`] registers its webhook with the secret Telegram
 //!   must send back.
 //!
-//! Delivery reports and bot updates are verified in [`crate::callbacks::telegram`].
+//! Delivery reports and bot updates are verified in [`webhook`].
 //!
 //! Probe: `getMe` in bot mode. The Gateway has no free authenticated call
 //! (`checkSendAbility` is billed), so it reports [`ProbeOutcome::NotSupported`].
@@ -53,6 +53,7 @@
 mod bot;
 mod gateway;
 mod settings;
+pub mod webhook;
 
 use std::sync::Arc;
 

@@ -30,6 +30,7 @@
 
 mod money;
 mod settings;
+pub mod webhook;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -100,7 +101,7 @@ impl TwilioProvider {
                 settings.auth_token.expose_secret(),
             ),
             account_url: format!("{account_url}.json"),
-            status_callback: context.callback_url("twilio"),
+            status_callback: context.callback_url(webhook::WEBHOOK),
             client: context.client.clone(),
             settings,
         })

@@ -49,6 +49,7 @@ mod messages;
 mod money;
 mod settings;
 mod sms;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -113,7 +114,7 @@ impl VonageProvider {
             }
         };
         Ok(VonageProvider {
-            callback_url: context.callback_url(NAME),
+            callback_url: context.callback_url(webhook::WEBHOOK),
             client: context.client.clone(),
             settings,
             auth,

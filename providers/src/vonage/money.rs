@@ -7,7 +7,7 @@
 //! - SMS API send: each part of the answer has `message-price` and `remaining-balance`
 //!   as decimal strings (vonage_sms.yml, `Message`); the message costs their sum.
 //! - Messages API status webhooks: `usage: {"currency":"EUR","price":"0.0333"}`, read in
-//!   [`crate::callbacks::vonage`].
+//!   [`super::webhook`].
 //! - Balance: `GET {sms_base}/account/get-balance` with Basic `key:secret` answers
 //!   `{"value": 10.28, "autoReload": false}` (a JSON number).
 

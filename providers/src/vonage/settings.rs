@@ -44,7 +44,7 @@ pub struct VonageSettings {
     /// For verifying Vonage's signed webhooks (used by the webhook handler, not here).
     pub signature_secret: Option<SecretString>,
     /// `VONAGE_SIGNATURE_METHOD`: how SMS API receipts are signed (default `md5hash`).
-    pub signature_method: crate::callbacks::vonage::SignatureMethod,
+    pub signature_method: super::webhook::SignatureMethod,
     pub whatsapp_template: Option<WhatsappTemplate>,
     pub sms_base_url: String,
     pub messages_base_url: String,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otp_relay_providers::{
-    http, Channel, MemoryChatDirectory, OutboundMessage, Phone, ProviderContext,
+    http, CallbackUrls, Channel, MemoryChatDirectory, NoCallbacks, OutboundMessage, Phone,
+    ProviderContext,
 };
 use wiremock::Request;
 
@@ -43,10 +44,31 @@ pub fn context_with_chats(
     public_base_url: Option<&str>,
     chats: Arc<MemoryChatDirectory>,
 ) -> ProviderContext {
+    let callback_urls: Arc<dyn CallbackUrls> = match public_base_url {
+        Some(base) => Arc::new(ServerUrls(base.to_owned())),
+        None => Arc::new(NoCallbacks),
+    };
     ProviderContext {
         client: http::client(CLIENT_TIMEOUT),
-        public_base_url: public_base_url.map(str::to_owned),
+        callback_urls,
         chats,
+    }
+}
+
+/// The server's layout: webhook `name` at `{base}/webhooks/{name}`.
+pub struct ServerUrls(pub String);
+
+impl CallbackUrls for ServerUrls {
+    fn url(&self, webhook: &str) -> Option<String> {
+        Some(format!("{}/webhooks/{webhook}", self.0))
+    }
+
+    fn setting(&self) -> &'static str {
+        "PUBLIC_BASE_URL"
+    }
+
+    fn example(&self) -> &'static str {
+        "https://otp.example.com"
     }
 }
 

@@ -1,5 +1,5 @@
-//! Telegram callbacks: Gateway delivery reports (`POST /webhooks/telegram-gateway`) and
-//! Bot API updates (`POST /webhooks/telegram-bot`), plus the bot's replies.
+//! Telegram callbacks: Gateway delivery reports (the `telegram-gateway` webhook) and Bot
+//! API updates (the `telegram-bot` webhook), plus the bot's replies.
 //!
 //! **Gateway reports** are a `RequestStatus` JSON object sent to the `callback_url` of
 //! `sendVerificationMessage` ("Receiving reports" in the Gateway API docs):
@@ -27,12 +27,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{
-    check_fresh, hmac, json_error, parse_unix, presented, same, verify_hex, CallbackError,
-    StatusUpdate,
+use super::{gateway_status, RequestStatus};
+use crate::callbacks::{
+    check_fresh, hmac, json_error, parse_unix, presented, same, verify_hex, Callback,
+    CallbackError, CallbackRequest, StatusUpdate, Webhook,
 };
 use crate::phone::mask_digits;
-use crate::telegram::{gateway_status, RequestStatus};
+
+/// The Gateway's webhook name: the last segment of its path.
+pub const GATEWAY_WEBHOOK: &str = "telegram-gateway";
+/// The bot's webhook name: the last segment of its path.
+pub const BOT_WEBHOOK: &str = "telegram-bot";
 
 /// The Gateway report header that carries the signed time.
 pub const TIMESTAMP_HEADER: &str = "X-Request-Timestamp";
@@ -74,6 +79,69 @@ pub fn verify_gateway_status(
         // The send's answer already priced the request.
         cost: None,
     }))
+}
+
+/// The Gateway's delivery reports, signed with a key derived from the Gateway token.
+pub struct GatewayWebhook {
+    token: SecretString,
+}
+
+impl GatewayWebhook {
+    pub fn new(gateway_token: SecretString) -> Self {
+        GatewayWebhook {
+            token: gateway_token,
+        }
+    }
+}
+
+impl Webhook for GatewayWebhook {
+    fn name(&self) -> &'static str {
+        GATEWAY_WEBHOOK
+    }
+
+    fn receive(&self, request: &CallbackRequest<'_>) -> Result<Callback, CallbackError> {
+        request.expect_post()?;
+        let update = verify_gateway_status(
+            &self.token,
+            request.header(TIMESTAMP_HEADER),
+            request.header(SIGNATURE_HEADER),
+            request.body,
+            request.now,
+        )?;
+        Ok(update.map_or(
+            Callback::Nothing("a gateway report without a delivery status"),
+            Callback::Status,
+        ))
+    }
+}
+
+/// The bot's updates, authenticated by the secret token given to `setWebhook`.
+pub struct BotWebhook {
+    secret: SecretString,
+}
+
+impl BotWebhook {
+    pub fn new(webhook_secret: SecretString) -> Self {
+        BotWebhook {
+            secret: webhook_secret,
+        }
+    }
+}
+
+impl Webhook for BotWebhook {
+    fn name(&self) -> &'static str {
+        BOT_WEBHOOK
+    }
+
+    fn receive(&self, request: &CallbackRequest<'_>) -> Result<Callback, CallbackError> {
+        request.expect_post()?;
+        verify_bot_update(
+            &self.secret,
+            request.header(SECRET_TOKEN_HEADER),
+            request.body,
+        )
+        .map(Callback::Bot)
+    }
 }
 
 /// What a bot update asks of us.

@@ -1,4 +1,4 @@
-//! Vonage delivery callbacks (`POST /webhooks/vonage`), from either API.
+//! Vonage delivery callbacks, from either API: the `vonage` webhook.
 //!
 //! **SMS API delivery receipts** arrive as a form, a query string or a flat JSON object
 //! (`messageId`, `status`, `err-code`, `msisdn`, …). With signed webhooks enabled they
@@ -36,13 +36,67 @@ use serde_json::Value;
 use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
-use super::{
-    check_fresh, decode_hex, hmac, json_error, param, parse_unix, presented, required, same,
-    unix_seconds, CallbackError, StatusUpdate,
+use super::NAME;
+use crate::callbacks::{
+    check_fresh, decode_hex, form_params, hmac, json_error, param, parse_unix, presented, required,
+    same, unix_seconds, Callback, CallbackError, CallbackRequest, StatusUpdate, Webhook,
 };
 use crate::DeliveryStatus;
 
-const NAME: &str = "vonage";
+/// The webhook's name: the last segment of its path.
+pub const WEBHOOK: &str = "vonage";
+
+/// Both APIs' callbacks, told apart by their signature: the Messages API signs with a JWT
+/// in `Authorization`, the SMS API with a `sig` parameter.
+pub struct VonageWebhook {
+    secret: SecretString,
+    method: SignatureMethod,
+}
+
+impl VonageWebhook {
+    /// `secret` is the account's signature secret, `method` the dashboard's signature
+    /// method for SMS API receipts.
+    pub fn new(secret: SecretString, method: SignatureMethod) -> Self {
+        VonageWebhook { secret, method }
+    }
+}
+
+impl Webhook for VonageWebhook {
+    fn name(&self) -> &'static str {
+        WEBHOOK
+    }
+
+    fn receive(&self, request: &CallbackRequest<'_>) -> Result<Callback, CallbackError> {
+        let update = if request.method.eq_ignore_ascii_case("GET") {
+            // The SMS API sends receipts as a GET when the dashboard says so.
+            let params = form_params(request.query);
+            verify_sms_receipt(&self.secret, self.method, &params, request.now)?
+        } else if !request.method.eq_ignore_ascii_case("POST") {
+            return Err(CallbackError::MethodNotAllowed);
+        } else if request.header("authorization").is_some() {
+            verify_messages_status(
+                &self.secret,
+                request.header("authorization"),
+                request.body,
+                request.now,
+            )?
+        } else {
+            let is_json = request
+                .header("content-type")
+                .is_some_and(|v| v.starts_with("application/json"));
+            let mut params = if is_json {
+                json_params(request.body)?
+            } else {
+                form_params(request.body)
+            };
+            if params.is_empty() {
+                params = form_params(request.query);
+            }
+            verify_sms_receipt(&self.secret, self.method, &params, request.now)?
+        };
+        Ok(Callback::Status(update))
+    }
+}
 
 /// How SMS API webhooks are signed: the dashboard's "signature method".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -9,10 +9,15 @@
 //! Each record is kept with a digest of the caller identity that sent it, and shown
 //! only to that caller. Records kept without one (written before owners were kept)
 //! are shown to nobody; they lapse with `MESSAGE_RETENTION`.
+//!
+//! A report that moves the status of a message's first leg is handed to the
+//! [`StatusHook`], if one is set (the channel fallback): whatever brought the report
+//! (a webhook or a poll), it comes through [`Records::apply`].
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::Arc;
+mod leg;
+mod owner;
+
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -20,8 +25,11 @@ use otp_relay_providers::callbacks::StatusUpdate;
 use otp_relay_providers::{ChatDirectory, DeliveryStatus, Money, Phone, ProviderError};
 use serde::{Deserialize, Serialize};
 
+pub use leg::{FallbackLeg, Sent};
+
 use crate::guards::digest;
 use crate::store::{Store, StoreError};
+use owner::owner_digest;
 
 /// What is known of one sent (or refused) message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -49,6 +57,15 @@ pub struct MessageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Cost>)]
     pub cost: Option<Money>,
+    /// The selector of the `ROUTES` rule that chose the providers (`+5511`, `BR`, `*`);
+    /// absent when no rule matched or `ROUTES` is unset (every provider, in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "+5511")]
+    pub route: Option<String>,
+    /// The SMS sent when this message's channel did not report delivery in time, or
+    /// reported failure (`CHANNEL_FALLBACK`); absent when none was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackLeg>,
 }
 
 /// A message's price, as the provider stated it (the OpenAPI shape of [`Money`]).
@@ -106,32 +123,6 @@ impl KeptRef<'_> {
     fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a record serializes")
     }
-}
-
-/// What a record keeps of its sender: a digest, never the key or the address.
-///
-/// The same few callers send again and again, and a SHA-256 cost more than the rest of
-/// saving a record: each thread keeps the digests of the last [`OWNER_DIGESTS`]
-/// identities it saw.
-fn owner_digest(identity: &str) -> String {
-    OWNER_DIGEST_CACHE.with_borrow_mut(|digests| {
-        if let Some(known) = digests.get(identity) {
-            return known.clone();
-        }
-        if digests.len() >= OWNER_DIGESTS {
-            digests.clear();
-        }
-        let owner = digest(&["record-owner", identity]);
-        digests.insert(identity.to_owned(), owner.clone());
-        owner
-    })
-}
-
-/// How many identities' digests each thread keeps (emptied when full).
-const OWNER_DIGESTS: usize = 64;
-
-thread_local! {
-    static OWNER_DIGEST_CACHE: RefCell<HashMap<String, String>> = RefCell::default();
 }
 
 /// RFC 3339 time, to the second.
@@ -196,10 +187,22 @@ impl MessageRecord {
         })
     }
 
+    /// The cost of the leg `update` is about (the fallback SMS, or the message), with
+    /// the provider that charged it, once stated.
+    fn cost_reported_by(&self, update: &StatusUpdate) -> Option<(&str, &Money)> {
+        match self.fallback.as_ref().filter(|leg| leg.is_about(update)) {
+            Some(leg) => leg.provider.as_deref().zip(leg.cost.as_ref()),
+            None => self.provider.as_deref().zip(self.cost.as_ref()),
+        }
+    }
+
     /// Applies a provider's report, unless it would move the status back or replace a
     /// final status with another (reports arrive out of order and are retried; the first
     /// final word stands). A repeat of the final status may still refine its details.
     fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
+        if let Some(leg) = self.fallback.as_mut().filter(|leg| leg.is_about(update)) {
+            return leg.apply(update, now);
+        }
         // The first price stated is the price: a repeated report does not change it.
         let priced = self.cost.is_none() && update.cost.is_some();
         if priced {
@@ -241,6 +244,12 @@ impl MessageRecord {
     }
 }
 
+/// Told when a report moved the status of a message's first leg.
+#[async_trait]
+pub trait StatusHook: Send + Sync {
+    async fn status_moved(&self, record: &MessageRecord);
+}
+
 /// Records and links over the state store.
 #[derive(Clone)]
 pub struct Records {
@@ -248,6 +257,8 @@ pub struct Records {
     retention: Duration,
     /// How long a Telegram chat link lives without a delivery (`TELEGRAM_LINK_TTL`).
     link_ttl: Duration,
+    /// Set once the application is assembled; shared by every clone.
+    hook: Arc<OnceLock<Arc<dyn StatusHook>>>,
 }
 
 fn message_key(id: &str) -> String {
@@ -292,7 +303,14 @@ impl Records {
             store,
             retention,
             link_ttl: otp_relay_providers::telegram::DEFAULT_LINK_TTL,
+            hook: Arc::default(),
         }
+    }
+
+    /// Hands every later move of a first leg's status to `hook` (for these records and
+    /// every clone of them). Only the first hook set counts.
+    pub fn set_status_hook(&self, hook: Arc<dyn StatusHook>) {
+        let _ = self.hook.set(hook);
     }
 
     /// The same records with Telegram chat links that live `ttl` from the last delivery.
@@ -330,7 +348,9 @@ impl Records {
         );
         self.store.put(&entries, Some(self.retention)).await?;
         // A record is saved once, when its send ends: its price counts now.
-        count_cost(record);
+        if let (Some(provider), Some(cost)) = (&record.provider, &record.cost) {
+            crate::prometheus::count_cost(provider, cost);
+        }
         Ok(())
     }
 
@@ -360,7 +380,13 @@ impl Records {
                 return Ok(None);
             };
             let mut kept = Kept::read(&current)?;
-            let unpriced = kept.record.cost.is_none();
+            let unpriced = kept.record.cost_reported_by(update).is_none();
+            let first_leg = !kept
+                .record
+                .fallback
+                .as_ref()
+                .is_some_and(|leg| leg.is_about(update));
+            let status = kept.record.status;
             if !kept.record.apply(update, SystemTime::now()) {
                 return Ok(Some(kept.record));
             }
@@ -368,7 +394,14 @@ impl Records {
                 // Only the one update that priced the record (the replace is atomic,
                 // across replicas too) counts its cost: repeated reports do not.
                 if unpriced {
-                    count_cost(&kept.record);
+                    if let Some((provider, cost)) = kept.record.cost_reported_by(update) {
+                        crate::prometheus::count_cost(provider, cost);
+                    }
+                }
+                if let Some(hook) = self.hook.get().filter(|_| first_leg) {
+                    if kept.record.status != status {
+                        hook.status_moved(&kept.record).await;
+                    }
                 }
                 return Ok(Some(kept.record));
             }
@@ -412,11 +445,6 @@ impl Records {
 }
 
 /// Adds a priced record's cost to `otp_relay_cost_total`.
-fn count_cost(record: &MessageRecord) {
-    if let (Some(cost), Some(provider)) = (&record.cost, &record.provider) {
-        crate::prometheus::count_cost(provider, cost);
-    }
-}
 
 #[async_trait]
 impl ChatDirectory for Records {
@@ -465,7 +493,27 @@ mod tests {
             updated_at: "2026-11-28T00:00:00Z".into(),
             cost: None,
             parts: Vec::new(),
+            route: None,
+            fallback: None,
         }
+    }
+
+    #[test]
+    fn records_from_before_routes_still_read_and_a_route_is_kept() {
+        let before = r#"{"id":"01J","channel":"sms","provider":"twilio","provider_message_id":"SM1","status":"queued","provider_status":null,"error_code":null,"to":"+55119*****17","created_at":"2026-11-28T00:00:00Z","updated_at":"2026-11-28T00:00:00Z","owner":"abc"}"#;
+        let kept = Kept::read(before).expect("an old record reads");
+        assert_eq!(kept.record, record(DeliveryStatus::Queued));
+        let routed = Kept {
+            record: MessageRecord {
+                route: Some("+5511".into()),
+                ..record(DeliveryStatus::Queued)
+            },
+            owner: None,
+        };
+        let json = routed.to_json();
+        assert!(json.contains(r#""route":"+5511""#), "{json}");
+        assert_eq!(Kept::read(&json).unwrap().record, routed.record);
+        assert!(!Kept::read(before).unwrap().to_json().contains("route"));
     }
 
     fn update(status: DeliveryStatus) -> StatusUpdate {
@@ -566,25 +614,6 @@ mod tests {
         assert_eq!(kept.record, saved);
         assert_eq!(kept.owner.as_deref(), Some("abc"));
         assert_eq!(written, kept.to_json());
-    }
-
-    #[test]
-    fn owner_digests_are_the_digest_whichever_way_they_come() {
-        for round in 0..3 {
-            for n in 0..(OWNER_DIGESTS + 10) {
-                let identity = format!("ip:10.0.{round}.{n}");
-                assert_eq!(
-                    owner_digest(&identity),
-                    digest(&["record-owner", &identity])
-                );
-                assert_eq!(
-                    owner_digest(&identity),
-                    digest(&["record-owner", &identity])
-                );
-                let kept = OWNER_DIGEST_CACHE.with_borrow(HashMap::len);
-                assert!(kept <= OWNER_DIGESTS, "{kept} digests kept");
-            }
-        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Twilio status callbacks (`POST /webhooks/twilio`).
+//! Twilio status callbacks: the `twilio` webhook.
 //!
 //! Twilio POSTs a form (`MessageSid`, `MessageStatus`, `ErrorCode`, and more that may be
 //! added at any time) to the `StatusCallback` URL given at send time, and signs it:
@@ -6,7 +6,7 @@
 //! `X-Twilio-Signature = base64(HMAC-SHA1(auth token, URL + name1 + value1 + name2 + …))`
 //!
 //! - The URL is the full URL Twilio called, query string included, as it was given to
-//!   Twilio: here `{PUBLIC_BASE_URL}/webhooks/twilio`, not what a proxy forwards.
+//!   Twilio: the public URL the server gave, not what a proxy forwards.
 //! - Every POST parameter is signed, the ones we do not read too. Names are sorted
 //!   (byte order); a repeated name contributes each of its values, sorted, each preceded
 //!   by the name (as twilio-python's `RequestValidator` does). Values are the decoded
@@ -22,15 +22,21 @@ use hmac::Hmac;
 use secrecy::{ExposeSecret, SecretString};
 use sha1::Sha1;
 
-use super::{form_params, hmac, param, presented, required, same, CallbackError, StatusUpdate};
+use crate::callbacks::{
+    form_params, hmac, param, presented, required, same, Callback, CallbackError, CallbackRequest,
+    StatusUpdate, Webhook,
+};
 use crate::twilio::delivery_status;
+
+/// The webhook's name: the last segment of its path.
+pub const WEBHOOK: &str = "twilio";
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
 
 /// Verifies and reads a Twilio status callback.
 ///
-/// `url` is the public URL Twilio called (`{PUBLIC_BASE_URL}/webhooks/twilio`),
+/// `url` is the public URL Twilio called (the one given as `StatusCallback`),
 /// `form_body` the raw `application/x-www-form-urlencoded` body and `signature` the
 /// `X-Twilio-Signature` header.
 pub fn verify_status(
@@ -97,6 +103,36 @@ fn split_port(host_port: &str) -> (&str, Option<&str>) {
             (host, Some(port))
         }
         _ => (host_port, None),
+    }
+}
+
+/// Twilio's status callbacks, signed with the account's auth token over the public URL.
+pub struct TwilioWebhook {
+    auth_token: SecretString,
+}
+
+impl TwilioWebhook {
+    pub fn new(auth_token: SecretString) -> Self {
+        TwilioWebhook { auth_token }
+    }
+}
+
+impl Webhook for TwilioWebhook {
+    fn name(&self) -> &'static str {
+        WEBHOOK
+    }
+
+    fn receive(&self, request: &CallbackRequest<'_>) -> Result<Callback, CallbackError> {
+        request.expect_post()?;
+        // Built only with a public URL (see the registry); without one nothing verifies.
+        let url = request.url.ok_or(CallbackError::BadSignature)?;
+        verify_status(
+            &self.auth_token,
+            url,
+            request.body,
+            request.header(SIGNATURE_HEADER),
+        )
+        .map(Callback::Status)
     }
 }
 

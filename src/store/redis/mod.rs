@@ -10,11 +10,13 @@
 //! of a key the slot is computed from):
 //!
 //! - every rate-limit key (`rate:*`) is tagged `{rate}`: one send counts against the
-//!   number, the caller and the global limit in one all-or-nothing script, so they must
-//!   sit together. One slot (one node) carries all the deployment's limits: one short
+//!   number's, its block's, the caller's, its region's and the global limit in one
+//!   all-or-nothing script, so they must sit together. One slot (one node) carries all the deployment's limits: one short
 //!   script per login is far within what one Redis node serves;
 //! - Telegram links (`chat:*`, `chat-owner:*`) are tagged `{chat}`: a link and its owner
 //!   entry are written together, and there is one pair per registered user;
+//! - pending channel fallbacks (`fallback:*`: the due set and the payloads) are tagged
+//!   `{fallback}`: one script takes due entries and their payloads together;
 //! - everything else (message records, their provider-id index, idempotency records)
 //!   is hashed whole and spreads over the nodes. A record and its index cannot share a
 //!   tag (the index is looked up by the provider's id alone), and need not be written
@@ -24,18 +26,30 @@
 //! On a single server the keys keep the names they always had (`otp-relay:<key>`), so an
 //! upgrade keeps existing limits, records and Telegram links.
 
+mod connection;
+mod fallbacks;
+mod rate;
+mod scripts;
+
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
-use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use redis::{Pipeline, Script};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer};
+use super::{
+    Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer, TakenFallback,
+};
+use connection::Connection;
+pub use connection::Topology;
+use scripts::{
+    CLAIM_SCRIPT, FINISH_SCRIPT, RATE_CLOCK, RATE_SCRIPT, REFUND_SCRIPT, RELEASE_SCRIPT,
+    REPLACE_SCRIPT,
+};
 
 /// Every key otp-relay writes starts with this, so it can share a Redis.
 const PREFIX: &str = "otp-relay:";
@@ -46,153 +60,13 @@ const TAGGED: &[(&str, &str)] = &[
     ("rate:", "rate"),
     ("chat:", "chat"),
     ("chat-owner:", "chat"),
+    ("fallback:", "fallback"),
 ];
 
 /// How long one store operation may take when nothing else is said (`REDIS_TIMEOUT`).
 /// A healthy Redis answers in well under a millisecond; this leaves room for a busy
 /// one (a fork for a snapshot, a slow disk) before falling back to local memory.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How the Redis deployment is laid out (`REDIS_CLUSTER`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topology {
-    /// One server (possibly a primary with replicas behind one address).
-    Single,
-    /// A Redis Cluster, reached through one or more of its nodes.
-    Cluster,
-}
-
-/// A connection to either layout; both reconnect on their own after a failure.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Single(connection) => connection.req_packed_command(cmd),
-            Connection::Cluster(connection) => connection.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Single(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
-            }
-            Connection::Cluster(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
-            }
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(connection) => connection.get_db(),
-            Connection::Cluster(connection) => connection.get_db(),
-        }
-    }
-}
-
-/// What the rate scripts share: time in nanoseconds, from the server's clock so that
-/// replicas agree on it (or, when ARGV[1] is not empty, from ARGV[1] seconds and ARGV[2]
-/// microseconds: tests fix the clock so that nothing they check depends on how fast
-/// they run). A counter holds its theoretical arrival time as `SECONDS NANOSECONDS`:
-/// Lua's numbers are doubles, exact up to 2^53, too few for nanoseconds since 1970 but
-/// plenty for the distance between a counter and now.
-const RATE_CLOCK: &str = r"
-local sec, nsec, fixed
-if ARGV[1] ~= '' then
-  sec, nsec, fixed = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000, true
-else
-  local t = redis.call('TIME')
-  sec, nsec, fixed = tonumber(t[1]), tonumber(t[2]) * 1000, false
-end
-local function ahead_of(key)
-  local stored = redis.call('GET', key)
-  if not stored then return 0 end
-  local s, n = string.match(stored, '^(%d+) (%d+)$')
-  if not s then return 0 end
-  return (tonumber(s) - sec) * 1e9 + (tonumber(n) - nsec)
-end
-local function store(key, ahead)
-  local total = nsec + ahead
-  local value = string.format('%d %d', sec + math.floor(total / 1e9), total % 1e9)
-  if fixed then
-    redis.call('SET', key, value)
-  else
-    redis.call('SET', key, value, 'PX', math.ceil(ahead / 1e6))
-  end
-end
-";
-
-/// GCRA over several limits at once, all or nothing (see `gcra` in the store module).
-/// KEYS: the limits. ARGV after the clock: interval ns and window ns (`count`
-/// intervals) of each, in order. Returns {0, 0} when every limit admits the event (each
-/// then counts it), else {i, ns to wait} for the first that refuses (1-based), and
-/// counts nothing. A counter with a fixed clock is kept until deleted: its expiry would
-/// run on the real one.
-const RATE_SCRIPT: &str = r"
-local ahead = {}
-for i, key in ipairs(KEYS) do
-  local interval, window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
-  local a = math.max(ahead_of(key), 0)
-  -- Compared before adding, so that no sum passes the window (and 2^53).
-  if a > window - interval then return {i, a - (window - interval)} end
-  ahead[i] = a + interval
-end
-for i, key in ipairs(KEYS) do store(key, ahead[i]) end
-return {0, 0}
-";
-
-/// Gives one event back to each counter: moves it one interval back, never to before
-/// now. KEYS: the limits. ARGV after the clock: the interval ns of each, in order.
-const REFUND_SCRIPT: &str = r"
-for i, key in ipairs(KEYS) do
-  local a = ahead_of(key) - tonumber(ARGV[i + 2])
-  if a > 0 then store(key, a) else redis.call('DEL', key) end
-end
-return 0
-";
-
-/// Takes the key when free. ARGV: in-flight record, ttl ms. Returns the holder's
-/// record, or nil when claimed.
-const CLAIM_SCRIPT: &str = r"
-local held = redis.call('GET', KEYS[1])
-if held then return held end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-";
-
-/// Stores the final answer unless someone else holds the key or it is already done.
-/// ARGV: our in-flight record, the done record, ttl ms.
-const FINISH_SCRIPT: &str = r"
-local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-";
-
-/// Drops our in-flight claim. ARGV: our in-flight record.
-const RELEASE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
-
-/// Swaps a value only if it is still the expected one, keeping its expiry.
-/// ARGV: expected, new. Returns 1 when swapped.
-const REPLACE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-return 1
-";
 
 /// State in a Redis server or cluster.
 pub struct RedisStore {
@@ -206,6 +80,7 @@ pub struct RedisStore {
     finish: Script,
     release: Script,
     replace: Script,
+    fallbacks: fallbacks::Scripts,
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -271,6 +146,7 @@ impl RedisStore {
             finish: Script::new(FINISH_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
             replace: Script::new(REPLACE_SCRIPT),
+            fallbacks: fallbacks::Scripts::default(),
         })
     }
 
@@ -303,82 +179,6 @@ impl RedisStore {
             ))),
         }
     }
-
-    /// [`Store::rate_acquire`] as if the server's clock read `at`, for tests: counters
-    /// written so are kept until deleted.
-    pub async fn rate_acquire_at(
-        &self,
-        limits: &[RateLimit<'_>],
-        at: SystemTime,
-    ) -> Result<RateDecision, StoreError> {
-        self.rate_acquire_on(limits, Some(at)).await
-    }
-
-    /// [`Store::rate_refund`] as if the server's clock read `at`, for tests.
-    pub async fn rate_refund_at(
-        &self,
-        limits: &[RateLimit<'_>],
-        at: SystemTime,
-    ) -> Result<(), StoreError> {
-        self.rate_refund_on(limits, Some(at)).await
-    }
-
-    async fn rate_acquire_on(
-        &self,
-        limits: &[RateLimit<'_>],
-        at: Option<SystemTime>,
-    ) -> Result<RateDecision, StoreError> {
-        let mut invocation = self.rate.prepare_invoke();
-        clock(&mut invocation, at);
-        for limit in limits {
-            let (interval, window) = super::gcra_steps(limit.spec);
-            invocation
-                .key(self.key(limit.key))
-                .arg(interval)
-                .arg(window);
-        }
-        let (refused, wait): (usize, u64) = self
-            .bounded(
-                |mut connection| async move { Ok(invocation.invoke_async(&mut connection).await?) },
-            )
-            .await?;
-        Ok(match refused.checked_sub(1) {
-            None => RateDecision::Allowed,
-            Some(limit) => RateDecision::Limited {
-                limit,
-                retry_after: Duration::from_nanos(wait.max(1)),
-            },
-        })
-    }
-
-    async fn rate_refund_on(
-        &self,
-        limits: &[RateLimit<'_>],
-        at: Option<SystemTime>,
-    ) -> Result<(), StoreError> {
-        let mut invocation = self.refund.prepare_invoke();
-        clock(&mut invocation, at);
-        for limit in limits {
-            invocation
-                .key(self.key(limit.key))
-                .arg(super::nanos(limit.spec.interval()));
-        }
-        self.bounded(|mut connection| async move {
-            Ok(invocation
-                .invoke_async::<i64>(&mut connection)
-                .await
-                .map(drop)?)
-        })
-        .await
-    }
-}
-
-/// The clock arguments of the rate scripts: empty for the server's own, else `at`.
-fn clock(invocation: &mut redis::ScriptInvocation<'_>, at: Option<SystemTime>) {
-    match at.map(|at| at.duration_since(UNIX_EPOCH).unwrap_or_default()) {
-        None => invocation.arg("").arg(""),
-        Some(since) => invocation.arg(since.as_secs()).arg(since.subsec_micros()),
-    };
 }
 
 fn in_flight(token: &str, fingerprint: &str) -> String {
@@ -591,6 +391,28 @@ impl Store for RedisStore {
         })
         .await
     }
+
+    async fn schedule_fallback(
+        &self,
+        id: &str,
+        payload: &str,
+        delay: Duration,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.schedule_fallback_on(id, payload, delay, ttl).await
+    }
+
+    async fn cancel_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        self.cancel_fallback_on(id).await
+    }
+
+    async fn hasten_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        self.hasten_fallback_on(id).await
+    }
+
+    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError> {
+        self.take_due_fallbacks_on(limit).await
+    }
 }
 
 #[cfg(test)]
@@ -615,11 +437,16 @@ mod tests {
     async fn on_a_cluster_keys_used_together_share_a_slot_and_the_rest_spread() {
         let store = store(Topology::Cluster);
         let slot = |key: &str| Slot::for_key(store.key(key));
-        // One send's limits: the number's, the caller's and the global one.
+        // One send's limits: the number's, its block's, the caller's, its region's and
+        // the global one.
         let rate = slot("rate:number:ab12");
+        assert_eq!(slot("rate:prefix:9a0b"), rate);
         assert_eq!(slot("rate:client:ef56"), rate);
+        assert_eq!(slot("rate:country:BR"), rate);
         assert_eq!(slot("rate:global:"), rate);
         assert_eq!(slot("chat:cd34"), slot("chat-owner:42"));
+        // A fallback's scripts touch the due set and its payload together.
+        assert_eq!(slot("fallback:due"), slot("fallback:msg:01J"));
         assert_eq!(store.key("rate:global:"), "otp-relay:{rate}:rate:global:");
         // Records and idempotency keys are not piled onto one node.
         let spread: std::collections::HashSet<_> = (0..20)

@@ -13,403 +13,40 @@
 //! never given up: forgetting it would reset a limit or send a code twice. When it alone
 //! outweighs the budget the store says it is [overloaded](Store::overloaded), and sends
 //! are refused until some of it lapses.
+//!
+//! Pending channel fallbacks are kept apart, within a quarter of the budget
+//! ([`FALLBACK_SHARE`]): past it a new one is refused rather than any other state
+//! given up.
 
-use std::mem::size_of;
+mod budget;
+mod entries;
+mod fallbacks;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hashlink::LinkedHashMap;
 
+use super::rate::{gcra, gcra_refund, nanos};
 use super::{
-    gcra, gcra_refund, nanos, Claim, RateDecision, RateLimit, Record, Store, StoreError,
-    StoredAnswer,
+    Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer, TakenFallback,
 };
-use crate::prometheus;
+use budget::Inner;
+use entries::{Entries, Kind};
 
 /// The memory budget when none is configured (`MEMORY_STORE_MIB`).
 pub const DEFAULT_BUDGET: u64 = 8 << 20;
 
-/// What an entry costs besides its key, its value and what the value holds on the heap:
-/// the map's links and table slot and the allocator's headers. Measured on the
-/// benchmark: with this, the process grows by about the budget once the maps fill it.
-const NODE_OVERHEAD: usize = 96;
-
-/// Keys under which the idempotency guard keeps answers to repeats without a key
-/// (`DEDUPE_WINDOW`): history, unlike `Idempotency-Key` answers (`idem:key:`).
-const DEDUPE_PREFIX: &str = "idem:dedupe:";
-
-/// Keys of Telegram links (`chat:` by number, `chat-owner:` by chat): user data.
-const LINK_PREFIXES: [&str; 2] = ["chat:", "chat-owner:"];
-
-/// Guard entries looked at for having lapsed each time the budget is exceeded.
-const GUARD_LOOKS: usize = 2;
-
-/// When only guard state is left over the budget, every guard entry is looked at for
-/// having lapsed, at most this often: a pass costs a walk over all of them.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// What an entry is, for the eviction order and the eviction metric's `kind` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Record,
-    Dedupe,
-    Link,
-    Idempotency,
-    Rate,
-}
-
-impl Kind {
-    const ALL: [Kind; 5] = [
-        Kind::Record,
-        Kind::Dedupe,
-        Kind::Link,
-        Kind::Idempotency,
-        Kind::Rate,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Kind::Record => "record",
-            Kind::Dedupe => "dedupe",
-            Kind::Link => "link",
-            Kind::Idempotency => "idempotency",
-            Kind::Rate => "rate",
-        }
-    }
-
-    /// A plain value's kind: a link, or else a record.
-    fn of_value(key: &str) -> Kind {
-        if LINK_PREFIXES.iter().any(|prefix| key.starts_with(prefix)) {
-            Kind::Link
-        } else {
-            Kind::Record
-        }
-    }
-
-    /// An idempotency record's kind: a dedupe entry, or else a keyed one.
-    fn of_claim(key: &str) -> Kind {
-        if key.starts_with(DEDUPE_PREFIX) {
-            Kind::Dedupe
-        } else {
-            Kind::Idempotency
-        }
-    }
-}
-
-/// Entries the store dropped by itself, by kind and by whether they were still live;
-/// counted under the lock, reported to the metrics after it.
-#[derive(Default)]
-struct Tally([[u32; 2]; Kind::ALL.len()]);
-
-impl Tally {
-    fn note(&mut self, kind: Kind, live: bool) {
-        self.0[kind as usize][usize::from(live)] += 1;
-    }
-
-    fn add(&mut self, other: &mut Tally) {
-        for (mine, theirs) in self.0.iter_mut().zip(other.0.iter_mut()) {
-            for (mine, theirs) in mine.iter_mut().zip(theirs.iter_mut()) {
-                *mine += std::mem::take(theirs);
-            }
-        }
-    }
-
-    fn report(&self) {
-        for (kind, counts) in Kind::ALL.iter().zip(&self.0) {
-            for (live, &count) in ["false", "true"].into_iter().zip(counts) {
-                if count > 0 {
-                    metrics::counter!(
-                        prometheus::STORE_EVICTIONS,
-                        "kind" => kind.label(),
-                        "live" => live
-                    )
-                    .increment(u64::from(count));
-                }
-            }
-        }
-    }
-}
-
-/// A value with the instant it lapses, if it does.
-#[derive(Clone)]
-struct Timed<V> {
-    value: V,
-    expires_at: Option<Instant>,
-}
-
-impl<V> Timed<V> {
-    fn lapsed(&self, now: Instant) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-    }
-}
-
-/// Bytes a value holds on the heap, for the memory budget.
-trait HeapSize {
-    fn heap_size(&self) -> usize;
-}
-
-impl HeapSize for Box<str> {
-    fn heap_size(&self) -> usize {
-        self.len()
-    }
-}
-
-impl HeapSize for u64 {
-    fn heap_size(&self) -> usize {
-        0
-    }
-}
-
-impl HeapSize for Record {
-    fn heap_size(&self) -> usize {
-        match self {
-            Record::InFlight { token, fingerprint } => token.len() + fingerprint.len(),
-            Record::Done {
-                fingerprint,
-                answer,
-            } => fingerprint.len() + answer.body.len(),
-        }
-    }
-}
-
-/// What one entry counts against the budget.
-fn weight<V: HeapSize>(key: &str, value: &Timed<V>) -> usize {
-    key.len()
-        + size_of::<Box<str>>()
-        + size_of::<Timed<V>>()
-        + value.value.heap_size()
-        + NODE_OVERHEAD
-}
-
-/// Entries of one kind, least recently written (or used) first, and what they weigh.
-struct Entries<V> {
-    map: LinkedHashMap<Box<str>, Timed<V>>,
-    bytes: usize,
-    /// The kind of an entry, by its key.
-    kind: fn(&str) -> Kind,
-    /// What this map dropped by itself since last reported.
-    dropped: Tally,
-}
-
-impl Entries<Box<str>> {
-    /// Whether `key` holds `expected` and has not lapsed.
-    fn holds(&mut self, key: &str, expected: &str, now: Instant) -> bool {
-        self.live(key, now)
-            .is_some_and(|current| **current == *expected)
-    }
-}
-
-impl<V: HeapSize> Entries<V> {
-    fn new(kind: fn(&str) -> Kind) -> Self {
-        Entries {
-            map: LinkedHashMap::new(),
-            bytes: 0,
-            kind,
-            dropped: Tally::default(),
-        }
-    }
-
-    /// Stores `value` under `key` as the most recently written entry.
-    fn set(&mut self, key: &str, value: V, expires_at: Option<Instant>) {
-        let value = Timed { value, expires_at };
-        let added = weight(key, &value);
-        // An existing key keeps its allocation and moves to the back.
-        match self.map.to_back(key) {
-            Some(entry) => {
-                self.bytes -= weight(key, entry);
-                *entry = value;
-            }
-            None => {
-                self.map.insert(key.into(), value);
-            }
-        }
-        self.bytes += added;
-    }
-
-    /// Removes `key` at the caller's request (not an eviction).
-    fn remove(&mut self, key: &str) -> Option<Timed<V>> {
-        let old = self.map.remove(key)?;
-        self.bytes -= weight(key, &old);
-        Some(old)
-    }
-
-    /// Changes the entry under `key` in place, keeping its position.
-    fn update(&mut self, key: &str, change: impl FnOnce(&mut Timed<V>)) {
-        if let Some(entry) = self.map.get_mut(key) {
-            self.bytes -= weight(key, entry);
-            change(entry);
-            self.bytes += weight(key, entry);
-        }
-    }
-
-    /// The value under `key` unless it has lapsed; a lapsed one is dropped.
-    fn live(&mut self, key: &str, now: Instant) -> Option<&V> {
-        if self.map.get(key)?.lapsed(now) {
-            self.remove(key);
-            self.dropped.note((self.kind)(key), false);
-            return None;
-        }
-        self.map.get(key).map(|entry| &entry.value)
-    }
-
-    /// Drops the oldest entry; false when there is none.
-    fn evict_oldest(&mut self, now: Instant) -> bool {
-        match self.map.pop_front() {
-            Some((key, old)) => {
-                self.bytes -= weight(&key, &old);
-                self.dropped.note((self.kind)(&key), !old.lapsed(now));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Drops lapsed entries from the front. Entries behind a live one wait until they
-    /// are read, reach the front or a sweep finds them: this costs nothing when nothing
-    /// has lapsed.
-    fn drop_lapsed(&mut self, now: Instant) {
-        while self.map.front().is_some_and(|(_, entry)| entry.lapsed(now)) {
-            self.evict_oldest(now);
-        }
-    }
-
-    /// Looks at up to `count` entries from the front: drops lapsed ones and moves live
-    /// ones to the back. For guard state, which is never given up by age so its order
-    /// does not matter, this finds lapsed entries hidden behind live ones a few at a
-    /// time, at a bounded cost per call.
-    fn rotate(&mut self, now: Instant, count: usize) {
-        for _ in 0..count {
-            match self.map.pop_front() {
-                Some((key, entry)) if entry.lapsed(now) => {
-                    self.bytes -= weight(&key, &entry);
-                    self.dropped.note((self.kind)(&key), false);
-                }
-                Some((key, entry)) => {
-                    self.map.insert(key, entry);
-                }
-                None => break,
-            }
-        }
-    }
-
-    /// Drops every lapsed entry.
-    fn sweep(&mut self, now: Instant) {
-        let Entries {
-            map,
-            bytes,
-            kind,
-            dropped,
-        } = self;
-        map.retain(|key, entry| {
-            if entry.lapsed(now) {
-                *bytes -= weight(key, entry);
-                dropped.note(kind(key), false);
-                false
-            } else {
-                true
-            }
-        });
-    }
-}
-
-/// Everything the store holds.
-struct Inner {
-    /// Message records, their index by provider id and any other plain value that is
-    /// not a link: history, oldest written first.
-    records: Entries<Box<str>>,
-    /// Answers to repeats within `DEDUPE_WINDOW`: history, oldest written first.
-    dedupe: Entries<Record>,
-    /// Telegram links: user data, least recently used first.
-    links: Entries<Box<str>>,
-    /// Guard state: claims in flight (keyed or dedupe) and `Idempotency-Key` answers.
-    claims: Entries<Record>,
-    /// Guard state: GCRA theoretical arrival times, in nanoseconds since `epoch`.
-    rates: Entries<u64>,
-    budget: usize,
-    /// Live guard state alone outweighed the budget when last looked at.
-    overloaded: bool,
-    last_sweep: Option<Instant>,
-}
-
-impl Inner {
-    fn bytes(&self) -> usize {
-        self.records.bytes
-            + self.dedupe.bytes
-            + self.links.bytes
-            + self.claims.bytes
-            + self.rates.bytes
-    }
-
-    fn over(&self) -> bool {
-        self.bytes() > self.budget
-    }
-
-    /// Gives up entries in the eviction order until the store fits its budget, and
-    /// notes whether guard state alone keeps it over.
-    fn make_room(&mut self, now: Instant) {
-        // Lapsed entries first, over budget or not (so the fill reported is what is
-        // live): those at the front of each map, which costs nothing when none has
-        // lapsed. History lapses in about the order it was written (one lifetime per
-        // kind), so its front is where its lapsed entries are.
-        self.records.drop_lapsed(now);
-        self.dedupe.drop_lapsed(now);
-        self.links.drop_lapsed(now);
-        self.claims.drop_lapsed(now);
-        self.rates.drop_lapsed(now);
-        if !self.over() {
-            self.overloaded = false;
-            return;
-        }
-        // And a few guard entries hidden behind live ones.
-        self.claims.rotate(now, GUARD_LOOKS);
-        self.rates.rotate(now, GUARD_LOOKS);
-        while self.over() && self.records.evict_oldest(now) {}
-        while self.over() && self.dedupe.evict_oldest(now) {}
-        while self.over() && self.links.evict_oldest(now) {}
-        // Only guard state is left: look for every lapsed entry before saying the store
-        // is full of live guard state.
-        if self.over() && self.last_sweep.is_none_or(|at| now >= at + SWEEP_EVERY) {
-            self.last_sweep = Some(now);
-            self.claims.sweep(now);
-            self.rates.sweep(now);
-        }
-        self.overloaded = self.over();
-    }
-
-    /// What the store dropped since last asked.
-    fn take_dropped(&mut self) -> Tally {
-        let mut tally = Tally::default();
-        tally.add(&mut self.records.dropped);
-        tally.add(&mut self.dedupe.dropped);
-        tally.add(&mut self.links.dropped);
-        tally.add(&mut self.claims.dropped);
-        tally.add(&mut self.rates.dropped);
-        tally
-    }
-
-    /// The idempotency record under `key`, unless it has lapsed.
-    fn held(&mut self, key: &str, now: Instant) -> Option<&Record> {
-        if self.claims.live(key, now).is_some() {
-            return self.claims.map.get(key).map(|entry| &entry.value);
-        }
-        self.dedupe.live(key, now)
-    }
-
-    /// The map a plain value under `key` lives in.
-    fn values(&mut self, key: &str) -> &mut Entries<Box<str>> {
-        match Kind::of_value(key) {
-            Kind::Link => &mut self.links,
-            _ => &mut self.records,
-        }
-    }
-}
+/// Pending channel fallbacks may use one part in this many of the budget.
+pub const FALLBACK_SHARE: u64 = 4;
 
 /// State in this process only, within about its memory budget (see the module docs for
 /// what goes first when it is spent).
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Pending channel fallbacks, under a lock of their own.
+    fallbacks: Mutex<fallbacks::Fallbacks>,
     /// Mirrors `Inner::overloaded`, so that the usual answer takes no lock.
     overloaded: AtomicBool,
     epoch: Instant,
@@ -435,9 +72,21 @@ impl MemoryStore {
                 overloaded: false,
                 last_sweep: None,
             }),
+            fallbacks: Mutex::new(fallbacks::Fallbacks::new(
+                usize::try_from(budget / FALLBACK_SHARE).unwrap_or(usize::MAX),
+            )),
             overloaded: AtomicBool::new(false),
             epoch: Instant::now(),
         }
+    }
+
+    /// Runs `f` on the pending fallbacks.
+    fn pending<T>(&self, f: impl FnOnce(&mut fallbacks::Fallbacks) -> T) -> T {
+        // Nothing panics while the lock is held, so a poisoned lock holds whole data.
+        f(&mut self
+            .fallbacks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// Runs `f` under the lock, then reports what it made the store drop.
@@ -668,8 +317,34 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn schedule_fallback(
+        &self,
+        id: &str,
+        payload: &str,
+        delay: Duration,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        self.pending(|pending| pending.schedule(id, payload, now + delay, now + ttl))
+    }
+
+    async fn cancel_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.pending(|pending| pending.cancel(id)))
+    }
+
+    async fn hasten_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(self.pending(|pending| pending.hasten(id, now)))
+    }
+
+    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError> {
+        let now = Instant::now();
+        Ok(self.pending(|pending| pending.take_due(limit, now)))
+    }
+
     fn memory_bytes(&self) -> u64 {
-        self.with(|inner| inner.bytes() as u64)
+        let pending = self.pending(|pending| pending.bytes());
+        self.with(|inner| (inner.bytes() + pending) as u64)
     }
 
     fn overloaded(&self) -> bool {
@@ -679,6 +354,7 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use super::entries::{weight, HeapSize, Tally, Timed};
     use super::*;
     use crate::store::RateSpec;
     use proptest::prelude::*;
