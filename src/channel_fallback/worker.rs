@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use otp_relay_providers::{Channel, DeliveryStatus, OutboundMessage, Phone};
+use otp_relay_providers::{Channel, OutboundMessage, Phone};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{count, unix_millis, ChannelFallbacks, Payload};
 use crate::dispatch::Dispatcher;
 use crate::followup::Followups;
-use crate::records::{timestamp, FallbackLeg, Records};
+use crate::records::{timestamp, FallbackLeg, Records, Sent};
 use crate::store::{Store, TakenFallback};
 
 struct Worker {
@@ -162,36 +162,8 @@ impl Worker {
             .dispatcher
             .send(route, &message, Instant::now() + self.deadline)
             .await;
-        let at = timestamp(SystemTime::now());
-        let leg = match &result {
-            Ok(delivery) => FallbackLeg {
-                reason: reason.to_owned(),
-                channel: delivery.channel.as_str().to_owned(),
-                provider: Some(delivery.receipt.provider.clone()),
-                provider_message_id: delivery.receipt.provider_message_id.clone(),
-                status: delivery.receipt.status,
-                provider_status: delivery.receipt.raw_status.clone(),
-                error_code: None,
-                created_at: at.clone(),
-                updated_at: at,
-                cost: delivery.receipt.cost.clone(),
-            },
-            Err(error) => {
-                let last = error.attempts().last();
-                FallbackLeg {
-                    reason: reason.to_owned(),
-                    channel: self.channel.as_str().to_owned(),
-                    provider: last.map(|a| a.provider.to_owned()),
-                    provider_message_id: None,
-                    status: DeliveryStatus::Failed,
-                    provider_status: None,
-                    error_code: Some(last.and_then(|a| a.code).unwrap_or("not_sent").to_owned()),
-                    created_at: at.clone(),
-                    updated_at: at,
-                    cost: None,
-                }
-            }
-        };
+        let sent = Sent::of(&result, self.channel);
+        let leg = FallbackLeg::new(reason, sent, timestamp(SystemTime::now()));
         count(reason, if result.is_ok() { "sent" } else { "failed" });
         match &result {
             Ok(delivery) => tracing::info!(

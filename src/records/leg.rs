@@ -5,11 +5,53 @@
 use std::time::SystemTime;
 
 use otp_relay_providers::callbacks::StatusUpdate;
-use otp_relay_providers::{DeliveryStatus, Money};
+use otp_relay_providers::{Channel, DeliveryStatus, Money};
 use serde::{Deserialize, Serialize};
 
 use super::{may_move, message_key, provider_key, timestamp, Kept, Records, UPDATE_ATTEMPTS};
+use crate::dispatch::{Delivery, DispatchError};
 use crate::store::StoreError;
+
+/// Where one send through the dispatcher left a leg of a message: the provider that took
+/// it and how it stands, or the provider that refused it last and why.
+pub struct Sent {
+    pub channel: String,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub status: DeliveryStatus,
+    pub provider_status: Option<String>,
+    pub error_code: Option<String>,
+    pub cost: Option<Money>,
+}
+
+impl Sent {
+    /// The leg after `result`, a send asked for on `channel`.
+    pub fn of(result: &Result<Delivery, DispatchError>, channel: Channel) -> Sent {
+        match result {
+            Ok(delivery) => Sent {
+                channel: delivery.channel.as_str().to_owned(),
+                provider: Some(delivery.receipt.provider.clone()),
+                provider_message_id: delivery.receipt.provider_message_id.clone(),
+                status: delivery.receipt.status,
+                provider_status: delivery.receipt.raw_status.clone(),
+                error_code: None,
+                cost: delivery.receipt.cost.clone(),
+            },
+            Err(error) => {
+                let last = error.attempts().last();
+                Sent {
+                    channel: channel.as_str().to_owned(),
+                    provider: last.map(|a| a.provider.to_owned()),
+                    provider_message_id: None,
+                    status: DeliveryStatus::Failed,
+                    provider_status: None,
+                    error_code: Some(last.and_then(|a| a.code).unwrap_or("not_sent").to_owned()),
+                    cost: None,
+                }
+            }
+        }
+    }
+}
 
 /// The second leg of a message: the same code sent once more, by SMS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -38,6 +80,22 @@ pub struct FallbackLeg {
 }
 
 impl FallbackLeg {
+    /// The leg of an SMS sent (or not) for `reason` at `at`.
+    pub fn new(reason: &str, sent: Sent, at: String) -> FallbackLeg {
+        FallbackLeg {
+            reason: reason.to_owned(),
+            channel: sent.channel,
+            provider: sent.provider,
+            provider_message_id: sent.provider_message_id,
+            status: sent.status,
+            provider_status: sent.provider_status,
+            error_code: sent.error_code,
+            created_at: at.clone(),
+            updated_at: at,
+            cost: sent.cost,
+        }
+    }
+
     /// Whether `update` is a report about this leg.
     pub(super) fn is_about(&self, update: &StatusUpdate) -> bool {
         self.provider.as_deref() == Some(update.provider)

@@ -24,7 +24,7 @@ use otp_relay_providers::callbacks::StatusUpdate;
 use otp_relay_providers::{ChatDirectory, DeliveryStatus, Money, Phone, ProviderError};
 use serde::{Deserialize, Serialize};
 
-pub use leg::FallbackLeg;
+pub use leg::{FallbackLeg, Sent};
 
 use crate::guards::digest;
 use crate::store::{Store, StoreError};

@@ -4,12 +4,12 @@
 
 use std::time::SystemTime;
 
-use otp_relay_providers::{DeliveryStatus, OutboundMessage};
+use otp_relay_providers::OutboundMessage;
 
 use crate::channel_fallback::ChannelFallbacks;
 use crate::dispatch::{Delivery, DispatchError, Route};
 use crate::followup::Followups;
-use crate::records::{timestamp, MessageRecord, Records};
+use crate::records::{timestamp, MessageRecord, Records, Sent};
 
 /// What follows a send.
 pub struct After<'a> {
@@ -28,27 +28,25 @@ pub async fn keep(
 ) {
     let now = timestamp(SystemTime::now());
     let route = route.selector().map(ToString::to_string);
-    let record = match result {
-        Ok(delivery) => MessageRecord {
-            channel: delivery.channel.as_str().to_owned(),
-            provider: Some(delivery.receipt.provider.clone()),
-            provider_message_id: delivery.receipt.provider_message_id.clone(),
-            status: delivery.receipt.status,
-            provider_status: delivery.receipt.raw_status.clone(),
-            error_code: None,
-            cost: delivery.receipt.cost.clone(),
-            ..new_record(message, route, &now)
-        }
-        .with_parts(&delivery.receipt.part_ids),
-        Err(error) => {
-            let last = error.attempts().last();
-            MessageRecord {
-                provider: last.map(|a| a.provider.to_owned()),
-                error_code: Some(last.and_then(|a| a.code).unwrap_or("not_sent").to_owned()),
-                ..new_record(message, route, &now)
-            }
-        }
-    };
+    let sent = Sent::of(result, message.channel);
+    let part_ids = result.as_ref().map_or(&[][..], |d| &d.receipt.part_ids[..]);
+    let record = MessageRecord {
+        channel: sent.channel,
+        provider: sent.provider,
+        provider_message_id: sent.provider_message_id,
+        status: sent.status,
+        provider_status: sent.provider_status,
+        error_code: sent.error_code,
+        cost: sent.cost,
+        id: message.id.clone(),
+        to: message.to.masked(),
+        created_at: now.clone(),
+        updated_at: now,
+        parts: Vec::new(),
+        route,
+        fallback: None,
+    }
+    .with_parts(part_ids);
     // Before the record is kept, so that no report (they find the message through the
     // record) can come before the fallback it would cancel or hasten.
     if let Ok(delivery) = result {
@@ -61,24 +59,5 @@ pub async fn keep(
         after
             .followups
             .after_send(delivery.channel, &delivery.receipt, message.ttl);
-    }
-}
-
-fn new_record(message: &OutboundMessage, route: Option<String>, now: &str) -> MessageRecord {
-    MessageRecord {
-        id: message.id.clone(),
-        channel: message.channel.as_str().to_owned(),
-        provider: None,
-        provider_message_id: None,
-        status: DeliveryStatus::Failed,
-        provider_status: None,
-        error_code: None,
-        to: message.to.masked(),
-        created_at: now.to_owned(),
-        updated_at: now.to_owned(),
-        cost: None,
-        parts: Vec::new(),
-        route,
-        fallback: None,
     }
 }
