@@ -104,6 +104,8 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let shed = crate::resident::shed_startup_pages();
+    tracing::debug!(bytes = shed, "dropped the executable's pages that starting touched");
     let result = application.run_until_stopped().await;
     if let Some(traces) = traces {
         // Shutting down waits for the last export: off the runtime's thread.

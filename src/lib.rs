@@ -13,6 +13,7 @@ pub mod guards;
 pub mod message;
 pub mod prometheus;
 pub mod records;
+pub mod resident;
 pub mod send;
 pub mod startup;
 pub mod store;

@@ -96,7 +96,7 @@ impl Application {
         // in ~150 ms).
         otp_relay_providers::phone::warm_up();
         prometheus::handle();
-        release_free_heap();
+        crate::resident::release_free_heap();
         let listener =
             TcpListener::bind(config.bind_addr).map_err(|source| StartupError::Bind {
                 addr: config.bind_addr,
@@ -200,23 +200,6 @@ impl Application {
     /// requests finish within the grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
-    }
-}
-
-/// Hands the heap's free memory back to the system. Loading the numbering plan leaves
-/// about 1 MiB of freed, still resident heap behind, which glibc keeps for later
-/// allocations; a server that idles most of the time is better off without it.
-fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-        }
-        // SAFETY: malloc_trim only returns free pages of glibc's own heaps to the
-        // system; it touches no memory in use and is safe to call from any thread.
-        unsafe {
-            malloc_trim(0);
-        }
     }
 }
 
