@@ -19,7 +19,7 @@ use otp_relay_providers::{ChatDirectory, DeliveryStatus, Money, Phone, ProviderE
 use serde::{Deserialize, Serialize};
 
 use crate::guards::digest;
-use crate::store::{Store, StoreError};
+use crate::store::{PutAndSettle, Settle, Store, StoreError};
 
 /// What is known of one sent (or refused) message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -245,6 +245,45 @@ fn chat_owner_key(chat_id: i64) -> String {
     format!("chat-owner:{chat_id}")
 }
 
+/// A new record as stored: its key and JSON, and its index keys by provider id.
+struct Saved {
+    key: String,
+    json: String,
+    indexes: Vec<String>,
+}
+
+impl Saved {
+    fn of(record: &MessageRecord, owner: &str) -> Saved {
+        let json = Kept {
+            record: record.clone(),
+            owner: Some(owner_digest(owner)),
+        }
+        .to_json();
+        let provider_ids = record
+            .provider_message_id
+            .iter()
+            .chain(record.parts.iter().map(|part| &part.id).skip(1));
+        let indexes: Vec<String> = match &record.provider {
+            Some(provider) => provider_ids
+                .map(|provider_id| provider_key(provider, provider_id))
+                .collect(),
+            None => Vec::new(),
+        };
+        Saved {
+            key: message_key(&record.id),
+            json,
+            indexes,
+        }
+    }
+
+    /// Every entry to write: the record, then each index entry (naming record `id`).
+    fn entries<'a>(&'a self, id: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut entries = vec![(self.key.as_str(), self.json.as_str())];
+        entries.extend(self.indexes.iter().map(|index| (index.as_str(), id)));
+        entries
+    }
+}
+
 /// Bounds the retries of a record update that raced with another.
 const UPDATE_ATTEMPTS: usize = 5;
 
@@ -266,33 +305,34 @@ impl Records {
     /// Stores a new record sent by `owner` (a caller identity), indexed by our id and by
     /// the provider's id of each part.
     pub async fn save(&self, record: &MessageRecord, owner: &str) -> Result<(), StoreError> {
-        let json = Kept {
-            record: record.clone(),
-            owner: Some(owner_digest(owner)),
-        }
-        .to_json();
-        let key = message_key(&record.id);
-        let provider_ids = record
-            .provider_message_id
-            .iter()
-            .chain(record.parts.iter().map(|part| &part.id).skip(1));
-        let indexes: Vec<String> = match &record.provider {
-            Some(provider) => provider_ids
-                .map(|provider_id| provider_key(provider, provider_id))
-                .collect(),
-            None => Vec::new(),
-        };
+        let saved = Saved::of(record, owner);
         // All in one store operation (one Redis round trip).
-        let mut entries = vec![(key.as_str(), json.as_str())];
-        entries.extend(
-            indexes
-                .iter()
-                .map(|index| (index.as_str(), record.id.as_str())),
-        );
-        self.store.put(&entries, Some(self.retention)).await?;
+        self.store
+            .put(&saved.entries(&record.id), Some(self.retention))
+            .await?;
         // A record is saved once, when its send ends: its price counts now.
         count_cost(record);
         Ok(())
+    }
+
+    /// [`Records::save`], and the send's idempotency claim settled in the same store
+    /// operation (one Redis round trip on a single server).
+    pub async fn save_and_settle(
+        &self,
+        record: &MessageRecord,
+        owner: &str,
+        claim: &Settle<'_>,
+    ) -> PutAndSettle {
+        let saved = Saved::of(record, owner);
+        let entries = saved.entries(&record.id);
+        let done = self
+            .store
+            .put_and_settle(&entries, Some(self.retention), claim)
+            .await;
+        if done.put.is_ok() {
+            count_cost(record);
+        }
+        done
     }
 
     /// The record `id`, if the caller identity `reader` sent it: to anyone else (and for

@@ -1,6 +1,7 @@
 //! Stage 6: keeps the send's outcome for `GET /v1/messages/{id}` (shown to the caller
 //! that sent it only) and for delivery reports, and schedules the status and price
-//! lookups that follow a send.
+//! lookups that follow a send. The idempotency claim is settled with the record, in one
+//! store operation.
 
 use std::time::SystemTime;
 
@@ -8,18 +9,14 @@ use otp_relay_providers::{DeliveryStatus, OutboundMessage};
 
 use crate::dispatch::{Delivery, DispatchError};
 use crate::followup::Followups;
+use crate::guards::idempotency::Ticket;
 use crate::records::{timestamp, MessageRecord, Records};
+use crate::store::StoredAnswer;
 
-/// Records the outcome. A record that cannot be kept is logged; the send itself stands.
-pub async fn keep(
-    records: &Records,
-    followups: &Followups,
-    message: &OutboundMessage,
-    sender: &str,
-    result: &Result<Delivery, DispatchError>,
-) {
+/// The record of a send's outcome, to [`keep`].
+pub fn of(message: &OutboundMessage, result: &Result<Delivery, DispatchError>) -> MessageRecord {
     let now = timestamp(SystemTime::now());
-    let record = match result {
+    match result {
         Ok(delivery) => MessageRecord {
             channel: delivery.channel.as_str().to_owned(),
             provider: Some(delivery.receipt.provider.clone()),
@@ -39,11 +36,36 @@ pub async fn keep(
                 ..new_record(message, &now)
             }
         }
+    }
+}
+
+/// Keeps the record and, for a send with an idempotency key, settles its claim in the
+/// same store operation: the answer kept for repeats, or (`None`) the key freed (see
+/// `idempotency::to_keep`). A record that cannot be kept is logged; the send itself
+/// stands. A delivery's follow-up lookups are scheduled once its record is kept.
+pub async fn keep(
+    records: &Records,
+    followups: &Followups,
+    message: &OutboundMessage,
+    sender: &str,
+    record: MessageRecord,
+    delivery: Option<&Delivery>,
+    claim: Option<(Ticket, Option<&StoredAnswer>)>,
+) {
+    let saved = match claim {
+        None => records.save(&record, sender).await,
+        Some((ticket, answer)) => {
+            let done = records
+                .save_and_settle(&record, sender, &ticket.settle(answer))
+                .await;
+            ticket.settled(answer.is_some(), done.settle);
+            done.put
+        }
     };
-    if let Err(error) = records.save(&record, sender).await {
+    if let Err(error) = saved {
         tracing::warn!(message_id = %message.id, %error, "could not keep the message record");
     }
-    if let Ok(delivery) = result {
+    if let Some(delivery) = delivery {
         followups.after_send(delivery.channel, &delivery.receipt, message.ttl);
     }
 }

@@ -23,6 +23,7 @@ mod redis_server;
 mod reliability;
 mod replicas;
 mod send;
+mod send_store;
 mod server_process;
 mod shutdown;
 mod store;
