@@ -18,6 +18,11 @@
 #   floor        like c64, through bench/floor-relay instead of otp-relay: the same two
 #                exchanges on the same libraries (actix-web, reqwest) and nothing else,
 #                so otp-relay's cost above it is its own work
+#   rate2000     a fixed offered load below saturation: RATE req/s (2,000) for
+#                RATE_SECONDS (20) over 32 connections, with `hey`'s rate option (wrk has
+#                none), provider answering at once; latency is what to compare here
+#   first-send   a fresh otp-relay, and one send as soon as its port accepts a
+#                connection: the time to that first answer, end to end (no load phases)
 #
 # Everything listens on 127.0.0.1 only. Each run starts a fresh otp-relay (so its peak
 # RSS belongs to that run) and a fresh mock; a trap stops everything on exit, and a
@@ -36,8 +41,10 @@ RELAY_LOG="${RELAY_LOG:-warn}"     # RUST_LOG of otp-relay
 DELAY_MS="${DELAY_MS:-200}"        # provider delay of the *-delay scenarios
 MAX_SECONDS="${MAX_SECONDS:-1200}" # the whole script, builds excluded
 RESULTS_DIR="${RESULTS_DIR:-$here/results}"
+RATE="${RATE:-2000}"               # req/s offered in rate2000
+RATE_SECONDS="${RATE_SECONDS:-20}" # seconds per phase of rate2000
 if [ "$#" -gt 0 ]; then SCENARIOS="$*"; fi
-SCENARIOS="${SCENARIOS:-c64 floor c64-delay c1000-delay guards redis}"
+SCENARIOS="${SCENARIOS:-c64 floor rate2000 c64-delay c1000-delay guards redis first-send}"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "run.sh: $*"; exit 1; }
@@ -46,9 +53,10 @@ die() { log "run.sh: $*"; exit 1; }
 for tool in curl awk cargo; do
   command -v "$tool" >/dev/null || die "$tool is required"
 done
-# wrk drives the load, jq assembles the results: installed from Debian when missing.
+# wrk drives the load (hey the fixed-rate one), jq assembles the results: installed from
+# Debian when missing.
 missing=()
-for tool in wrk jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in wrk hey jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]} from Debian"
   [ "$(id -u)" = 0 ] || die "${missing[*]} missing; apt-get install ${missing[*]}, or run as root"
@@ -146,6 +154,40 @@ load() { # mode url connections
 }
 jget() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 
+# Runs hey at a fixed rate (RATE req/s over `connections`, RATE_SECONDS), prints the
+# same JSON object as `load`. hey's CSV has one line per answer (status and seconds);
+# requests that got no answer at all are not in it, so its transport error counts are
+# 0 here: the count check (each 2xx matched by one provider request) still holds.
+load_rate() { # mode url connections
+  local mode="$1" url="$2" conns="$3" out="$work/hey.csv" body="$work/hey.body"
+  local -a args=(-z "${RATE_SECONDS}s" -c "$conns" -m POST -t 10 -o csv
+                 -q "$(awk -v r="$RATE" -v c="$conns" 'BEGIN {printf "%.3f", r / c}')")
+  if [ "$mode" = direct ]; then
+    printf '%s' 'To=%2B5511966191717&Body=Your+SMS+code+is+123456+and+is+valid+for+5+minutes.&From=%2B14155550100' >"$body"
+    # base64("AC0123456789abcdef0123456789abcdef:x"); hey's -a wants a longer password.
+    args+=(-T application/x-www-form-urlencoded
+           -H "Authorization: Basic QUMwMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZjp4"
+           -D "$body" "$url/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json")
+  else
+    printf '{\n  "mobile": "+5511966191717",\n  "totp": "Your SMS code is 123456 and is valid for 5 minutes.",\n  "used": false\n}' >"$body"
+    args+=(-T application/json -A application/json -D "$body" "$url/api/sms")
+  fi
+  timeout $((RATE_SECONDS + 60)) hey "${args[@]}" >"$out" 2>&1 || {
+    tail -20 "$out" >&2; die "hey failed"; }
+  # Columns: response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,
+  # status-code,offset (seconds since the start).
+  local bad
+  bad="$(awk -F, 'NR > 1 && $7 ~ /^[0-9]+$/ && ($7 < 200 || $7 > 299) {n++} END {print n + 0}' "$out")"
+  awk -F, 'NR > 1 && $7 ~ /^[0-9]+$/ {printf "%d\n", $1 * 1e6}' "$out" | sort -n |
+    awk -v secs="$RATE_SECONDS" -v bad="$bad" '
+      function at(q,   i) { i = int(NR * q); return lat[i > 0 ? i : 1] }
+      { lat[NR] = $1 }
+      END {
+        if (NR == 0) { print "{}"; exit }
+        printf "{\"requests\":%d,\"duration_us\":%d,\"connect_errors\":0,\"read_errors\":0,\"write_errors\":0,\"status_errors\":%d,\"timeouts\":0,\"p50_us\":%d,\"p99_us\":%d,\"p999_us\":%d,\"max_us\":%d}\n", NR, secs * 1e6, bad, at(0.50), at(0.99), at(0.999), lat[NR]
+      }'
+}
+
 # The port a program started on port 0 printed as `listening on 127.0.0.1:PORT`.
 listening_port() { # log
   local port=""
@@ -215,10 +257,11 @@ start_relay() { # guards(0/1) redis_url
 # Appends one JSON line to $runs_file. Runs in the main shell (not a subshell), so the
 # trap knows every process it starts.
 run_once() { # scenario run
-  local scenario="$1" run="$2" conns=64 delay=0 guards=0 redis="" mode=qiam
+  local scenario="$1" run="$2" conns=64 delay=0 guards=0 redis="" mode=qiam loader=load
   relay_kind=otp-relay
   case "$scenario" in
     c64) ;;
+    rate2000) conns=32; loader=load_rate ;;
     floor) relay_kind=floor ;;
     c64-delay) delay="$DELAY_MS" ;;
     c1000-delay) conns=1000; delay="$DELAY_MS" ;;
@@ -234,7 +277,7 @@ run_once() { # scenario run
   local direct mock_cpu0 mock_cpu1 loadavg
   loadavg="$(cut -d' ' -f1 /proc/loadavg)"
   mock_cpu0="$(cpu_ticks "$mock_pid")"
-  direct="$(load direct "http://127.0.0.1:$mock_port" "$conns")"
+  direct="$("$loader" direct "http://127.0.0.1:$mock_port" "$conns")"
   mock_cpu1="$(cpu_ticks "$mock_pid")"
 
   # (b) relay: the same load through otp-relay (or the floor).
@@ -244,7 +287,7 @@ run_once() { # scenario run
   idle_rss_kib="$(status_kib "$relay_pid" VmRSS)"
   cpu0="$(cpu_ticks "$relay_pid")"
   ok0="$(relay_ok)"; msg0="$(mock_stat messages)"; conn0="$(mock_stat connections)"
-  relay="$(load "$mode" "http://127.0.0.1:$relay_port" "$conns")"
+  relay="$("$loader" "$mode" "http://127.0.0.1:$relay_port" "$conns")"
   # Sends the load tool stopped waiting for still finish: let them, then count.
   for _ in $(seq 1 150); do [ "$(relay_in_flight)" = 0 ] && break; sleep 0.1; done
   cpu1="$(cpu_ticks "$relay_pid")"
@@ -277,16 +320,54 @@ run_once() { # scenario run
   log "   $(tail -1 "$runs_file")"
 }
 
+# One start of otp-relay, and one send as soon as its port accepts a connection (a
+# loop of TCP connects, 1 ms apart): the time curl took to get that send's answer,
+# which includes whatever the relay still loads after it starts accepting. Appends
+# one JSON line to $first_file.
+first_send_once() { # run
+  start_mock 0
+  relay_port="$(free_port)"
+  env -i PATH="$PATH" BIND_ADDR="127.0.0.1:$relay_port" PROVIDERS=twilio AUTH_DISABLED=true \
+    TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef TWILIO_AUTH_TOKEN=x \
+    TWILIO_FROM=+14155550100 TWILIO_BASE_URL="http://127.0.0.1:$mock_port" \
+    LOG_FORMAT=json RUST_LOG="$RELAY_LOG" "$relay_bin" serve >"$work/relay.log" 2>&1 &
+  relay_pid=$!; pids+=("$relay_pid")
+  local started=$SECONDS answer
+  until (exec 3<>"/dev/tcp/127.0.0.1/$relay_port") 2>/dev/null; do
+    [ $((SECONDS - started)) -lt 15 ] || { tail -20 "$work/relay.log" >&2; die "otp-relay did not listen"; }
+    sleep 0.001
+  done
+  answer="$(curl -sS -o /dev/null --max-time 10 -w '%{http_code} %{time_total}' \
+    -H 'Content-Type: application/json' \
+    --data-binary '{"mobile": "+5511966191717", "totp": "Your SMS code is 123456 and is valid for 5 minutes.", "used": false}' \
+    "http://127.0.0.1:$relay_port/api/sms")" || die "the first send failed"
+  stop_all
+  [ "${answer%% *}" = 200 ] || die "the first send was answered ${answer%% *}"
+  jq -cn --argjson run "$1" --argjson seconds "${answer#* }" \
+    '{scenario: "first-send", run: $run, first_send_ms: ($seconds * 1000)}' >>"$first_file"
+  log "   $(tail -1 "$first_file")"
+}
+
 # --- all runs, then medians ---------------------------------------------------------
 mkdir -p "$RESULTS_DIR"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 runs_file="$work/runs.jsonl"
-: >"$runs_file"
+first_file="$work/first.jsonl"
+: >"$runs_file"; : >"$first_file"
+load_scenarios=""
 for scenario in $SCENARIOS; do
   for run in $(seq 1 "$RUNS"); do
-    log "== $scenario, run $run/$RUNS (${DURATION}s direct + ${DURATION}s relay)"
+    case "$scenario" in
+      first-send)
+        log "== first-send, run $run/$RUNS"
+        first_send_once "$run"
+        continue ;;
+      rate2000) log "== rate2000, run $run/$RUNS (${RATE} req/s, ${RATE_SECONDS}s direct + ${RATE_SECONDS}s relay)" ;;
+      *) log "== $scenario, run $run/$RUNS (${DURATION}s direct + ${DURATION}s relay)" ;;
+    esac
     run_once "$scenario" "$run"
   done
+  [ "$scenario" = first-send ] || load_scenarios="$load_scenarios $scenario"
 done
 
 # Median of a field over one scenario's runs.
@@ -295,7 +376,7 @@ median() { # scenario jq-path
 }
 
 summary="$work/summary.jsonl"; : >"$summary"
-for scenario in $SCENARIOS; do
+for scenario in $load_scenarios; do
   jq -cn --arg s "$scenario" \
     --argjson direct_rps "$(median "$scenario" .direct.rps)" \
     --argjson relay_rps "$(median "$scenario" .relay.rps)" \
@@ -322,14 +403,17 @@ for scenario in $SCENARIOS; do
       counts_match_every_run: $all_match}' >>"$summary"
 done
 out="$RESULTS_DIR/$stamp.json"
+first_send_ms="$(jq -s 'map(.first_send_ms) | sort | if length == 0 then null else (if length % 2 == 1 then .[length/2|floor] else (.[length/2 - 1] + .[length/2]) / 2 end) end' "$first_file")"
 jq -n --slurpfile runs "$runs_file" --slurpfile medians "$summary" \
+  --slurpfile first_sends "$first_file" --argjson first_send_ms "$first_send_ms" \
   --arg when "$stamp" --arg nproc "$(nproc)" --arg cpu "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)" \
   --arg commit "$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --argjson runs_per_scenario "$RUNS" --argjson duration_s "$DURATION" --arg relay_log "$RELAY_LOG" \
   '{when: $when, commit: $commit, machine: {nproc: ($nproc | tonumber), cpu: $cpu},
     settings: {runs_per_scenario: $runs_per_scenario, seconds_per_phase: $duration_s,
-               relay_log: $relay_log, load_tool: "wrk"},
-    medians: $medians, runs: $runs}' >"$out"
+               relay_log: $relay_log, load_tool: "wrk", rate_load_tool: "hey"},
+    medians: $medians, runs: $runs,
+    first_send: {median_ms: $first_send_ms, runs: $first_sends}}' >"$out"
 
 printf '\nMedians of %s runs, %ss per phase, RUST_LOG=%s, %s CPUs (%s)\n' "$RUNS" "$DURATION" "$RELAY_LOG" "$(nproc)" "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
 printf '%-12s %9s %9s %6s %8s %8s %8s %8s %8s %6s %7s %7s %6s %6s %6s %6s\n' \
@@ -339,6 +423,9 @@ jq -r '[.scenario, (.direct_rps|floor), (.relay_rps|floor), .ratio_rps, .direct_
         .mock_cpu_us_per_request, .idle_rss_mib, .peak_rss_mib, .provider_connections,
         .counts_match_every_run] | @tsv' "$summary" |
   awk -F'\t' '{printf "%-12s %9d %9d %6.3f %8.2f %8.2f %8.2f %8.2f %8.2f %6d %7.1f %7.1f %6.1f %6.1f %6d %6s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16}'
+if [ "$first_send_ms" != null ]; then
+  printf '\nfirst send after start (median of %s): %.1f ms\n' "$RUNS" "$first_send_ms"
+fi
 printf '\nresult: %s\n' "$out"
 if jq -se 'all(.counts_match_every_run)' "$summary" >/dev/null; then :; else
   log "run.sh: COUNT CHECK FAILED: some run's 2xx at the relay did not match requests at the mock"

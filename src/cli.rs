@@ -8,6 +8,7 @@ use otp_relay_providers::ProbeOutcome;
 
 use crate::api::send::HttpAnswers;
 use crate::config::Config;
+use crate::dispatch::routes::Selector;
 use crate::dispatch::Attempt;
 use crate::guards::access::Identity;
 use crate::records::Records;
@@ -119,6 +120,7 @@ async fn serve(config: Config) -> ExitCode {
 
 async fn check(config: Config) -> ExitCode {
     println!("effective configuration (secrets masked):\n{config:#?}\n");
+    print_routes(&config);
     let providers = match cli_providers(&config) {
         Ok(providers) => providers,
         Err(error) => {
@@ -229,6 +231,31 @@ async fn send(
             }
         }
     }
+}
+
+/// The effective route table: each rule, most specific first, and where a number that
+/// no rule matches goes.
+fn print_routes(config: &Config) {
+    let everyone = config
+        .providers
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rules = config.routes.rules();
+    if rules.is_empty() {
+        println!("routes: ROUTES unset, every number goes to {everyone} (PROVIDERS order)\n");
+        return;
+    }
+    println!("routes (the first rule that matches a number is its route):");
+    for rule in rules {
+        let selector = rule.selector.to_string();
+        println!("  {selector:<16} {}", rule.providers.join(", "));
+    }
+    if !rules.iter().any(|rule| rule.selector == Selector::Any) {
+        println!("  {:<16} {everyone} (PROVIDERS order)", "(no match)");
+    }
+    println!();
 }
 
 fn print_attempts(attempts: &[Attempt]) {

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use otp_relay_providers::{Channel, Followup, MessageProvider, Money, ProviderError, Receipt};
+use otp_relay_providers::{
+    Channel, DeliveryStatus, Followup, MessageProvider, Money, ProviderError, Receipt,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -188,26 +190,53 @@ impl Followups {
         }
     }
 
-    /// After a delivery report: looks the price up when the provider's reports carry
-    /// none and the status is final.
+    /// After a delivery report: looks the price up, of the message and of its fallback
+    /// SMS, when the provider's reports carry none and the status is final.
     pub fn after_report(&self, record: &MessageRecord) {
-        if !record.status.is_final() || record.cost.is_some() {
+        self.price_after_final(
+            record.status,
+            record.cost.as_ref(),
+            record.provider.as_deref(),
+            record.provider_message_id.as_deref(),
+            &record.channel,
+        );
+        if let Some(leg) = &record.fallback {
+            self.price_after_final(
+                leg.status,
+                leg.cost.as_ref(),
+                leg.provider.as_deref(),
+                leg.provider_message_id.as_deref(),
+                &leg.channel,
+            );
+        }
+    }
+
+    /// Schedules the price lookup of one leg, once its status is final and it has none.
+    fn price_after_final(
+        &self,
+        status: DeliveryStatus,
+        cost: Option<&Money>,
+        provider: Option<&str>,
+        provider_message_id: Option<&str>,
+        channel: &str,
+    ) {
+        if !status.is_final() || cost.is_some() {
             return;
         }
-        let (Some(name), Some(id)) = (&record.provider, &record.provider_message_id) else {
+        let (Some(name), Some(id)) = (provider, provider_message_id) else {
             return;
         };
         let Some(provider) = self.provider(name) else {
             return;
         };
-        let channel = record.channel.parse().unwrap_or(Channel::Sms);
+        let channel = channel.parse().unwrap_or(Channel::Sms);
         if provider.followup(channel) == Followup::PriceAfterFinal {
             let at = Instant::now() + self.settings.price_delay;
             self.schedule(
                 at,
                 Job {
                     provider,
-                    provider_message_id: id.clone(),
+                    provider_message_id: id.to_owned(),
                     kind: Kind::Price,
                     attempt: 0,
                     until: at,

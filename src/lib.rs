@@ -4,6 +4,7 @@
 //! integration tests can run the real application on a free port.
 
 pub mod api;
+pub mod channel_fallback;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -28,6 +28,7 @@ pub const MEMORY_STORE_LIMIT: &str = "otp_relay_memory_store_limit_bytes";
 pub const COST_TOTAL: &str = "otp_relay_cost_total";
 pub const PROVIDER_BALANCE: &str = "otp_relay_provider_balance";
 pub const FOLLOWUPS: &str = "otp_relay_followups_total";
+pub const CHANNEL_FALLBACKS: &str = "otp_relay_channel_fallbacks_total";
 
 /// Latency buckets, in seconds: from a fast local provider to the deadline.
 const BUCKETS: &[f64] = &[
@@ -145,6 +146,11 @@ fn describe() {
         "What is left on each provider account, by currency, as last read"
     );
     describe_counter!(
+        CHANNEL_FALLBACKS,
+        "Channel fallbacks by SMS, by reason (timeout, failed) and outcome (sent, failed, \
+         not_scheduled)"
+    );
+    describe_counter!(
         FOLLOWUPS,
         "Status and price lookups after a send, by provider and outcome"
     );
@@ -208,16 +214,21 @@ type HandleKey = (&'static str, Labels);
 // handle builds and hashes its key and searches the recorder's shared registry: on
 // every request that cost more than the count itself. The label values are fixed
 // strings (routes, codes, provider names), so each map stays small.
+// The maps hash with foldhash (hashlink's default) rather than SipHash: their keys are
+// our own fixed strings, not a caller's, and SipHash over a key's seven strings cost
+// about as much as the rest of the lookup.
+type Handles<K, H> = HashMap<K, H, hashlink::DefaultHashBuilder>;
+
 thread_local! {
-    static COUNTERS: RefCell<HashMap<HandleKey, Counter>> = RefCell::new(HashMap::new());
-    static HISTOGRAMS: RefCell<HashMap<HandleKey, Histogram>> = RefCell::new(HashMap::new());
-    static HTTP_COUNTERS: RefCell<HashMap<(String, u16, &'static str), Counter>> =
-        RefCell::new(HashMap::new());
+    static COUNTERS: RefCell<Handles<HandleKey, Counter>> = RefCell::default();
+    static HISTOGRAMS: RefCell<Handles<HandleKey, Histogram>> = RefCell::default();
+    static HTTP_COUNTERS: RefCell<Handles<(String, u16, &'static str), Counter>> =
+        RefCell::default();
 }
 
 /// The handle of `name` with `labels` in `cache`, made by `make` the first time.
 fn cached<H: Clone + 'static>(
-    cache: &'static LocalKey<RefCell<HashMap<HandleKey, H>>>,
+    cache: &'static LocalKey<RefCell<Handles<HandleKey, H>>>,
     name: &'static str,
     labels: &[(&'static str, &'static str)],
     make: fn(&'static str, Vec<Label>) -> H,

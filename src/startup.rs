@@ -19,8 +19,9 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder, Trac
 use crate::api;
 use crate::api::error::{ApiError, ProblemCode};
 use crate::api::state::AppState;
+use crate::channel_fallback::{self, ChannelFallbacks};
 use crate::config::Config;
-use crate::dispatch::{DispatchPolicy, Dispatcher};
+use crate::dispatch::{DispatchPolicy, Dispatcher, UnknownRouteProvider};
 use crate::followup::Followups;
 use crate::prometheus;
 use crate::records::Records;
@@ -39,6 +40,8 @@ pub enum StartupError {
     Provider(#[from] SettingError),
     #[error(transparent)]
     Store(StoreError),
+    #[error(transparent)]
+    Routes(#[from] UnknownRouteProvider),
     #[error("cannot listen for SIGINT and SIGTERM: {0}")]
     Signals(std::io::Error),
 }
@@ -88,6 +91,12 @@ impl Application {
         records: Records,
         providers: Providers,
     ) -> Result<Self, StartupError> {
+        // Everything the first send needs is loaded before the port is bound: a
+        // connection accepted earlier would wait for it (the numbering plan alone loads
+        // in ~150 ms).
+        otp_relay_providers::phone::warm_up();
+        prometheus::handle();
+        release_free_heap();
         let listener =
             TcpListener::bind(config.bind_addr).map_err(|source| StartupError::Bind {
                 addr: config.bind_addr,
@@ -100,10 +109,8 @@ impl Application {
                 source,
             })?
             .port();
-        // Before the first send, not during it: the numbering plan loads in ~300 ms.
-        otp_relay_providers::phone::warm_up();
         let config = Arc::new(config);
-        let send = send_service(&config, &store, &records, providers.list);
+        let send = send_service(&config, &store, &records, providers.list, Role::Server)?;
         let webhook_urls = api::webhooks::WebhookUrls::new(config.public_base_url.as_deref());
         let followups = send.followups().clone();
         let stop = stop_signal().map_err(StartupError::Signals)?;
@@ -122,7 +129,6 @@ impl Application {
             followups: followups.clone(),
             config,
         });
-        prometheus::handle();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(around_request))
@@ -197,6 +203,23 @@ impl Application {
     }
 }
 
+/// Hands the heap's free memory back to the system. Loading the numbering plan leaves
+/// about 1 MiB of freed, still resident heap behind, which glibc keeps for later
+/// allocations; a server that idles most of the time is better off without it.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only returns free pages of glibc's own heaps to the
+        // system; it touches no memory in use and is safe to call from any thread.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM. Both stop the server gracefully:
 /// actix-web's own handling treats SIGINT as a fast stop that closes the connections of
 /// sends in flight, and a login waiting on one would see its code lost. The listeners are
@@ -231,28 +254,55 @@ fn open_state(config: &Config) -> Result<(Arc<dyn Store>, Records), StartupError
     Ok((store, records))
 }
 
-/// The send service over the given state and providers, with the follow-up lookups it
-/// schedules after sends.
+/// Whether the process serves (and so sends the channel fallbacks that come due) or
+/// sends one message and exits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Server,
+    OneShot,
+}
+
+/// The send service over the given state and providers, with the follow-up lookups and
+/// channel fallbacks it schedules after sends; refused when a route names a provider not
+/// among `providers`. A one-shot process only schedules fallbacks: a worker it ran could
+/// take one and exit before sending it.
 fn send_service(
     config: &Arc<Config>,
     store: &Arc<dyn Store>,
     records: &Records,
     providers: Vec<Arc<dyn MessageProvider>>,
-) -> SendService {
+    role: Role,
+) -> Result<SendService, StartupError> {
+    let dispatcher = Arc::new(
+        Dispatcher::new(providers.clone(), dispatch_policy(config)).with_routes(&config.routes)?,
+    );
     let followups = Followups::start(
-        providers.clone(),
+        providers,
         records.clone(),
         Arc::clone(store),
         config.followup.clone(),
     );
-    let dispatcher = Dispatcher::new(providers, dispatch_policy(config));
-    SendService::new(
+    let fallbacks = ChannelFallbacks::new(Arc::clone(store), config.fallback.clone());
+    if fallbacks.enabled() {
+        records.set_status_hook(Arc::new(fallbacks.clone()));
+        if role == Role::Server {
+            channel_fallback::worker::start(
+                &fallbacks,
+                records.clone(),
+                Arc::clone(&dispatcher),
+                followups.clone(),
+                config.limits.request_deadline,
+            );
+        }
+    }
+    Ok(SendService::new(
         Arc::clone(config),
         dispatcher,
         Arc::clone(store),
         records.clone(),
         followups,
-    )
+        fallbacks,
+    ))
 }
 
 /// The send service as the server would build it from `config` (its store, records and
@@ -263,12 +313,13 @@ pub fn standalone_send_service(config: Config) -> Result<SendService, StartupErr
         &config,
         &provider_context(&config, Arc::new(records.clone())),
     )?;
-    Ok(send_service(
+    send_service(
         &Arc::new(config),
         &store,
         &records,
         providers.list,
-    ))
+        Role::OneShot,
+    )
 }
 
 /// The dispatcher's time bounds and retry policy, from the configuration.
@@ -327,7 +378,14 @@ async fn around_request(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+    // Written into a header value straight from the id's bytes, with no string between.
+    let request_id = req.extensions().get::<RequestId>().and_then(|id| {
+        HeaderValue::from_str(
+            id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        )
+        .ok()
+    });
     let mut response = if head_size(&req) > limit {
         req.error_response(ApiError::HeadersTooLarge { limit })
             .map_into_right_body()
@@ -341,7 +399,7 @@ async fn around_request(
         None => "other",
     };
     prometheus::count_http_request(route, status.as_u16(), code);
-    if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+    if let Some(value) = request_id {
         response
             .headers_mut()
             .insert(HeaderName::from_static("x-request-id"), value);

@@ -1,7 +1,9 @@
 //! Phone numbers, parsed once into E.164 and masked whenever they are shown.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use phonenumber::country::Id;
 use phonenumber::PhoneNumber;
@@ -13,6 +15,14 @@ pub struct Region(Id);
 impl Region {
     pub fn as_str(&self) -> &str {
         self.0.as_ref()
+    }
+
+    /// The region's country calling code (`55` for `BR`, `1` for `US` and `CA`), or
+    /// `None` for a region the numbering plan has no numbers for.
+    pub fn calling_code(&self) -> Option<u16> {
+        phonenumber::metadata::DATABASE
+            .by_id(self.as_str())
+            .map(|meta| meta.country_code())
     }
 }
 
@@ -73,7 +83,65 @@ pub const MAX_E164_DIGITS: usize = 15;
 /// this call at start-up the first sends after a start (all those arriving meanwhile)
 /// would wait for it.
 pub fn warm_up() {
-    let _ = Phone::parse("+5511966191717", None);
+    // Not through the cache: this number is no caller's.
+    let _ = Phone::parse_uncached("+5511966191717", None);
+}
+
+/// Parse results kept for numbers read again: the numbering plan's parser and its
+/// regular expressions cost about 30,000 instructions a number, a lookup here about
+/// 500, and the same numbers come back (a user signing in again, asking for a new
+/// code, a retried request).
+static PARSED: LazyLock<ParseCache> = LazyLock::new(|| ParseCache::new(PARSE_CACHE_ENTRIES));
+
+/// How many parse results [`PARSED`] keeps (a few hundred KiB at most).
+const PARSE_CACHE_ENTRIES: usize = 1024;
+
+/// The longest input whose parse result is kept: longer ones are parsed every time,
+/// so that the cache's size stays bounded by its entry count.
+const PARSE_CACHE_MAX_INPUT: usize = 64;
+
+/// Valid numbers by the text they were read from, with the default region they were
+/// read in. Bounded: when full, it starts over empty (cheaper than tracking recency,
+/// and a number in use is back at its next send).
+struct ParseCache {
+    capacity: usize,
+    entries: Mutex<HashMap<String, (Option<Region>, Phone)>>,
+}
+
+impl ParseCache {
+    fn new(capacity: usize) -> Self {
+        ParseCache {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, input: &str, default_region: Option<Region>) -> Option<Phone> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        match entries.get(input) {
+            Some((region, phone)) if *region == default_region => Some(phone.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, input: &str, default_region: Option<Region>, phone: &Phone) {
+        if input.len() > PARSE_CACHE_MAX_INPUT {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= self.capacity && !entries.contains_key(input) {
+            entries.clear();
+        }
+        entries.insert(input.to_owned(), (default_region, phone.clone()));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 impl From<phonenumber::Type> for LineKind {
@@ -109,6 +177,26 @@ impl Phone {
     /// international prefix, bare country code and number (`5511...`), or a national
     /// format read in `default_region`.
     pub fn parse(input: &str, default_region: Option<Region>) -> Result<Phone, PhoneError> {
+        Phone::parse_with(&PARSED, input, default_region)
+    }
+
+    /// [`Phone::parse`] through `cache`: a valid number's result is kept there.
+    fn parse_with(
+        cache: &ParseCache,
+        input: &str,
+        default_region: Option<Region>,
+    ) -> Result<Phone, PhoneError> {
+        let input = input.trim();
+        if let Some(phone) = cache.get(input, default_region) {
+            return Ok(phone);
+        }
+        let phone = Phone::parse_uncached(input, default_region)?;
+        cache.put(input, default_region, &phone);
+        Ok(phone)
+    }
+
+    /// [`Phone::parse`] without the cache.
+    fn parse_uncached(input: &str, default_region: Option<Region>) -> Result<Phone, PhoneError> {
         let input = input.trim();
         if input.is_empty() {
             return Err(PhoneError::Empty);
@@ -230,6 +318,16 @@ impl Phone {
     pub fn masked(&self) -> String {
         mask_digits(self.digits())
     }
+
+    /// How many leading digits [`Phone::masked`] shows (`5` for `+55119*****17`).
+    pub fn masked_lead(&self) -> usize {
+        masked_lead(self.digits().chars().count())
+    }
+}
+
+/// How many of `count` digits [`mask_digits`] leaves visible at the start.
+fn masked_lead(count: usize) -> usize {
+    (count.saturating_sub(2) / 2).min(5)
 }
 
 /// Masks a string of digits for display: at most five leading digits stay visible, and
@@ -238,11 +336,28 @@ impl Phone {
 /// not revealed either.
 pub fn mask_digits(digits: &str) -> String {
     let count = digits.chars().count();
-    let lead = (count.saturating_sub(2) / 2).min(5);
+    let lead = masked_lead(count);
     let tail = if count >= 6 { 2 } else { 0 };
-    let head: String = digits.chars().take(lead).collect();
-    let end: String = digits.chars().skip(count - tail).collect();
-    format!("+{head}*****{end}")
+    // Byte offsets of those characters: one allocation, the result's (every send masks
+    // its number twice, for its record and its log).
+    let ascii = digits.is_ascii();
+    let offset = |chars: usize| {
+        if ascii {
+            chars
+        } else {
+            digits
+                .char_indices()
+                .nth(chars)
+                .map_or(digits.len(), |(i, _)| i)
+        }
+    };
+    let (head, end) = (&digits[..offset(lead)], &digits[offset(count - tail)..]);
+    let mut masked = String::with_capacity(head.len() + end.len() + 6);
+    masked.push('+');
+    masked.push_str(head);
+    masked.push_str("*****");
+    masked.push_str(end);
+    masked
 }
 
 impl PartialEq for Phone {
@@ -352,6 +467,7 @@ mod tests {
         assert_eq!(mask_digits("14155552671"), "+1415*****71");
         assert_eq!(mask_digits("1234"), "+1*****");
         assert_eq!(mask_digits(""), "+*****");
+        assert_eq!(mask_digits("١٢٣٤٥٦٧٨"), "+١٢٣*****٧٨");
     }
 
     /// `Phone::valid` works out validity, E.164 form, region and line kind its own way;
@@ -426,6 +542,59 @@ mod tests {
     }
 
     #[test]
+    fn cached_results_are_the_parsers_own() {
+        let cache = ParseCache::new(8);
+        let inputs = [
+            ("+5511966191717", None),
+            (" +55 (11) 96619-1717 ", None),
+            ("(11) 96619-1717", br()),
+            ("11966191717", br()),
+            ("+14155552671", None),
+        ];
+        for _ in 0..2 {
+            for (input, region) in inputs {
+                let cached = Phone::parse_with(&cache, input, region).unwrap();
+                let fresh = Phone::parse_uncached(input, region).unwrap();
+                assert_eq!(cached.e164(), fresh.e164(), "{input}");
+                assert_eq!(cached.region(), fresh.region(), "{input}");
+                assert_eq!(cached.line_kind(), fresh.line_kind(), "{input}");
+                assert_eq!(cached.country_code(), fresh.country_code(), "{input}");
+            }
+        }
+        assert_eq!(cache.len(), inputs.len());
+        // The same text read in another default region is not the cached reading.
+        assert_eq!(
+            Phone::parse_with(&cache, "11966191717", None).err(),
+            Some(PhoneError::NoCountryCode)
+        );
+        assert_eq!(
+            Phone::parse_with(&cache, "(11) 96619-1717", Some("US".parse().unwrap())).err(),
+            Some(PhoneError::Invalid)
+        );
+        // Refusals are not kept.
+        assert!(Phone::parse_with(&cache, "+123", None).is_err());
+        assert_eq!(cache.len(), inputs.len());
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound() {
+        let cache = ParseCache::new(4);
+        for n in 0..10 {
+            let input = format!("+55119661917{n:02}");
+            Phone::parse_with(&cache, &input, None).unwrap();
+            assert!(cache.len() <= 4, "{} entries", cache.len());
+        }
+        // A valid number padded past the longest input kept is parsed, not kept.
+        let long = format!("+55{}11966191717", " ".repeat(PARSE_CACHE_MAX_INPUT));
+        let cache = ParseCache::new(4);
+        assert_eq!(
+            Phone::parse_with(&cache, &long, None).map(|p| p.e164().to_owned()),
+            Ok("+5511966191717".to_owned())
+        );
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
     fn region_codes_parse_case_insensitively() {
         assert_eq!(
             "br".parse::<Region>().map(|r| r.to_string()),
@@ -433,5 +602,15 @@ mod tests {
         );
         assert_eq!("XX".parse::<Region>(), Err(UnknownRegion));
         assert_eq!("BRA".parse::<Region>(), Err(UnknownRegion));
+    }
+
+    #[test]
+    fn regions_know_their_calling_code() {
+        let code = |r: &str| r.parse::<Region>().unwrap().calling_code();
+        assert_eq!(code("BR"), Some(55));
+        assert_eq!(code("US"), Some(1));
+        assert_eq!(code("CA"), Some(1));
+        assert_eq!(code("GB"), Some(44));
+        assert_eq!(code("AG"), Some(1));
     }
 }

@@ -5,9 +5,11 @@
 //! value and an example of a good one. Nothing is silently ignored.
 
 mod access;
+mod fallback;
 mod http;
 mod limits;
 mod providers;
+mod routes;
 mod store;
 mod telemetry;
 mod templates;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use otp_relay_providers::{Channel, Env, ProviderSettings, Region, SettingError};
 
+use crate::dispatch::routes::RouteTable;
 use crate::guards::access::AccessPolicy;
 use crate::guards::Limits;
 use crate::message::MessageTemplates;
@@ -69,6 +72,8 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     /// In priority order.
     pub providers: Vec<ProviderSettings>,
+    /// `ROUTES`: which providers take which destinations; empty when unset.
+    pub routes: RouteTable,
     pub default_channel: Channel,
     pub default_region: Option<Region>,
     pub templates: MessageTemplates,
@@ -86,6 +91,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// When statuses, prices and balances are looked up after a send (no variable).
     pub followup: crate::followup::FollowupSettings,
+    /// Whether, and after how long, a message on another channel falls back to SMS.
+    pub fallback: crate::channel_fallback::FallbackSettings,
 }
 
 impl Config {
@@ -104,6 +111,7 @@ impl Config {
         let env = Env::new(&vars);
         let bind_addr = http::parse_bind_addr(&env)?;
         let provider_names = providers::parse_provider_names(&env)?;
+        let routes = routes::parse_routes(&env, &provider_names)?;
         let default_channel = Var::new(&env, "DEFAULT_CHANNEL", "sms")
             .parse_with("sms", |v| v.parse::<Channel>().map_err(|e| e.to_string()))?;
         let default_region = Var::new(&env, "DEFAULT_REGION", "BR")
@@ -125,10 +133,12 @@ impl Config {
         let limits = limits::parse_limits(&env)?;
         let (store, message_retention) = store::parse_store(&env, limits.request_deadline)?;
         let workers = http::parse_workers(&env)?;
+        let fallback = fallback::parse_fallback(&env)?;
 
         Ok(Config {
             bind_addr,
             providers,
+            routes,
             default_channel,
             default_region,
             templates,
@@ -143,6 +153,7 @@ impl Config {
             workers,
             http: HttpLimits::default(),
             followup: crate::followup::FollowupSettings::default(),
+            fallback,
         })
     }
 }
@@ -528,5 +539,33 @@ mod tests {
         .unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn channel_fallback_is_off_unless_set_and_waits_as_told() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.fallback.channel, None);
+        assert_eq!(c.fallback.after, Duration::from_secs(20));
+        let c = config(&[
+            ("CHANNEL_FALLBACK", "SMS"),
+            ("CHANNEL_FALLBACK_AFTER", "500ms"),
+        ])
+        .unwrap();
+        assert_eq!(c.fallback.channel, Some(Channel::Sms));
+        assert_eq!(c.fallback.after, Duration::from_millis(500));
+        assert_eq!(
+            config(&[("CHANNEL_FALLBACK", "off")])
+                .unwrap()
+                .fallback
+                .channel,
+            None
+        );
+        let refused = error(&[("CHANNEL_FALLBACK", "whatsapp")]);
+        assert!(
+            refused.contains("CHANNEL_FALLBACK") && refused.contains("sms or off"),
+            "{refused}"
+        );
+        let refused = error(&[("CHANNEL_FALLBACK_AFTER", "2h")]);
+        assert!(refused.contains("CHANNEL_FALLBACK_AFTER"), "{refused}");
     }
 }

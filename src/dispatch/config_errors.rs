@@ -71,7 +71,7 @@ impl ConfigErrors {
             LastConfigError {
                 code: code.to_owned(),
                 detail,
-                at: crate::records::timestamp(SystemTime::now()),
+                at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             },
         );
         self.any.store(true, Ordering::Relaxed);

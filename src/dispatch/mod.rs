@@ -1,6 +1,9 @@
-//! Dispatch: hands a message to the configured providers in priority order, and keeps
+//! Dispatch: hands a message to the providers of its route in their order, and keeps
 //! logins working when providers fail.
 //!
+//! - A route ([`routes`], `ROUTES`) names the providers a destination may use, in order;
+//!   without one, every provider in `PROVIDERS` order. Only the route's providers are
+//!   tried, each with its own circuit (one per provider, shared by every route).
 //! - A provider that does not serve the channel, or whose circuit is open, is skipped.
 //! - A failure the provider provably did not process (throttled, connection refused)
 //!   is retried at the same provider, at most `RETRY_MAX` times, with exponential
@@ -13,6 +16,7 @@
 
 pub mod circuit;
 pub mod config_errors;
+pub mod routes;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +29,8 @@ use tracing::Instrument;
 
 use circuit::{Admission, Circuit, CircuitState, Pass};
 use config_errors::{ConfigErrors, LastConfigError};
+use routes::Planned;
+pub use routes::{Route, UnknownRouteProvider};
 
 use crate::prometheus;
 
@@ -139,14 +145,19 @@ impl DispatchPolicy {
     }
 }
 
-struct Route {
+/// A provider and its circuit.
+struct Slot {
     provider: Arc<dyn MessageProvider>,
     circuit: Circuit,
 }
 
-/// The ordered providers with their circuits.
+/// The ordered providers with their circuits, and the routes over them.
 pub struct Dispatcher {
-    routes: Vec<Route>,
+    slots: Vec<Slot>,
+    /// Most specific first.
+    plans: Vec<Planned>,
+    /// Every slot, in priority order.
+    everyone: Box<[usize]>,
     policy: DispatchPolicy,
     config_errors: ConfigErrors,
 }
@@ -160,10 +171,11 @@ enum ProviderOutcome {
 }
 
 impl Dispatcher {
+    /// The providers in priority order, every destination sent to all of them.
     pub fn new(providers: Vec<Arc<dyn MessageProvider>>, policy: DispatchPolicy) -> Self {
-        let routes = providers
+        let slots: Vec<Slot> = providers
             .into_iter()
-            .map(|provider| Route {
+            .map(|provider| Slot {
                 circuit: Circuit::new(
                     provider.name(),
                     policy.circuit_failures,
@@ -175,7 +187,9 @@ impl Dispatcher {
             })
             .collect();
         Dispatcher {
-            routes,
+            everyone: (0..slots.len()).collect(),
+            slots,
+            plans: Vec::new(),
             policy,
             config_errors: ConfigErrors::default(),
         }
@@ -189,33 +203,35 @@ impl Dispatcher {
     /// The providers, in priority order, with their circuit states.
     pub fn provider_states(&self) -> Vec<(&'static str, CircuitState)> {
         let now = Instant::now();
-        self.routes
+        self.slots
             .iter()
-            .map(|route| (route.provider.name(), route.circuit.current(now)))
+            .map(|slot| (slot.provider.name(), slot.circuit.current(now)))
             .collect()
     }
 
     pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn MessageProvider>> {
-        self.routes.iter().map(|route| &route.provider)
+        self.slots.iter().map(|slot| &slot.provider)
     }
 
-    /// Sends `message`, giving up at `deadline`.
-    /// Sends `message`, giving up at `deadline`. A recipient who is not on the requested
-    /// channel (never started the Telegram bot, has no WhatsApp) gets the code by SMS
-    /// when an SMS provider is configured: the user logging in needs the code, not the
-    /// channel.
+    /// Sends `message` through the providers of `route`, giving up at `deadline`. A
+    /// recipient who is not on the requested channel (never started the Telegram bot,
+    /// has no WhatsApp) gets the code by SMS when one of the route's providers sends
+    /// SMS: the user logging in needs the code, not the channel.
     pub async fn send(
         &self,
+        route: Route<'_>,
         message: &OutboundMessage,
         deadline: Instant,
     ) -> Result<Delivery, DispatchError> {
-        let first = self.send_on_channel(message, deadline, Vec::new()).await;
+        let first = self
+            .send_on_channel(route, message, deadline, Vec::new())
+            .await;
         match first {
             Err(DispatchError::Rejected {
                 error: ProviderError::RecipientNotRegistered { .. },
                 attempts,
             }) if message.channel != Channel::Sms
-                && self.routes.iter().any(|r| r.provider.serves(Channel::Sms)) =>
+                && route.slots().any(|slot| slot.provider.serves(Channel::Sms)) =>
             {
                 tracing::info!(
                     message_id = %message.id,
@@ -226,7 +242,8 @@ impl Dispatcher {
                     channel: Channel::Sms,
                     ..message.clone()
                 };
-                self.send_on_channel(&by_sms, deadline, attempts).await
+                self.send_on_channel(route, &by_sms, deadline, attempts)
+                    .await
             }
             other => other,
         }
@@ -234,6 +251,7 @@ impl Dispatcher {
 
     async fn send_on_channel(
         &self,
+        route: Route<'_>,
         message: &OutboundMessage,
         deadline: Instant,
         attempts: Vec<Attempt>,
@@ -246,13 +264,12 @@ impl Dispatcher {
         let mut last_refusal: Option<ProviderError> = None;
         let mut reopen_after: Option<Duration> = None;
 
-        for route in self
-            .routes
-            .iter()
-            .filter(|r| r.provider.serves(message.channel))
+        for slot in route
+            .slots()
+            .filter(|slot| slot.provider.serves(message.channel))
         {
             served = true;
-            let name = route.provider.name();
+            let name = slot.provider.name();
             let now = Instant::now();
             let time_left = deadline.saturating_duration_since(now);
             if time_left.is_zero() {
@@ -260,7 +277,7 @@ impl Dispatcher {
                     attempts: attempts.into_inner().unwrap_or_default(),
                 });
             }
-            let pass = match route.circuit.admit(now, time_left) {
+            let pass = match slot.circuit.admit(now, time_left) {
                 Admission::Allowed(pass) => pass,
                 Admission::Rejected { retry_after } => {
                     prometheus::counter(
@@ -279,7 +296,7 @@ impl Dispatcher {
                 }
             };
             let outcome = self
-                .try_provider(route, &pass, message, deadline, &attempts)
+                .try_provider(slot, &pass, message, deadline, &attempts)
                 .await;
             // An unresolved trial (out of time before calling) is given back here; a
             // dropped send gives it back the same way.
@@ -345,13 +362,13 @@ impl Dispatcher {
     /// Sends through one provider, retrying what is safe to retry within the deadline.
     async fn try_provider(
         &self,
-        route: &Route,
+        slot: &Slot,
         pass: &Pass<'_>,
         message: &OutboundMessage,
         deadline: Instant,
         attempts: &Mutex<Vec<Attempt>>,
     ) -> ProviderOutcome {
-        let name = route.provider.name();
+        let name = slot.provider.name();
         let once = || async {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -367,7 +384,7 @@ impl Dispatcher {
                 channel = message.channel.as_str(),
                 outcome = tracing::field::Empty,
             );
-            let result = tokio::time::timeout(budget, route.provider.send(message))
+            let result = tokio::time::timeout(budget, slot.provider.send(message))
                 .instrument(span.clone())
                 .await
                 .unwrap_or(Err(ProviderError::Timeout))
@@ -523,13 +540,15 @@ mod tests {
             ttl: Duration::from_secs(300),
         };
         let deadline = || Instant::now() + Duration::from_secs(5);
-        assert!(dispatcher.send(&message, deadline()).await.is_err());
+        let route = dispatcher.default_route();
+        assert!(dispatcher.send(route, &message, deadline()).await.is_err());
         assert_eq!(dispatcher.provider_states()[0].1, CircuitState::Open);
 
         tokio::time::advance(cooldown).await;
         // The trial goes to a send the adapter refuses without calling the provider:
         // that says nothing of its health, so the next send gets the trial.
-        assert!(dispatcher.send(&message, deadline()).await.is_err());
+        let route = dispatcher.default_route();
+        assert!(dispatcher.send(route, &message, deadline()).await.is_err());
         assert_eq!(dispatcher.provider_states()[0].1, CircuitState::HalfOpen);
     }
 

@@ -1,25 +1,33 @@
-//! Stage 5: hands the message to the providers, within the send's deadline.
+//! Stage 6: hands the message to the providers of its route, within the send's deadline.
 //!
-//! Routing (which providers, in which order, and failover between them) is the
-//! dispatcher's own job (`crate::dispatch`); this stage is the send's view of it: one
-//! call, and the outcome logged with the number masked, never the text or the code.
+//! Failover between the route's providers, retries and circuits are the dispatcher's own
+//! job (`crate::dispatch`); this stage is the send's view of it: one call, and the
+//! outcome logged with the route's selector and the number masked, never the text or
+//! the code.
 
 use otp_relay_providers::OutboundMessage;
 use tokio::time::Instant;
 
-use crate::dispatch::{Delivery, DispatchError, Dispatcher};
+use crate::dispatch::{Delivery, DispatchError, Dispatcher, Route};
 
-/// Sends through the first provider that accepts the message.
+/// Sends through the first of the route's providers that accepts the message.
 pub async fn send(
     dispatcher: &Dispatcher,
+    route: Route<'_>,
     message: &OutboundMessage,
     deadline: Instant,
 ) -> Result<Delivery, DispatchError> {
-    dispatcher.send(message, deadline).await
+    dispatcher.send(route, message, deadline).await
 }
 
-/// Logs where the message went, or why it went nowhere.
-pub fn log(message: &OutboundMessage, result: &Result<Delivery, DispatchError>) {
+/// Logs where the message went, or why it went nowhere, and by which route (the
+/// selector of the rule that matched, no more of it than the masked number shows;
+/// absent for the `PROVIDERS` order).
+pub fn log(message: &OutboundMessage, route: Route<'_>, result: &Result<Delivery, DispatchError>) {
+    // Allocates nothing: the masked number is only made if the event is recorded.
+    let route = route
+        .selector()
+        .map(|selector| tracing::field::display(selector.beside(&message.to)));
     match result {
         Ok(delivery) => {
             let receipt = &delivery.receipt;
@@ -27,6 +35,7 @@ pub fn log(message: &OutboundMessage, result: &Result<Delivery, DispatchError>) 
                 message_id = %message.id,
                 to = %message.to.masked(),
                 channel = %message.channel,
+                route,
                 provider = %receipt.provider,
                 status = %receipt.status,
                 "message accepted by provider"
@@ -36,6 +45,7 @@ pub fn log(message: &OutboundMessage, result: &Result<Delivery, DispatchError>) 
             message_id = %message.id,
             to = %message.to.masked(),
             channel = %message.channel,
+            route,
             "message not sent: {error}"
         ),
     }

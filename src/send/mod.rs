@@ -4,10 +4,11 @@
 //! A send runs these stages, each in its own module, in this order:
 //! [`normalize`] (fields to a message) → [`policy`] (countries, line types) →
 //! [`idempotency`] (claim the key or replay the first answer) → [`limits`] (rate
-//! limits) → [`dispatch`] (the providers, with routing and failover) → [`record`]
-//! (the message record and follow-up lookups). A claim and the limits are counted in
-//! one store operation, and the record is written with the claim's answer in another,
-//! so that a send on one Redis server takes two round trips. The send is measured
+//! limits) → [`route`] (which providers, in which order: `ROUTES`) → [`dispatch`] (the
+//! route's providers, with failover) → [`record`] (the message record and follow-up
+//! lookups). A claim and the limits are counted in one store operation, and the record
+//! is written with the claim's answer in another, so that a send on one Redis server
+//! takes two round trips. The send is measured
 //! (`otp_relay_send_duration_seconds` by outcome), refusals and replays are counted.
 //!
 //! Nothing here knows HTTP: the caller names who is calling, and says how an outcome is
@@ -20,6 +21,7 @@ pub mod limits;
 pub mod normalize;
 pub mod policy;
 pub mod record;
+pub mod route;
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ use tokio::time::Instant;
 
 pub use self::error::SendError;
 use self::idempotency::Claimed;
+use crate::channel_fallback::ChannelFallbacks;
 use crate::config::Config;
 use crate::dispatch::{Delivery, Dispatcher};
 use crate::followup::Followups;
@@ -97,10 +100,11 @@ pub trait Render: Sync {
 /// The send service and what it sends with.
 pub struct SendService {
     config: Arc<Config>,
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
     store: Arc<dyn Store>,
     records: Records,
     followups: Followups,
+    fallbacks: ChannelFallbacks,
     /// One permit per send in progress (`MAX_IN_FLIGHT`).
     in_flight: Arc<Semaphore>,
 }
@@ -108,10 +112,11 @@ pub struct SendService {
 impl SendService {
     pub fn new(
         config: Arc<Config>,
-        dispatcher: Dispatcher,
+        dispatcher: Arc<Dispatcher>,
         store: Arc<dyn Store>,
         records: Records,
         followups: Followups,
+        fallbacks: ChannelFallbacks,
     ) -> Self {
         SendService {
             in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
@@ -120,6 +125,7 @@ impl SendService {
             store,
             records,
             followups,
+            fallbacks,
         }
     }
 
@@ -238,9 +244,10 @@ impl SendService {
                 return Err(error);
             }
         }
-        let result = dispatch::send(&self.dispatcher, message, deadline).await;
-        dispatch::log(message, &result);
-        let record = record::of(message, &result);
+        let route = route::choose(&self.dispatcher, message);
+        let result = dispatch::send(&self.dispatcher, route, message, deadline).await;
+        dispatch::log(message, route, &result);
+        let record = record::of(message, route, &result);
         let outcome = match result {
             Ok(delivery) => {
                 let sent = Sent {
@@ -265,9 +272,18 @@ impl SendService {
         let kept = idempotency::to_keep(answer, render);
         let claim = ticket.map(|ticket| (ticket, kept.as_deref()));
         let delivery = outcome.as_ref().ok().map(|(sent, _)| &sent.delivery);
-        let (records, followups) = (&self.records, &self.followups);
+        let after = record::After {
+            followups: &self.followups,
+            fallbacks: &self.fallbacks,
+        };
         record::keep(
-            records, followups, message, identity, record, delivery, claim,
+            &self.records,
+            after,
+            message,
+            identity,
+            record,
+            delivery,
+            claim,
         )
         .await;
         outcome

@@ -1,57 +1,72 @@
-//! Stage 6: keeps the send's outcome for `GET /v1/messages/{id}` (shown to the caller
-//! that sent it only) and for delivery reports, and schedules the status and price
-//! lookups that follow a send. The idempotency claim is settled with the record, in one
-//! store operation.
+//! Stage 7: keeps the send's outcome for `GET /v1/messages/{id}` (shown to the caller
+//! that sent it only) and for delivery reports, and schedules what follows a send: the
+//! status and price lookups, and the channel fallback. The idempotency claim is settled
+//! with the record, in one store operation.
 
 use std::time::SystemTime;
 
-use otp_relay_providers::{DeliveryStatus, OutboundMessage};
+use otp_relay_providers::OutboundMessage;
 
-use crate::dispatch::{Delivery, DispatchError};
+use crate::channel_fallback::ChannelFallbacks;
+use crate::dispatch::{Delivery, DispatchError, Route};
 use crate::followup::Followups;
 use crate::guards::idempotency::Ticket;
-use crate::records::{timestamp, MessageRecord, Records};
+use crate::records::{timestamp, MessageRecord, Records, Sent};
 use crate::store::StoredAnswer;
 
-/// The record of a send's outcome, to [`keep`].
-pub fn of(message: &OutboundMessage, result: &Result<Delivery, DispatchError>) -> MessageRecord {
-    let now = timestamp(SystemTime::now());
-    match result {
-        Ok(delivery) => MessageRecord {
-            channel: delivery.channel.as_str().to_owned(),
-            provider: Some(delivery.receipt.provider.clone()),
-            provider_message_id: delivery.receipt.provider_message_id.clone(),
-            status: delivery.receipt.status,
-            provider_status: delivery.receipt.raw_status.clone(),
-            error_code: None,
-            cost: delivery.receipt.cost.clone(),
-            ..new_record(message, &now)
-        }
-        .with_parts(&delivery.receipt.part_ids),
-        Err(error) => {
-            let last = error.attempts().last();
-            MessageRecord {
-                provider: last.map(|a| a.provider.to_owned()),
-                error_code: Some(last.and_then(|a| a.code).unwrap_or("not_sent").to_owned()),
-                ..new_record(message, &now)
-            }
-        }
-    }
+/// What follows a send.
+pub struct After<'a> {
+    pub followups: &'a Followups,
+    pub fallbacks: &'a ChannelFallbacks,
 }
 
-/// Keeps the record and, for a send with an idempotency key, settles its claim in the
-/// same store operation: the answer kept for repeats, or (`None`) the key freed (see
-/// `idempotency::to_keep`). A record that cannot be kept is logged; the send itself
-/// stands. A delivery's follow-up lookups are scheduled once its record is kept.
+/// The record of a send's outcome, to [`keep`].
+pub fn of(
+    message: &OutboundMessage,
+    route: Route<'_>,
+    result: &Result<Delivery, DispatchError>,
+) -> MessageRecord {
+    let now = timestamp(SystemTime::now());
+    let route = route.selector().map(ToString::to_string);
+    let sent = Sent::of(result, message.channel);
+    let part_ids = result.as_ref().map_or(&[][..], |d| &d.receipt.part_ids[..]);
+    MessageRecord {
+        channel: sent.channel,
+        provider: sent.provider,
+        provider_message_id: sent.provider_message_id,
+        status: sent.status,
+        provider_status: sent.provider_status,
+        error_code: sent.error_code,
+        cost: sent.cost,
+        id: message.id.clone(),
+        to: message.to.masked(),
+        created_at: now.clone(),
+        updated_at: now,
+        parts: Vec::new(),
+        route,
+        fallback: None,
+    }
+    .with_parts(part_ids)
+}
+
+/// Keeps the record of a send (`delivery` when a provider accepted it) and, for a send
+/// with an idempotency key, settles its claim in the same store operation: the answer
+/// kept for repeats, or (`None`) the key freed (see `idempotency::to_keep`). A record
+/// that cannot be kept is logged; the send itself stands.
 pub async fn keep(
     records: &Records,
-    followups: &Followups,
+    after: After<'_>,
     message: &OutboundMessage,
     sender: &str,
     record: MessageRecord,
     delivery: Option<&Delivery>,
     claim: Option<(Ticket, Option<&StoredAnswer>)>,
 ) {
+    // Before the record is kept, so that no report (they find the message through the
+    // record) can come before the fallback it would cancel or hasten.
+    if let Some(delivery) = delivery {
+        after.fallbacks.after_send(message, delivery).await;
+    }
     let saved = match claim {
         None => records.save(&record, sender).await,
         Some((ticket, answer)) => {
@@ -66,23 +81,8 @@ pub async fn keep(
         tracing::warn!(message_id = %message.id, %error, "could not keep the message record");
     }
     if let Some(delivery) = delivery {
-        followups.after_send(delivery.channel, &delivery.receipt, message.ttl);
-    }
-}
-
-fn new_record(message: &OutboundMessage, now: &str) -> MessageRecord {
-    MessageRecord {
-        id: message.id.clone(),
-        channel: message.channel.as_str().to_owned(),
-        provider: None,
-        provider_message_id: None,
-        status: DeliveryStatus::Failed,
-        provider_status: None,
-        error_code: None,
-        to: message.to.masked(),
-        created_at: now.to_owned(),
-        updated_at: now.to_owned(),
-        cost: None,
-        parts: Vec::new(),
+        after
+            .followups
+            .after_send(delivery.channel, &delivery.receipt, message.ttl);
     }
 }

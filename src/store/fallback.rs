@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::{
     memory, Claim, ClaimAndCount, PutAndSettle, RateDecision, RateLimit, Settle, Store, StoreError,
-    StoreHealth, StoredAnswer,
+    StoreHealth, StoredAnswer, TakenFallback,
 };
 
 /// Failures are logged at most once per this interval, and readiness reports the shared
@@ -346,6 +346,47 @@ impl Store for FallbackStore {
         .await
     }
 
+    /// Kept in local memory while Redis fails: lost if this replica stops, but sent if
+    /// it does not.
+    async fn schedule_fallback(
+        &self,
+        id: &str,
+        payload: &str,
+        delay: Duration,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.either(
+            "schedule_fallback",
+            self.primary.schedule_fallback(id, payload, delay, ttl),
+            || self.fallback.schedule_fallback(id, payload, delay, ttl),
+        )
+        .await
+    }
+
+    async fn cancel_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        // Both: it may have been scheduled in either place.
+        let local = self.fallback.cancel_fallback(id).await?;
+        let shared = self.noted("cancel_fallback", self.primary.cancel_fallback(id).await);
+        Ok(local || shared.unwrap_or(false))
+    }
+
+    async fn hasten_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        let local = self.fallback.hasten_fallback(id).await?;
+        let shared = self.noted("hasten_fallback", self.primary.hasten_fallback(id).await);
+        Ok(local || shared.unwrap_or(false))
+    }
+
+    /// Those kept locally during an outage first, then the shared ones.
+    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError> {
+        let mut taken = self.fallback.take_due_fallbacks(limit).await?;
+        let left = limit.saturating_sub(taken.len());
+        if left > 0 {
+            let shared = self.primary.take_due_fallbacks(left).await;
+            taken.extend(self.noted("take_due_fallbacks", shared).unwrap_or_default());
+        }
+        Ok(taken)
+    }
+
     fn memory_bytes(&self) -> u64 {
         self.fallback.memory_bytes()
     }
@@ -417,6 +458,24 @@ mod tests {
             moved()
         }
         async fn delete_if(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+            moved()
+        }
+        async fn schedule_fallback(
+            &self,
+            _: &str,
+            _: &str,
+            _: Duration,
+            _: Duration,
+        ) -> Result<(), StoreError> {
+            moved()
+        }
+        async fn cancel_fallback(&self, _: &str) -> Result<bool, StoreError> {
+            moved()
+        }
+        async fn hasten_fallback(&self, _: &str) -> Result<bool, StoreError> {
+            moved()
+        }
+        async fn take_due_fallbacks(&self, _: usize) -> Result<Vec<TakenFallback>, StoreError> {
             moved()
         }
     }

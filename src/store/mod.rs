@@ -1,9 +1,11 @@
-//! Shared state: rate-limit counters, idempotency records and plain records (message
-//! status, Telegram links), behind one trait with an in-process memory implementation
-//! and a Redis one for several replicas.
+//! Shared state: rate-limit counters, idempotency records, plain records (message
+//! status, Telegram links) and pending channel fallbacks, behind one trait with an
+//! in-process memory implementation and a Redis one for several replicas.
 //!
-//! Keys are built by the callers from digests, never from raw numbers or text, so no
-//! store holds a phone number or a message.
+//! Keys are built by the callers from digests or ids, never from raw numbers or text.
+//! The one value that holds a phone number and a message is a pending channel
+//! fallback's payload (the SMS still to send): it lives no longer than the message's
+//! time to live and is deleted when taken or cancelled.
 
 mod combined;
 mod fallback;
@@ -23,7 +25,7 @@ pub use rate::RateSpec;
 use types::Record;
 pub use types::{
     Claim, ClaimAndCount, PutAndSettle, RateDecision, RateLimit, Settle, StoreError, StoreHealth,
-    StoredAnswer,
+    StoredAnswer, TakenFallback,
 };
 
 /// Shared state for rate limits and idempotency.
@@ -128,6 +130,29 @@ pub trait Store: Send + Sync {
 
     /// Deletes `key` only if its value is still `expected`. Returns whether it did.
     async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError>;
+
+    /// Keeps a pending channel fallback for message `id`: due `delay` from now, its
+    /// `payload` (which holds the destination and the code, so it lives at most `ttl`,
+    /// the message's own lifetime) kept until it is taken or cancelled. Scheduling the
+    /// same id again replaces it.
+    async fn schedule_fallback(
+        &self,
+        id: &str,
+        payload: &str,
+        delay: Duration,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Drops message `id`'s pending fallback, if any; returns whether there was one.
+    async fn cancel_fallback(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Makes message `id`'s pending fallback due now, if there is one; returns whether
+    /// there was.
+    async fn hasten_fallback(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Takes up to `limit` pending fallbacks that are due, atomically: a fallback is
+    /// taken once, by one caller (one replica), and is gone from the store afterwards.
+    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError>;
 
     /// Bytes this process holds for the store, as the memory store weighs them (0 for a
     /// store that keeps everything elsewhere).

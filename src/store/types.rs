@@ -136,3 +136,15 @@ impl StoreHealth {
         self.reachable && !self.degraded && !self.overloaded
     }
 }
+
+/// A pending channel fallback taken from the store by [`Store::take_due_fallbacks`]:
+/// from then on only the taker has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenFallback {
+    /// The message's id.
+    pub id: String,
+    /// What [`Store::schedule_fallback`] was given.
+    pub payload: String,
+    /// Made due by [`Store::hasten_fallback`] (a failure report) rather than by time.
+    pub hastened: bool,
+}

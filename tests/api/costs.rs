@@ -16,7 +16,7 @@ use crate::receipts::{
 };
 
 const PUBLIC: &str = "https://otp.example.com";
-const CAMPAIGN_PATH: &str = "/sms/campaigns/info/2623085";
+pub const CAMPAIGN_PATH: &str = "/sms/campaigns/info/2623085";
 const SID: &str = "SM0123456789abcdef0123456789abcdef";
 
 /// Follow-ups at test speed: polls 10 ms apart, doubling up to 40 ms.
@@ -70,7 +70,7 @@ async fn sendpulse_app(server: &MockServer, followup: FollowupSettings) -> TestA
 }
 
 /// A SendPulse that issues tokens and accepts SMS as campaign 2623085.
-async fn sendpulse() -> MockServer {
+pub async fn sendpulse() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/oauth/access_token"))
@@ -91,7 +91,7 @@ async fn sendpulse() -> MockServer {
 
 /// The campaign's info (sendpulse_sms.yml `getSmsCampaignInfo`, fields as the SDKs
 /// read them) with its one phone in `status`.
-fn campaign(status: i64, explain: &str, currency: &str) -> ResponseTemplate {
+pub fn campaign(status: i64, explain: &str, currency: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({
         "result": true,
         "data": {

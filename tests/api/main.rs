@@ -1,6 +1,7 @@
 //! Integration tests: the real application on a free port, driven over HTTP.
 
 mod auth;
+mod channel_fallback;
 mod cli;
 mod compat;
 mod costs;
@@ -22,6 +23,7 @@ mod receipts;
 mod redis_server;
 mod reliability;
 mod replicas;
+mod routes;
 mod send;
 mod send_store;
 mod server_process;

@@ -23,8 +23,12 @@ const ALERTS: &str = include_str!("../../deploy/prometheus/alerts.yml");
 const ALERTS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/alerts.yml");
 
 /// Metrics whose panels must evaluate but may be empty here: evictions only happen
-/// under memory pressure, which this traffic does not make.
-const AWAITED_METRICS: &[&str] = &["otp_relay_store_evictions_total"];
+/// under memory pressure, and channel fallbacks only with Telegram or WhatsApp and
+/// CHANNEL_FALLBACK, neither of which this traffic has.
+const AWAITED_METRICS: &[&str] = &[
+    "otp_relay_store_evictions_total",
+    "otp_relay_channel_fallbacks_total",
+];
 
 /// The longest any wait on Prometheus may take.
 const PATIENCE: Duration = Duration::from_secs(60);

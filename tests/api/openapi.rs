@@ -95,6 +95,24 @@ async fn the_document_lists_every_route_and_each_exists() {
             .is_some_and(|required| required.contains(&Value::from("cost"))),
         "cost is absent until the provider states it"
     );
+    // The channel fallback's leg, absent until one was sent.
+    assert!(record["properties"]["fallback"].is_object(), "{record}");
+    assert!(
+        !record["required"]
+            .as_array()
+            .is_some_and(|required| required.contains(&Value::from("fallback"))),
+        "fallback is absent until one is sent"
+    );
+    let leg = &schemas["FallbackLeg"];
+    for field in [
+        "reason",
+        "channel",
+        "provider",
+        "provider_message_id",
+        "status",
+    ] {
+        assert!(leg["properties"][field].is_object(), "{field}: {leg}");
+    }
     let cost = &schemas["Cost"];
     assert_eq!(cost["properties"]["amount"]["type"], "string", "{cost}");
     assert!(cost["properties"]["currency"].is_object(), "{cost}");

@@ -33,7 +33,7 @@ async fn only_request(server: &MockServer) -> Request {
     requests.remove(0)
 }
 
-fn form_field(request: &Request, name: &str) -> String {
+pub fn form_field(request: &Request, name: &str) -> String {
     url_decoded(&request.body)
         .into_iter()
         .find(|(k, _)| k == name)

@@ -240,12 +240,12 @@ fn vonage_signed(params: &[(&str, String)]) -> Vec<(String, String)> {
     sorted
 }
 
-#[tokio::test]
-async fn vonage_receipts_and_status_webhooks_are_verified() {
+/// An app sending through Vonage alone (a fake that accepts), its webhooks signed with
+/// HMAC-SHA256 and the secret `vonage-signature-secret`; the fake lives as long as it.
+async fn signed_vonage_app() -> (TestApp, MockServer) {
     let vonage = MockServer::start().await;
     mount_vonage(&vonage, vonage_accepted()).await;
-    let twilio = MockServer::start().await;
-    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
+    let mut vars = provider_vars("http://127.0.0.1:9", Some(&vonage.uri()));
     vars.retain(|(k, _)| !k.starts_with("TWILIO") && k != "PROVIDERS");
     let app = TestApp::builder()
         .env(&vars)
@@ -257,6 +257,12 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
         .real_providers()
         .spawn()
         .await;
+    (app, vonage)
+}
+
+#[tokio::test]
+async fn vonage_receipts_and_status_webhooks_are_verified() {
+    let (app, _vonage) = signed_vonage_app().await;
     let id = send(&app).await["id"].as_str().unwrap().to_owned();
     let receipt = |status: &str, timestamp: u64| {
         vonage_signed(&[
@@ -316,21 +322,7 @@ async fn vonage_receipts_and_status_webhooks_are_verified() {
 
 #[tokio::test]
 async fn vonage_receipts_sent_as_get_are_verified_too() {
-    let vonage = MockServer::start().await;
-    mount_vonage(&vonage, vonage_accepted()).await;
-    let twilio = MockServer::start().await;
-    let mut vars = provider_vars(&twilio.uri(), Some(&vonage.uri()));
-    vars.retain(|(k, _)| !k.starts_with("TWILIO") && k != "PROVIDERS");
-    let app = TestApp::builder()
-        .env(&vars)
-        .env(&[
-            ("PROVIDERS", "vonage"),
-            ("VONAGE_SIGNATURE_SECRET", "vonage-signature-secret"),
-            ("VONAGE_SIGNATURE_METHOD", "sha256"),
-        ])
-        .real_providers()
-        .spawn()
-        .await;
+    let (app, _vonage) = signed_vonage_app().await;
     let id = send(&app).await["id"].as_str().unwrap().to_owned();
     let receipt = vonage_signed(&[
         ("messageId", "0A0000001234".into()),

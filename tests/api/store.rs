@@ -216,6 +216,8 @@ async fn contract_after_ping(store: Arc<dyn Store>) {
         Some("kept")
     );
 
+    fallbacks(&store).await;
+
     // Concurrent claims: exactly one wins.
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
@@ -234,6 +236,59 @@ async fn contract_after_ping(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(winners, 1);
+}
+
+/// Pending channel fallbacks: a due one comes out once; a hastened one is due at once
+/// and says so; a cancelled one and one not yet due never come out; concurrent takers
+/// never share one.
+async fn fallbacks(store: &Arc<dyn Store>) {
+    let hour = Duration::from_secs(3600);
+    store
+        .schedule_fallback("01F1", "p1", Duration::ZERO, hour)
+        .await
+        .unwrap();
+    for id in ["01F2", "01F3"] {
+        store.schedule_fallback(id, "p", hour, hour).await.unwrap();
+    }
+    store
+        .schedule_fallback("01F4", "p4", Duration::ZERO, hour)
+        .await
+        .unwrap();
+    assert!(store.cancel_fallback("01F4").await.unwrap());
+    assert!(!store.cancel_fallback("01F4").await.unwrap());
+    assert!(store.hasten_fallback("01F2").await.unwrap());
+    assert!(!store.hasten_fallback("01F9").await.unwrap());
+    let mut taken = store.take_due_fallbacks(10).await.unwrap();
+    taken.sort_by(|a, b| a.id.cmp(&b.id));
+    let taken: Vec<_> = taken
+        .iter()
+        .map(|t| (t.id.as_str(), t.payload.as_str(), t.hastened))
+        .collect();
+    assert_eq!(taken, [("01F1", "p1", false), ("01F2", "p", true)]);
+    assert!(store.take_due_fallbacks(10).await.unwrap().is_empty());
+    assert!(store.cancel_fallback("01F3").await.unwrap());
+
+    for n in 0..20 {
+        let id = format!("01R{n:02}");
+        store
+            .schedule_fallback(&id, "p", Duration::ZERO, hour)
+            .await
+            .unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let store = Arc::clone(store);
+        tasks.spawn(async move { store.take_due_fallbacks(3).await.unwrap() });
+    }
+    let mut ids = Vec::new();
+    while let Some(taken) = tasks.join_next().await {
+        let taken = taken.unwrap();
+        assert!(taken.len() <= 3);
+        ids.extend(taken.into_iter().map(|t| t.id));
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "each taken once: {ids:?}");
 }
 
 #[tokio::test]

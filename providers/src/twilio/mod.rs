@@ -32,6 +32,7 @@ mod money;
 mod settings;
 pub mod webhook;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,6 +72,8 @@ pub struct TwilioProvider {
     client: reqwest::Client,
     /// Parsed once: a `&str` would be parsed again on every send.
     messages_url: reqwest::Url,
+    /// `Authorization: Basic ...`, encoded once (marked sensitive: its `Debug` hides it).
+    authorization: reqwest::header::HeaderValue,
     account_url: String,
     status_callback: Option<String>,
 }
@@ -93,6 +96,10 @@ impl TwilioProvider {
             })?;
         Ok(TwilioProvider {
             messages_url,
+            authorization: basic_authorization(
+                &settings.account_sid,
+                settings.auth_token.expose_secret(),
+            ),
             account_url: format!("{account_url}.json"),
             status_callback: context.callback_url(webhook::WEBHOOK),
             client: context.client.clone(),
@@ -100,24 +107,19 @@ impl TwilioProvider {
         })
     }
 
-    /// The form fields for `message`, in the order they are sent.
-    fn form(
-        &self,
-        message: &OutboundMessage,
-    ) -> Result<Vec<(&'static str, String)>, ProviderError> {
+    /// The form body for `message`: its fields in the order they are sent, encoded as
+    /// reqwest's `form` encodes them, straight into one string (a list of owned pairs
+    /// first cost an allocation per field).
+    fn form(&self, message: &OutboundMessage) -> Result<String, ProviderError> {
         let whatsapp = message.channel == Channel::Whatsapp;
-        let address = |number: &str| {
-            if whatsapp {
-                format!("whatsapp:{number}")
-            } else {
-                number.to_owned()
-            }
-        };
-        let mut form = vec![("To", address(message.to.e164()))];
+        let address = |number| whatsapp_address(whatsapp, number);
+        let mut form =
+            form_urlencoded::Serializer::new(String::with_capacity(128 + message.text.len() * 3));
+        form.append_pair("To", &address(message.to.e164()));
         match &self.settings.sender {
-            TwilioSender::From(from) => form.push(("From", address(from))),
-            TwilioSender::MessagingService(sid) => form.push(("MessagingServiceSid", sid.clone())),
-        }
+            TwilioSender::From(from) => form.append_pair("From", &address(from)),
+            TwilioSender::MessagingService(sid) => form.append_pair("MessagingServiceSid", sid),
+        };
         match &self.settings.content_sid {
             Some(content_sid) if whatsapp => {
                 let code = message
@@ -125,32 +127,52 @@ impl TwilioProvider {
                     .as_deref()
                     .filter(|code| !code.trim().is_empty())
                     .ok_or(ProviderError::CodeRequired)?;
-                form.push(("ContentSid", content_sid.clone()));
-                form.push((
+                form.append_pair("ContentSid", content_sid);
+                form.append_pair(
                     "ContentVariables",
-                    serde_json::json!({ "1": code }).to_string(),
-                ));
+                    &serde_json::json!({ "1": code }).to_string(),
+                );
             }
-            _ => form.push(("Body", message.text.clone())),
+            _ => {
+                form.append_pair("Body", &message.text);
+            }
         }
         if let Some(url) = &self.status_callback {
-            form.push(("StatusCallback", url.clone()));
+            form.append_pair("StatusCallback", url);
         }
         // A code that reaches the phone after it expired is useless: let Twilio drop it.
         let validity = message
             .ttl
             .as_secs()
             .clamp(*VALIDITY_SECONDS.start(), *VALIDITY_SECONDS.end());
-        form.push(("ValidityPeriod", validity.to_string()));
-        Ok(form)
+        form.append_pair("ValidityPeriod", &validity.to_string());
+        Ok(form.finish())
     }
 
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.basic_auth(
-            &self.settings.account_sid,
-            Some(self.settings.auth_token.expose_secret()),
-        )
+        request.header(reqwest::header::AUTHORIZATION, self.authorization.clone())
     }
+}
+
+/// A number as Twilio's `To` and `From` want it: `whatsapp:` before it for WhatsApp.
+fn whatsapp_address(whatsapp: bool, number: &str) -> Cow<'_, str> {
+    if whatsapp {
+        Cow::Owned(format!("whatsapp:{number}"))
+    } else {
+        Cow::Borrowed(number)
+    }
+}
+
+/// The value reqwest's `basic_auth` writes (`Basic ` and base64 of `user:password`),
+/// made once rather than on every request.
+fn basic_authorization(user: &str, password: &str) -> reqwest::header::HeaderValue {
+    use base64::Engine;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = reqwest::header::HeaderValue::try_from(format!("Basic {credentials}"))
+        .expect("base64 is always a valid header value");
+    value.set_sensitive(true);
+    value
 }
 
 #[async_trait]
@@ -171,9 +193,14 @@ impl MessageProvider for TwilioProvider {
         }
         let form = self.form(message)?;
         tracing::debug!(to = %message.to.masked(), channel = %message.channel, "sending through twilio");
+        // The header reqwest's `form` sets, after the same headers.
         let request = self
             .authorize(self.client.post(self.messages_url.clone()))
-            .form(&form);
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/x-www-form-urlencoded"),
+            )
+            .body(form);
         let receipt = read_send_reply(http::exchange(request).await?)?;
         tracing::debug!(
             sid = receipt.provider_message_id.as_deref().unwrap_or_default(),
@@ -448,5 +475,20 @@ mod tests {
             error.describe(),
             "21211: The 'To' number +**** is not a valid phone number."
         );
+    }
+
+    #[test]
+    fn the_prepared_authorization_is_reqwests_basic_auth_and_stays_hidden() {
+        let client = reqwest::Client::new();
+        let theirs = client
+            .get("http://127.0.0.1/")
+            .basic_auth("AC0123456789abcdef0123456789abcdef", Some("töken:x"))
+            .build()
+            .unwrap();
+        let ours = basic_authorization("AC0123456789abcdef0123456789abcdef", "töken:x");
+        let expected = &theirs.headers()[reqwest::header::AUTHORIZATION];
+        assert_eq!(ours.as_bytes(), expected.as_bytes());
+        assert!(ours.is_sensitive());
+        assert!(!format!("{ours:?}").contains("QUMw"), "{ours:?}");
     }
 }

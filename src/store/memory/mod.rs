@@ -13,10 +13,15 @@
 //! never given up: forgetting it would reset a limit or send a code twice. When it alone
 //! outweighs the budget the store says it is [overloaded](Store::overloaded), and sends
 //! are refused until some of it lapses.
+//!
+//! Pending channel fallbacks are kept apart, within a quarter of the budget
+//! ([`FALLBACK_SHARE`]): past it a new one is refused rather than any other state
+//! given up.
 
 mod budget;
 mod combined;
 mod entries;
+mod fallbacks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -27,6 +32,7 @@ use async_trait::async_trait;
 use super::rate::{gcra, gcra_refund, nanos};
 use super::{
     Claim, ClaimAndCount, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer,
+    TakenFallback,
 };
 use budget::Inner;
 use entries::{Entries, Kind};
@@ -34,10 +40,15 @@ use entries::{Entries, Kind};
 /// The memory budget when none is configured (`MEMORY_STORE_MIB`).
 pub const DEFAULT_BUDGET: u64 = 8 << 20;
 
+/// Pending channel fallbacks may use one part in this many of the budget.
+pub const FALLBACK_SHARE: u64 = 4;
+
 /// State in this process only, within about its memory budget (see the module docs for
 /// what goes first when it is spent).
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Pending channel fallbacks, under a lock of their own.
+    fallbacks: Mutex<fallbacks::Fallbacks>,
     /// Mirrors `Inner::overloaded`, so that the usual answer takes no lock.
     overloaded: AtomicBool,
     epoch: Instant,
@@ -63,9 +74,21 @@ impl MemoryStore {
                 overloaded: false,
                 last_sweep: None,
             }),
+            fallbacks: Mutex::new(fallbacks::Fallbacks::new(
+                usize::try_from(budget / FALLBACK_SHARE).unwrap_or(usize::MAX),
+            )),
             overloaded: AtomicBool::new(false),
             epoch: Instant::now(),
         }
+    }
+
+    /// Runs `f` on the pending fallbacks.
+    fn pending<T>(&self, f: impl FnOnce(&mut fallbacks::Fallbacks) -> T) -> T {
+        // Nothing panics while the lock is held, so a poisoned lock holds whole data.
+        f(&mut self
+            .fallbacks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// Runs `f` under the lock, then reports what it made the store drop.
@@ -316,8 +339,34 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn schedule_fallback(
+        &self,
+        id: &str,
+        payload: &str,
+        delay: Duration,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        self.pending(|pending| pending.schedule(id, payload, now + delay, now + ttl))
+    }
+
+    async fn cancel_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.pending(|pending| pending.cancel(id)))
+    }
+
+    async fn hasten_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(self.pending(|pending| pending.hasten(id, now)))
+    }
+
+    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError> {
+        let now = Instant::now();
+        Ok(self.pending(|pending| pending.take_due(limit, now)))
+    }
+
     fn memory_bytes(&self) -> u64 {
-        self.with(|inner| inner.bytes() as u64)
+        let pending = self.pending(|pending| pending.bytes());
+        self.with(|inner| (inner.bytes() + pending) as u64)
     }
 
     fn overloaded(&self) -> bool {

@@ -15,6 +15,8 @@
 //!   script per login is far within what one Redis node serves;
 //! - Telegram links (`chat:*`, `chat-owner:*`) are tagged `{chat}`: a link and its owner
 //!   entry are written together, and there is one pair per registered user;
+//! - pending channel fallbacks (`fallback:*`: the due set and the payloads) are tagged
+//!   `{fallback}`: one script takes due entries and their payloads together;
 //! - everything else (message records, their provider-id index, idempotency records)
 //!   is hashed whole and spreads over the nodes. A record and its index cannot share a
 //!   tag (the index is looked up by the provider's id alone), and need not be written
@@ -28,6 +30,7 @@
 
 mod combined;
 mod connection;
+mod fallbacks;
 mod rate;
 mod scripts;
 
@@ -43,7 +46,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     Claim, ClaimAndCount, PutAndSettle, RateDecision, RateLimit, Record, Settle, Store, StoreError,
-    StoredAnswer,
+    StoredAnswer, TakenFallback,
 };
 use connection::Connection;
 pub use connection::Topology;
@@ -61,6 +64,7 @@ const TAGGED: &[(&str, &str)] = &[
     ("rate:", "rate"),
     ("chat:", "chat"),
     ("chat-owner:", "chat"),
+    ("fallback:", "fallback"),
 ];
 
 /// How long one store operation may take when nothing else is said (`REDIS_TIMEOUT`).
@@ -82,6 +86,7 @@ pub struct RedisStore {
     finish: Script,
     release: Script,
     replace: Script,
+    fallbacks: fallbacks::Scripts,
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -148,6 +153,7 @@ impl RedisStore {
             finish: Script::new(FINISH_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
             replace: Script::new(REPLACE_SCRIPT),
+            fallbacks: fallbacks::Scripts::default(),
         })
     }
 
@@ -413,6 +419,28 @@ impl Store for RedisStore {
         })
         .await
     }
+
+    async fn schedule_fallback(
+        &self,
+        id: &str,
+        payload: &str,
+        delay: Duration,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.schedule_fallback_on(id, payload, delay, ttl).await
+    }
+
+    async fn cancel_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        self.cancel_fallback_on(id).await
+    }
+
+    async fn hasten_fallback(&self, id: &str) -> Result<bool, StoreError> {
+        self.hasten_fallback_on(id).await
+    }
+
+    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError> {
+        self.take_due_fallbacks_on(limit).await
+    }
 }
 
 #[cfg(test)]
@@ -445,6 +473,8 @@ mod tests {
         assert_eq!(slot("rate:country:BR"), rate);
         assert_eq!(slot("rate:global:"), rate);
         assert_eq!(slot("chat:cd34"), slot("chat-owner:42"));
+        // A fallback's scripts touch the due set and its payload together.
+        assert_eq!(slot("fallback:due"), slot("fallback:msg:01J"));
         assert_eq!(store.key("rate:global:"), "otp-relay:{rate}:rate:global:");
         // Records and idempotency keys are not piled onto one node.
         let spread: std::collections::HashSet<_> = (0..20)

@@ -9,8 +9,16 @@
 //! Each record is kept with a digest of the caller identity that sent it, and shown
 //! only to that caller. Records kept without one (written before owners were kept)
 //! are shown to nobody; they lapse with `MESSAGE_RETENTION`.
+//!
+//! A report that moves the status of a message's first leg is handed to the
+//! [`StatusHook`], if one is set (the channel fallback): whatever brought the report
+//! (a webhook or a poll), it comes through [`Records::apply`].
 
-use std::sync::Arc;
+mod leg;
+mod owner;
+mod save;
+
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -18,8 +26,11 @@ use otp_relay_providers::callbacks::StatusUpdate;
 use otp_relay_providers::{ChatDirectory, DeliveryStatus, Money, Phone, ProviderError};
 use serde::{Deserialize, Serialize};
 
+pub use leg::{FallbackLeg, Sent};
+
 use crate::guards::digest;
-use crate::store::{PutAndSettle, Settle, Store, StoreError};
+use crate::store::{Store, StoreError};
+use owner::owner_digest;
 
 /// What is known of one sent (or refused) message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -47,6 +58,15 @@ pub struct MessageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Cost>)]
     pub cost: Option<Money>,
+    /// The selector of the `ROUTES` rule that chose the providers (`+5511`, `BR`, `*`);
+    /// absent when no rule matched or `ROUTES` is unset (every provider, in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "+5511")]
+    pub route: Option<String>,
+    /// The SMS sent when this message's channel did not report delivery in time, or
+    /// reported failure (`CHANNEL_FALLBACK`); absent when none was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackLeg>,
 }
 
 /// A message's price, as the provider stated it (the OpenAPI shape of [`Money`]).
@@ -91,9 +111,19 @@ impl Kept {
     }
 }
 
-/// What a record keeps of its sender: a digest, never the key or the address.
-fn owner_digest(identity: &str) -> String {
-    digest(&["record-owner", identity])
+/// [`Kept`] written from borrowed parts, so that saving a record does not copy it first.
+#[derive(Serialize)]
+struct KeptRef<'a> {
+    #[serde(flatten)]
+    record: &'a MessageRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
+}
+
+impl KeptRef<'_> {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a record serializes")
+    }
 }
 
 /// RFC 3339 time, to the second.
@@ -158,10 +188,22 @@ impl MessageRecord {
         })
     }
 
+    /// The cost of the leg `update` is about (the fallback SMS, or the message), with
+    /// the provider that charged it, once stated.
+    fn cost_reported_by(&self, update: &StatusUpdate) -> Option<(&str, &Money)> {
+        match self.fallback.as_ref().filter(|leg| leg.is_about(update)) {
+            Some(leg) => leg.provider.as_deref().zip(leg.cost.as_ref()),
+            None => self.provider.as_deref().zip(self.cost.as_ref()),
+        }
+    }
+
     /// Applies a provider's report, unless it would move the status back or replace a
     /// final status with another (reports arrive out of order and are retried; the first
     /// final word stands). A repeat of the final status may still refine its details.
     fn apply(&mut self, update: &StatusUpdate, now: SystemTime) -> bool {
+        if let Some(leg) = self.fallback.as_mut().filter(|leg| leg.is_about(update)) {
+            return leg.apply(update, now);
+        }
         // The first price stated is the price: a repeated report does not change it.
         let priced = self.cost.is_none() && update.cost.is_some();
         if priced {
@@ -203,6 +245,12 @@ impl MessageRecord {
     }
 }
 
+/// Told when a report moved the status of a message's first leg.
+#[async_trait]
+pub trait StatusHook: Send + Sync {
+    async fn status_moved(&self, record: &MessageRecord);
+}
+
 /// Records and links over the state store.
 #[derive(Clone)]
 pub struct Records {
@@ -210,6 +258,8 @@ pub struct Records {
     retention: Duration,
     /// How long a Telegram chat link lives without a delivery (`TELEGRAM_LINK_TTL`).
     link_ttl: Duration,
+    /// Set once the application is assembled; shared by every clone.
+    hook: Arc<OnceLock<Arc<dyn StatusHook>>>,
 }
 
 fn message_key(id: &str) -> String {
@@ -245,45 +295,6 @@ fn chat_owner_key(chat_id: i64) -> String {
     format!("chat-owner:{chat_id}")
 }
 
-/// A new record as stored: its key and JSON, and its index keys by provider id.
-struct Saved {
-    key: String,
-    json: String,
-    indexes: Vec<String>,
-}
-
-impl Saved {
-    fn of(record: &MessageRecord, owner: &str) -> Saved {
-        let json = Kept {
-            record: record.clone(),
-            owner: Some(owner_digest(owner)),
-        }
-        .to_json();
-        let provider_ids = record
-            .provider_message_id
-            .iter()
-            .chain(record.parts.iter().map(|part| &part.id).skip(1));
-        let indexes: Vec<String> = match &record.provider {
-            Some(provider) => provider_ids
-                .map(|provider_id| provider_key(provider, provider_id))
-                .collect(),
-            None => Vec::new(),
-        };
-        Saved {
-            key: message_key(&record.id),
-            json,
-            indexes,
-        }
-    }
-
-    /// Every entry to write: the record, then each index entry (naming record `id`).
-    fn entries<'a>(&'a self, id: &'a str) -> Vec<(&'a str, &'a str)> {
-        let mut entries = vec![(self.key.as_str(), self.json.as_str())];
-        entries.extend(self.indexes.iter().map(|index| (index.as_str(), id)));
-        entries
-    }
-}
-
 /// Bounds the retries of a record update that raced with another.
 const UPDATE_ATTEMPTS: usize = 5;
 
@@ -293,46 +304,20 @@ impl Records {
             store,
             retention,
             link_ttl: otp_relay_providers::telegram::DEFAULT_LINK_TTL,
+            hook: Arc::default(),
         }
+    }
+
+    /// Hands every later move of a first leg's status to `hook` (for these records and
+    /// every clone of them). Only the first hook set counts.
+    pub fn set_status_hook(&self, hook: Arc<dyn StatusHook>) {
+        let _ = self.hook.set(hook);
     }
 
     /// The same records with Telegram chat links that live `ttl` from the last delivery.
     pub fn with_link_ttl(mut self, ttl: Duration) -> Self {
         self.link_ttl = ttl;
         self
-    }
-
-    /// Stores a new record sent by `owner` (a caller identity), indexed by our id and by
-    /// the provider's id of each part.
-    pub async fn save(&self, record: &MessageRecord, owner: &str) -> Result<(), StoreError> {
-        let saved = Saved::of(record, owner);
-        // All in one store operation (one Redis round trip).
-        self.store
-            .put(&saved.entries(&record.id), Some(self.retention))
-            .await?;
-        // A record is saved once, when its send ends: its price counts now.
-        count_cost(record);
-        Ok(())
-    }
-
-    /// [`Records::save`], and the send's idempotency claim settled in the same store
-    /// operation (one Redis round trip on a single server).
-    pub async fn save_and_settle(
-        &self,
-        record: &MessageRecord,
-        owner: &str,
-        claim: &Settle<'_>,
-    ) -> PutAndSettle {
-        let saved = Saved::of(record, owner);
-        let entries = saved.entries(&record.id);
-        let done = self
-            .store
-            .put_and_settle(&entries, Some(self.retention), claim)
-            .await;
-        if done.put.is_ok() {
-            count_cost(record);
-        }
-        done
     }
 
     /// The record `id`, if the caller identity `reader` sent it: to anyone else (and for
@@ -361,7 +346,13 @@ impl Records {
                 return Ok(None);
             };
             let mut kept = Kept::read(&current)?;
-            let unpriced = kept.record.cost.is_none();
+            let unpriced = kept.record.cost_reported_by(update).is_none();
+            let first_leg = !kept
+                .record
+                .fallback
+                .as_ref()
+                .is_some_and(|leg| leg.is_about(update));
+            let status = kept.record.status;
             if !kept.record.apply(update, SystemTime::now()) {
                 return Ok(Some(kept.record));
             }
@@ -369,7 +360,14 @@ impl Records {
                 // Only the one update that priced the record (the replace is atomic,
                 // across replicas too) counts its cost: repeated reports do not.
                 if unpriced {
-                    count_cost(&kept.record);
+                    if let Some((provider, cost)) = kept.record.cost_reported_by(update) {
+                        crate::prometheus::count_cost(provider, cost);
+                    }
+                }
+                if let Some(hook) = self.hook.get().filter(|_| first_leg) {
+                    if kept.record.status != status {
+                        hook.status_moved(&kept.record).await;
+                    }
                 }
                 return Ok(Some(kept.record));
             }
@@ -413,11 +411,6 @@ impl Records {
 }
 
 /// Adds a priced record's cost to `otp_relay_cost_total`.
-fn count_cost(record: &MessageRecord) {
-    if let (Some(cost), Some(provider)) = (&record.cost, &record.provider) {
-        crate::prometheus::count_cost(provider, cost);
-    }
-}
 
 #[async_trait]
 impl ChatDirectory for Records {
@@ -466,7 +459,27 @@ mod tests {
             updated_at: "2026-11-28T00:00:00Z".into(),
             cost: None,
             parts: Vec::new(),
+            route: None,
+            fallback: None,
         }
+    }
+
+    #[test]
+    fn records_from_before_routes_still_read_and_a_route_is_kept() {
+        let before = r#"{"id":"01J","channel":"sms","provider":"twilio","provider_message_id":"SM1","status":"queued","provider_status":null,"error_code":null,"to":"+55119*****17","created_at":"2026-11-28T00:00:00Z","updated_at":"2026-11-28T00:00:00Z","owner":"abc"}"#;
+        let kept = Kept::read(before).expect("an old record reads");
+        assert_eq!(kept.record, record(DeliveryStatus::Queued));
+        let routed = Kept {
+            record: MessageRecord {
+                route: Some("+5511".into()),
+                ..record(DeliveryStatus::Queued)
+            },
+            owner: None,
+        };
+        let json = routed.to_json();
+        assert!(json.contains(r#""route":"+5511""#), "{json}");
+        assert_eq!(Kept::read(&json).unwrap().record, routed.record);
+        assert!(!Kept::read(before).unwrap().to_json().contains("route"));
     }
 
     fn update(status: DeliveryStatus) -> StatusUpdate {
@@ -551,6 +564,22 @@ mod tests {
             ..update(status)
         };
         records.apply(&report).await.unwrap().unwrap().status
+    }
+
+    #[test]
+    fn a_record_is_written_as_the_kept_form_reads_it() {
+        let mut saved = record(DeliveryStatus::Sent);
+        saved.cost = Money::parse("0.0079", Some("USD"));
+        saved = saved.with_parts(&["SM1".to_owned(), "SM2".to_owned()]);
+        let written = KeptRef {
+            record: &saved,
+            owner: Some("abc"),
+        }
+        .to_json();
+        let kept = Kept::read(&written).unwrap();
+        assert_eq!(kept.record, saved);
+        assert_eq!(kept.owner.as_deref(), Some("abc"));
+        assert_eq!(written, kept.to_json());
     }
 
     #[test]
