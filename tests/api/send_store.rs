@@ -1,7 +1,8 @@
 //! The store operations that do two steps of a send at once (the claim with the rate
 //! limits, the record with the claim's settlement): they decide exactly as the plain
 //! operations one after the other, on the memory store, a real Redis and a real Redis
-//! Cluster, and on one Redis server each is one round trip.
+//! Cluster, and on one Redis server each is one round trip, so that a send through the
+//! application takes two.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,7 +17,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use secrecy::SecretString;
 
+use crate::fakes::{mount_twilio, twilio_accepted};
 use crate::redis_server::{RedisCluster, RedisServer};
+use crate::replicas::{replica, send};
 
 /// Long enough that no claim lapses during a case, whatever clock a store reads.
 const CLAIM_TTL: Duration = Duration::from_secs(86_400);
@@ -521,4 +524,44 @@ async fn on_one_server_each_combined_operation_is_one_round_trip() {
         .await;
         assert_eq!(settled, 1, "a send's record and settlement");
     }
+}
+
+#[tokio::test]
+async fn a_send_on_one_redis_server_takes_two_round_trips_and_a_refusal_one() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let twilio = wiremock::MockServer::start().await;
+    mount_twilio(&twilio, twilio_accepted()).await;
+    // The guards of the benchmark's `redis` scenario: dedupe, per-number, per-client and
+    // global limits.
+    let vars = [
+        ("DEDUPE_WINDOW", "60s"),
+        ("RATE_LIMIT_PER_NUMBER", "1/1h"),
+        ("RATE_LIMIT_PER_CLIENT", "1000/1h"),
+        ("RATE_LIMIT_GLOBAL", "1000/1h"),
+    ];
+    let app = replica(&twilio, &redis.url(), &vars).await;
+    // The first send connects and loads the scripts.
+    let first = send(&app, "+5511966190100", "Your code is 1", None).await;
+    assert_eq!(first.status(), 200);
+
+    let sent = round_trips(&redis, || async {
+        for n in 1..=3 {
+            let mobile = format!("+55119661901{n:02}");
+            let response = send(&app, &mobile, "Your code is 1", None).await;
+            assert_eq!(response.status(), 200);
+        }
+    })
+    .await;
+    assert_eq!(sent, 2 * 3, "three sends");
+    let refused = round_trips(&redis, || async {
+        for n in 2..=4 {
+            let text = format!("Your code is {n}");
+            let response = send(&app, "+5511966190100", &text, None).await;
+            assert_eq!(response.status(), 429);
+        }
+    })
+    .await;
+    assert_eq!(refused, 3, "three refusals");
 }
