@@ -8,14 +8,21 @@
 //!   code, due `CHANNEL_FALLBACK_AFTER` later) goes to the store: with Redis it outlives
 //!   the replica that accepted the send, and every replica sweeps the due ones; in
 //!   memory it is lost with the process. Its payload lives at most the message's time
-//!   to live, and is deleted when taken or cancelled.
+//!   to live, and is deleted when the fallback is finished or cancelled.
 //! - Reports reach it through [`Records::apply`] (a [`StatusHook`]), whatever brought
 //!   them: a webhook or a poll.
-//! - A [worker](worker) per replica takes due fallbacks (each taken by one replica
-//!   only, atomically), at most [`FallbackSettings::batch`] at a time, every
-//!   [`FallbackSettings::sweep_every`] or at once when a report on this replica made
-//!   one due, and sends them through the dispatcher on the SMS channel (failover and
-//!   circuits apply; rate limits are not counted again: the message was counted once).
+//! - A [worker](worker) per replica takes due fallbacks, at most
+//!   [`FallbackSettings::batch`] at a time, every [`FallbackSettings::sweep_every`] or
+//!   at once when a report on this replica made one due, and sends them through the
+//!   dispatcher on the SMS channel (failover and circuits apply; rate limits are not
+//!   counted again: the message was counted once).
+//! - Taking one leases it to the replica (atomically: one replica at a time) for twice
+//!   `REQUEST_DEADLINE` ([`worker::lease`]); the replica finishes it
+//!   (deletes it) once the SMS leg is saved on the record. A replica that stops in
+//!   between (killed, or its runtime ended by a shutdown) leaves the lease to run out,
+//!   and then another takes it again: at least once. It checks the record first, and
+//!   sends nothing when the leg is already there, so a second SMS goes out only when a
+//!   replica stopped during the provider call itself.
 //! - A recipient who is not on the channel at all still gets the SMS at once, from the
 //!   dispatcher itself ([`crate::dispatch`]); this is for messages a channel accepted.
 

@@ -1,5 +1,6 @@
-//! The replica's fallback worker: takes due fallbacks from the store and sends each by
-//! SMS through the dispatcher, then shows the leg on the message's record.
+//! The replica's fallback worker: takes (leases) due fallbacks from the store and sends
+//! each by SMS through the dispatcher, then shows the leg on the message's record and
+//! finishes the fallback in the store.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,6 +24,16 @@ struct Worker {
     channel: Channel,
     /// Each SMS gets this long (`REQUEST_DEADLINE`).
     deadline: Duration,
+    /// How long a taken fallback stays this replica's.
+    lease: Duration,
+}
+
+/// How long a taken fallback stays with its taker, for SMS sent within `deadline`
+/// (`REQUEST_DEADLINE`): the send's deadline, and as long again to save its leg on the
+/// record (a few store calls, each within `REDIS_TIMEOUT`, itself within the deadline).
+/// Past it the fallback is taken again, by whichever replica looks first.
+pub fn lease(deadline: Duration) -> Duration {
+    deadline * 2
 }
 
 /// Starts this replica's worker (on the current Tokio runtime), when fallbacks are on
@@ -52,6 +63,7 @@ pub fn start(
         followups,
         channel,
         deadline,
+        lease: lease(deadline),
     });
     let wake = Arc::clone(&fallbacks.wake);
     let every = fallbacks.settings.sweep_every;
@@ -70,7 +82,7 @@ impl Worker {
     /// Takes up to `batch` due fallbacks and sends them, all at once; returns how many
     /// it took.
     async fn sweep(self: &Arc<Self>, batch: usize) -> usize {
-        let taken = match self.store.take_due_fallbacks(batch).await {
+        let taken = match self.store.take_due_fallbacks(batch, self.lease).await {
             Ok(taken) => taken,
             Err(error) => {
                 tracing::warn!(%error, "could not take due channel fallbacks");
@@ -81,10 +93,39 @@ impl Worker {
         let mut sends = JoinSet::new();
         for fallback in taken {
             let worker = Arc::clone(self);
-            sends.spawn(async move { worker.send(fallback).await });
+            sends.spawn(async move { worker.handle(fallback).await });
         }
         while sends.join_next().await.is_some() {}
         n
+    }
+
+    /// Sends one fallback (unless an earlier taker did), then finishes it.
+    async fn handle(&self, fallback: TakenFallback) {
+        let id = fallback.id.clone();
+        if fallback.retaken {
+            // Its earlier taker stopped: after the leg was saved, or before.
+            match self.records.has_fallback_leg(&id).await {
+                Ok(true) => {
+                    tracing::info!(message_id = %id, "channel fallback already sent");
+                    self.finish(&id).await;
+                    return;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    // Left leased: taken again when the lease runs out.
+                    tracing::warn!(message_id = %id, %error, "could not read the record");
+                    return;
+                }
+            }
+        }
+        self.send(fallback).await;
+        self.finish(&id).await;
+    }
+
+    async fn finish(&self, id: &str) {
+        if let Err(error) = self.store.finish_fallback(id).await {
+            tracing::warn!(message_id = %id, %error, "could not finish the channel fallback");
+        }
     }
 
     /// Sends one fallback, unless its code lapsed.

@@ -124,6 +124,15 @@ impl FallbackLeg {
 }
 
 impl Records {
+    /// Whether record `id` already shows its fallback leg (false when there is no such
+    /// record).
+    pub async fn has_fallback_leg(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(current) = self.store.get(&message_key(id)).await? else {
+            return Ok(false);
+        };
+        Ok(Kept::read(&current)?.record.fallback.is_some())
+    }
+
     /// Adds the fallback leg to record `id` and indexes the leg's provider id, so that
     /// its delivery reports find the record; counts the leg's price when its provider's
     /// answer stated one. Returns whether the record was there.

@@ -377,14 +377,27 @@ impl Store for FallbackStore {
     }
 
     /// Those kept locally during an outage first, then the shared ones.
-    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError> {
-        let mut taken = self.fallback.take_due_fallbacks(limit).await?;
+    async fn take_due_fallbacks(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<TakenFallback>, StoreError> {
+        let mut taken = self.fallback.take_due_fallbacks(limit, lease).await?;
         let left = limit.saturating_sub(taken.len());
         if left > 0 {
-            let shared = self.primary.take_due_fallbacks(left).await;
+            let shared = self.primary.take_due_fallbacks(left, lease).await;
             taken.extend(self.noted("take_due_fallbacks", shared).unwrap_or_default());
         }
         Ok(taken)
+    }
+
+    /// Both, as it may have been taken from either place. A shared lease that cannot
+    /// be ended now (the failure is counted and logged) runs out, and the next taker
+    /// finds the leg on the record.
+    async fn finish_fallback(&self, id: &str) -> Result<(), StoreError> {
+        self.fallback.finish_fallback(id).await?;
+        let _ = self.noted("finish_fallback", self.primary.finish_fallback(id).await);
+        Ok(())
     }
 
     fn memory_bytes(&self) -> u64 {
@@ -475,7 +488,14 @@ mod tests {
         async fn hasten_fallback(&self, _: &str) -> Result<bool, StoreError> {
             moved()
         }
-        async fn take_due_fallbacks(&self, _: usize) -> Result<Vec<TakenFallback>, StoreError> {
+        async fn take_due_fallbacks(
+            &self,
+            _: usize,
+            _: Duration,
+        ) -> Result<Vec<TakenFallback>, StoreError> {
+            moved()
+        }
+        async fn finish_fallback(&self, _: &str) -> Result<(), StoreError> {
             moved()
         }
     }

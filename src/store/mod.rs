@@ -5,7 +5,8 @@
 //! Keys are built by the callers from digests or ids, never from raw numbers or text.
 //! The one value that holds a phone number and a message is a pending channel
 //! fallback's payload (the SMS still to send): it lives no longer than the message's
-//! time to live and is deleted when taken or cancelled.
+//! time to live and is deleted when the fallback is finished (sent, or found not worth
+//! sending) or cancelled.
 
 mod combined;
 mod fallback;
@@ -133,8 +134,8 @@ pub trait Store: Send + Sync {
 
     /// Keeps a pending channel fallback for message `id`: due `delay` from now, its
     /// `payload` (which holds the destination and the code, so it lives at most `ttl`,
-    /// the message's own lifetime) kept until it is taken or cancelled. Scheduling the
-    /// same id again replaces it.
+    /// the message's own lifetime) kept until it is finished or cancelled. Scheduling the
+    /// same id again replaces it, leased or not.
     async fn schedule_fallback(
         &self,
         id: &str,
@@ -143,16 +144,28 @@ pub trait Store: Send + Sync {
         ttl: Duration,
     ) -> Result<(), StoreError>;
 
-    /// Drops message `id`'s pending fallback, if any; returns whether there was one.
+    /// Drops message `id`'s fallback, waiting or leased, if any; returns whether there
+    /// was one.
     async fn cancel_fallback(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Makes message `id`'s pending fallback due now, if there is one; returns whether
-    /// there was.
+    /// Makes message `id`'s fallback due now, if it is still waiting (not one a taker
+    /// holds: that one is being sent); returns whether it did.
     async fn hasten_fallback(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Takes up to `limit` pending fallbacks that are due, atomically: a fallback is
-    /// taken once, by one caller (one replica), and is gone from the store afterwards.
-    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError>;
+    /// Takes up to `limit` fallbacks that are due, or whose lease ran out (their taker
+    /// stopped before finishing them), atomically, and leases each to the caller for
+    /// `lease`: while the lease runs no other caller (no other replica) takes it, and
+    /// when it runs out before [`Store::finish_fallback`] the fallback is taken again
+    /// (marked [`TakenFallback::retaken`]). A fallback whose payload lapsed is dropped.
+    async fn take_due_fallbacks(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<TakenFallback>, StoreError>;
+
+    /// Ends message `id`'s fallback once the taker is done with it (the SMS leg saved,
+    /// or nothing to send): its lease and payload are deleted.
+    async fn finish_fallback(&self, id: &str) -> Result<(), StoreError>;
 
     /// Bytes this process holds for the store, as the memory store weighs them (0 for a
     /// store that keeps everything elsewhere).

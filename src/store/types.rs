@@ -138,7 +138,7 @@ impl StoreHealth {
 }
 
 /// A pending channel fallback taken from the store by [`Store::take_due_fallbacks`]:
-/// from then on only the taker has it.
+/// leased to the taker, whom no other caller competes with until the lease runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenFallback {
     /// The message's id.
@@ -147,4 +147,7 @@ pub struct TakenFallback {
     pub payload: String,
     /// Made due by [`Store::hasten_fallback`] (a failure report) rather than by time.
     pub hastened: bool,
+    /// Taken again after an earlier taker's lease ran out without
+    /// [`Store::finish_fallback`]: that taker may have sent it before it stopped.
+    pub retaken: bool,
 }

@@ -1,7 +1,8 @@
 //! Delivery-aware channel fallback: a Telegram Gateway message with no delivery report
 //! in time, or a failure report, gets one SMS with the same code (through a Twilio
 //! fake); a delivery report cancels it. In one process on memory, and on replicas
-//! sharing a real `redis-server`, one of them a real process killed after the send.
+//! sharing a real `redis-server`, one of them a real process killed after the send or
+//! during the fallback SMS.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,7 +79,17 @@ impl Fakes {
 
     /// Telegram first (the default channel), Twilio for SMS, fallback after `after`.
     fn vars(&self, after: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut vars = provider_vars(&self.twilio.uri(), None);
+        self.vars_with_sms(&self.twilio.uri(), after, extra)
+    }
+
+    /// As [`Fakes::vars`], with the Twilio at `twilio` for SMS.
+    fn vars_with_sms(
+        &self,
+        twilio: &str,
+        after: &str,
+        extra: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let mut vars = provider_vars(twilio, None);
         vars.retain(|(k, _)| k != "PROVIDERS");
         let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs
@@ -510,4 +521,101 @@ async fn a_replica_killed_after_the_send_leaves_its_fallback_to_another() {
     let record = fallback_leg(&other, &id).await;
     assert_eq!(record["fallback"]["provider"], "twilio");
     assert_eq!(fakes.sms().await, ["Your code is 640217"]);
+}
+
+/// Replicas that send fallbacks within a 2 s `REQUEST_DEADLINE`: a taken fallback's
+/// lease is 4 s.
+const SHORT_DEADLINE: [(&str, &str); 3] = [
+    ("REQUEST_DEADLINE", "2s"),
+    ("PROVIDER_TIMEOUT", "2s"),
+    ("REDIS_TIMEOUT", "500ms"),
+];
+
+#[tokio::test]
+async fn a_replica_killed_during_the_fallback_sms_leaves_it_to_another_after_its_lease() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let fakes = Fakes::start().await;
+    // The dying replica's Twilio takes the SMS and never answers.
+    let stalled = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(twilio_path()))
+        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(600)))
+        .mount(&stalled)
+        .await;
+    let url = redis.url();
+    let mut extra = vec![("REDIS_URL", url.as_str())];
+    extra.extend(SHORT_DEADLINE);
+    let vars = fakes.vars_with_sms(&stalled.uri(), "300ms", &extra);
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (mut process, port) = serve_binary(&pairs).await;
+
+    let address = format!("http://127.0.0.1:{port}");
+    let id = send_to(&reqwest::Client::new(), &address, "318204").await;
+    eventually("the dying replica's SMS", || async {
+        let requests = stalled.received_requests().await.unwrap_or_default();
+        (!requests.is_empty()).then_some(())
+    })
+    .await;
+    process.kill().await.unwrap();
+
+    // Started only now, so that the fallback was the dead replica's to send.
+    let other = fakes.app("300ms", &extra).await;
+    let record = fallback_leg(&other, &id).await;
+    assert_eq!(record["fallback"]["reason"], "timeout");
+    assert_eq!(record["fallback"]["status"], "queued");
+    assert_eq!(fakes.sms().await, ["Your code is 318204"]);
+    // Finished: nothing of it is left in Redis.
+    let payload = format!("otp-relay:fallback:msg:{id}");
+    eventually("the finished fallback's payload gone", || async {
+        let exists = redis::cmd("EXISTS").arg(&payload).clone();
+        (redis.query::<i64>(&exists).await == 0).then_some(())
+    })
+    .await;
+    let leased = redis::cmd("ZCARD").arg("otp-relay:fallback:leased").clone();
+    assert_eq!(redis.query::<i64>(&leased).await, 0);
+}
+
+#[tokio::test]
+async fn a_fallback_taken_again_after_its_leg_was_saved_is_not_sent_again() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let fakes = Fakes::start().await;
+    let url = redis.url();
+    let mut extra = vec![("REDIS_URL", url.as_str())];
+    extra.extend(SHORT_DEADLINE);
+    let app = fakes.app("300ms", &extra).await;
+    let id = send(&app, "502113").await;
+    fallback_leg(&app, &id).await;
+    let payload_key = format!("otp-relay:fallback:msg:{id}");
+    let payload_gone = || async {
+        let exists = redis::cmd("EXISTS").arg(&payload_key).clone();
+        (redis.query::<i64>(&exists).await == 0).then_some(())
+    };
+    eventually("the finished fallback's payload gone", payload_gone).await;
+
+    // As a replica leaves it that saved the leg and stopped before finishing: leased,
+    // the lease run out, the payload still there.
+    let expires_at = (unix_now() + 3600) * 1000;
+    let payload = json!({"to": MOBILE, "text": "Your code is 502113", "code": null,
+        "expires_at": expires_at})
+    .to_string();
+    let leave = redis::cmd("EVAL")
+        .arg(
+            "redis.call('SET', KEYS[2], ARGV[2], 'PX', 3600000) \
+             redis.call('ZADD', KEYS[1], 0, ARGV[1]) return 1",
+        )
+        .arg(2)
+        .arg("otp-relay:fallback:leased")
+        .arg(&payload_key)
+        .arg(format!("t:{id}"))
+        .arg(payload)
+        .clone();
+    assert_eq!(redis.query::<i64>(&leave).await, 1);
+
+    // Taken again and finished without a second SMS.
+    eventually("the retaken fallback finished", payload_gone).await;
+    assert_eq!(fakes.sms().await, ["Your code is 502113"]);
 }

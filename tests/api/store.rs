@@ -10,7 +10,9 @@ use otp_relay::config::RATE_PERIODS;
 use otp_relay::store::memory::MemoryStore;
 use otp_relay::store::redis::{RedisStore, Topology};
 use otp_relay::store::RateSpec;
-use otp_relay::store::{Claim, FallbackStore, RateDecision, RateLimit, Store, StoredAnswer};
+use otp_relay::store::{
+    Claim, FallbackStore, RateDecision, RateLimit, Store, StoredAnswer, TakenFallback,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use secrecy::SecretString;
@@ -238,9 +240,10 @@ async fn contract_after_ping(store: Arc<dyn Store>) {
     assert_eq!(winners, 1);
 }
 
-/// Pending channel fallbacks: a due one comes out once; a hastened one is due at once
-/// and says so; a cancelled one and one not yet due never come out; concurrent takers
-/// never share one.
+/// Pending channel fallbacks: a due one comes out once, leased; a hastened one is due
+/// at once and says so; a cancelled one and one not yet due never come out; concurrent
+/// takers never share one. Then leases: a live one keeps others off, one that ran out
+/// is taken again (still saying why it was due), and finishing or cancelling ends it.
 async fn fallbacks(store: &Arc<dyn Store>) {
     let hour = Duration::from_secs(3600);
     store
@@ -258,15 +261,38 @@ async fn fallbacks(store: &Arc<dyn Store>) {
     assert!(!store.cancel_fallback("01F4").await.unwrap());
     assert!(store.hasten_fallback("01F2").await.unwrap());
     assert!(!store.hasten_fallback("01F9").await.unwrap());
-    let mut taken = store.take_due_fallbacks(10).await.unwrap();
-    taken.sort_by(|a, b| a.id.cmp(&b.id));
-    let taken: Vec<_> = taken
-        .iter()
-        .map(|t| (t.id.as_str(), t.payload.as_str(), t.hastened))
-        .collect();
-    assert_eq!(taken, [("01F1", "p1", false), ("01F2", "p", true)]);
-    assert!(store.take_due_fallbacks(10).await.unwrap().is_empty());
-    assert!(store.cancel_fallback("01F3").await.unwrap());
+    // A zero lease runs out at once: the next take takes them again.
+    let taken = sorted(store.take_due_fallbacks(10, Duration::ZERO).await.unwrap());
+    assert_eq!(taken, ["01F1 p1", "01F2 p hastened"]);
+    // A leased one is being sent: a failure report leaves it be.
+    assert!(!store.hasten_fallback("01F1").await.unwrap());
+    let taken = sorted(store.take_due_fallbacks(10, hour).await.unwrap());
+    assert_eq!(taken, ["01F1 p1 retaken", "01F2 p hastened retaken"]);
+    // Live leases: nobody else takes them.
+    assert!(store.take_due_fallbacks(10, hour).await.unwrap().is_empty());
+    store.finish_fallback("01F1").await.unwrap();
+    assert!(!store.cancel_fallback("01F1").await.unwrap(), "finished");
+    assert!(store.cancel_fallback("01F2").await.unwrap(), "leased");
+    assert!(!store.cancel_fallback("01F2").await.unwrap());
+    assert!(store.cancel_fallback("01F3").await.unwrap(), "waiting");
+    // Rescheduling a leased one makes it wait again.
+    store
+        .schedule_fallback("01F5", "p5", Duration::ZERO, hour)
+        .await
+        .unwrap();
+    assert_eq!(store.take_due_fallbacks(10, hour).await.unwrap().len(), 1);
+    store
+        .schedule_fallback("01F5", "p6", Duration::ZERO, hour)
+        .await
+        .unwrap();
+    let taken = sorted(store.take_due_fallbacks(10, Duration::ZERO).await.unwrap());
+    assert_eq!(taken, ["01F5 p6"]);
+    store.finish_fallback("01F5").await.unwrap();
+    assert!(store
+        .take_due_fallbacks(10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
 
     for n in 0..20 {
         let id = format!("01R{n:02}");
@@ -278,7 +304,7 @@ async fn fallbacks(store: &Arc<dyn Store>) {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let store = Arc::clone(store);
-        tasks.spawn(async move { store.take_due_fallbacks(3).await.unwrap() });
+        tasks.spawn(async move { store.take_due_fallbacks(3, hour).await.unwrap() });
     }
     let mut ids = Vec::new();
     while let Some(taken) = tasks.join_next().await {
@@ -289,6 +315,23 @@ async fn fallbacks(store: &Arc<dyn Store>) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 20, "each taken once: {ids:?}");
+}
+
+/// Taken fallbacks as `id payload`, with `hastened` and `retaken` when they are, by id.
+fn sorted(mut taken: Vec<TakenFallback>) -> Vec<String> {
+    taken.sort_by(|a, b| a.id.cmp(&b.id));
+    taken
+        .into_iter()
+        .map(|t| {
+            let mut text = format!("{} {}", t.id, t.payload);
+            for (flag, name) in [(t.hastened, " hastened"), (t.retaken, " retaken")] {
+                if flag {
+                    text.push_str(name);
+                }
+            }
+            text
+        })
+        .collect()
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Pending channel fallbacks in this process: by due time and by message id, within a
-//! share of the memory budget, lost with the process.
+//! share of the memory budget, lost with the process. A taken one stays, leased: in the
+//! due order at its lease's end, so that a lease that ran out comes due again.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::store::{StoreError, TakenFallback};
 
@@ -10,7 +11,9 @@ use crate::store::{StoreError, TakenFallback};
 const ENTRY_OVERHEAD: usize = 160;
 
 struct Pending {
+    /// When it is due, or, leased, when the lease runs out.
     due: Instant,
+    leased: bool,
     /// Tells apart two schedules of one id at one instant in the due order.
     seq: u64,
     hastened: bool,
@@ -68,6 +71,7 @@ impl Fallbacks {
             id.into(),
             Pending {
                 due,
+                leased: false,
                 seq: self.seq,
                 hastened: false,
                 payload: payload.into(),
@@ -78,7 +82,7 @@ impl Fallbacks {
         Ok(())
     }
 
-    /// Drops `id`'s pending fallback; returns whether there was one.
+    /// Drops `id`'s fallback, waiting or leased; returns whether there was one.
     pub(super) fn cancel(&mut self, id: &str) -> bool {
         self.remove(id).is_some()
     }
@@ -91,7 +95,7 @@ impl Fallbacks {
     }
 
     pub(super) fn hasten(&mut self, id: &str, now: Instant) -> bool {
-        let Some(pending) = self.by_id.get_mut(id) else {
+        let Some(pending) = self.by_id.get_mut(id).filter(|p| !p.leased) else {
             return false;
         };
         self.by_due.remove(&(pending.due, pending.seq, id.into()));
@@ -101,36 +105,64 @@ impl Fallbacks {
         true
     }
 
-    /// Takes up to `limit` due fallbacks; lapsed ones met on the way are dropped.
-    pub(super) fn take_due(&mut self, limit: usize, now: Instant) -> Vec<TakenFallback> {
+    /// Takes up to `limit` due fallbacks, or ones whose lease ran out, and leases each
+    /// for `lease`; lapsed ones met on the way are dropped.
+    pub(super) fn take_due(
+        &mut self,
+        limit: usize,
+        lease: Duration,
+        now: Instant,
+    ) -> Vec<TakenFallback> {
         let mut taken = Vec::new();
+        // Back in the due order once the look is over, so that none is met twice.
+        let mut leased = Vec::new();
         while taken.len() < limit {
-            let Some((due, _, id)) = self.by_due.first() else {
+            let Some((due, _, _)) = self.by_due.first() else {
                 break;
             };
             if *due > now {
                 break;
             }
-            let id = id.clone();
-            let Some((id, pending)) = self.remove(&id) else {
+            let Some((_, seq, id)) = self.by_due.pop_first() else {
                 break;
             };
-            if pending.expires_at > now {
-                taken.push(TakenFallback {
-                    id: id.into(),
-                    payload: pending.payload.into(),
-                    hastened: pending.hastened,
-                });
+            let lapsed = match self.by_id.get(&id) {
+                None => continue,
+                Some(pending) => pending.expires_at <= now,
+            };
+            if lapsed {
+                self.remove(&id);
+                continue;
             }
+            let Some(pending) = self.by_id.get_mut(&id) else {
+                continue;
+            };
+            let retaken = pending.leased;
+            pending.leased = true;
+            pending.due = now + lease;
+            leased.push((pending.due, seq, id.clone()));
+            taken.push(TakenFallback {
+                id: id.into(),
+                payload: pending.payload.to_string(),
+                hastened: pending.hastened,
+                retaken,
+            });
         }
+        self.by_due.extend(leased);
         taken
+    }
+
+    /// Ends `id`'s fallback: its taker is done with it.
+    pub(super) fn finish(&mut self, id: &str) {
+        self.remove(id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    const LEASE: Duration = Duration::from_secs(10);
 
     #[test]
     fn due_fallbacks_come_out_once_soonest_first_and_lapsed_ones_never() {
@@ -149,10 +181,24 @@ mod tests {
         assert!(pending.hasten("c", now + second));
         assert!(!pending.hasten("unknown", now));
 
-        let taken = pending.take_due(10, now + 2 * second);
+        let taken = pending.take_due(10, LEASE, now + 2 * second);
         let ids: Vec<_> = taken.iter().map(|t| (t.id.as_str(), t.hastened)).collect();
         assert_eq!(ids, [("a", false), ("c", true), ("b", false)]);
-        assert!(pending.take_due(10, later).is_empty());
+        assert!(taken.iter().all(|t| !t.retaken));
+        // Leased: not again while the lease runs, and a failure report leaves it be.
+        assert!(pending.take_due(10, LEASE, now + 3 * second).is_empty());
+        assert!(!pending.hasten("a", now + 3 * second));
+        pending.finish("a");
+        assert!(pending.cancel("b"));
+        // The lease of "c" ran out: taken again, still hastened.
+        let again = pending.take_due(10, LEASE, now + 13 * second);
+        let ids: Vec<_> = again
+            .iter()
+            .map(|t| (t.id.as_str(), t.hastened, t.retaken))
+            .collect();
+        assert_eq!(ids, [("c", true, true)]);
+        // Past the payload's life a lapsed lease is dropped, not taken.
+        assert!(pending.take_due(10, LEASE, later).is_empty());
         assert_eq!(pending.bytes(), 0);
     }
 
@@ -171,7 +217,12 @@ mod tests {
             .unwrap();
         assert!(pending.schedule("c", "p", now, now).is_err());
         assert!(pending.cancel("a"));
-        assert_eq!(pending.take_due(1, now).len(), 1);
+        assert_eq!(pending.take_due(1, LEASE, now).len(), 1);
+        // Leased, it still counts until finished.
+        assert!(pending.schedule("c", "p", now, now).is_ok());
+        assert!(pending.schedule("d", "p", now, now).is_err());
+        pending.finish("b");
+        pending.finish("c");
         assert_eq!(pending.bytes(), 0);
     }
 }

@@ -359,9 +359,18 @@ impl Store for MemoryStore {
         Ok(self.pending(|pending| pending.hasten(id, now)))
     }
 
-    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError> {
+    async fn take_due_fallbacks(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<TakenFallback>, StoreError> {
         let now = Instant::now();
-        Ok(self.pending(|pending| pending.take_due(limit, now)))
+        Ok(self.pending(|pending| pending.take_due(limit, lease, now)))
+    }
+
+    async fn finish_fallback(&self, id: &str) -> Result<(), StoreError> {
+        self.pending(|pending| pending.finish(id));
+        Ok(())
     }
 
     fn memory_bytes(&self) -> u64 {

@@ -15,8 +15,9 @@
 //!   script per login is far within what one Redis node serves;
 //! - Telegram links (`chat:*`, `chat-owner:*`) are tagged `{chat}`: a link and its owner
 //!   entry are written together, and there is one pair per registered user;
-//! - pending channel fallbacks (`fallback:*`: the due set and the payloads) are tagged
-//!   `{fallback}`: one script takes due entries and their payloads together;
+//! - pending channel fallbacks (`fallback:*`: the due set, the leased set and the
+//!   payloads) are tagged `{fallback}`: one script leases due entries and reads their
+//!   payloads together;
 //! - everything else (message records, their provider-id index, idempotency records)
 //!   is hashed whole and spreads over the nodes. A record and its index cannot share a
 //!   tag (the index is looked up by the provider's id alone), and need not be written
@@ -438,8 +439,16 @@ impl Store for RedisStore {
         self.hasten_fallback_on(id).await
     }
 
-    async fn take_due_fallbacks(&self, limit: usize) -> Result<Vec<TakenFallback>, StoreError> {
-        self.take_due_fallbacks_on(limit).await
+    async fn take_due_fallbacks(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<TakenFallback>, StoreError> {
+        self.take_due_fallbacks_on(limit, lease).await
+    }
+
+    async fn finish_fallback(&self, id: &str) -> Result<(), StoreError> {
+        self.finish_fallback_on(id).await
     }
 }
 
@@ -475,6 +484,7 @@ mod tests {
         assert_eq!(slot("chat:cd34"), slot("chat-owner:42"));
         // A fallback's scripts touch the due set and its payload together.
         assert_eq!(slot("fallback:due"), slot("fallback:msg:01J"));
+        assert_eq!(slot("fallback:due"), slot("fallback:leased"));
         assert_eq!(store.key("rate:global:"), "otp-relay:{rate}:rate:global:");
         // Records and idempotency keys are not piled onto one node.
         let spread: std::collections::HashSet<_> = (0..20)
