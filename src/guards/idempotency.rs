@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::digest;
-use crate::store::{Claim, Store, StoreError, StoredAnswer};
+use crate::store::{Claim, ClaimAndCount, RateLimit, Settle, Store, StoreError, StoredAnswer};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_KEY_LENGTH: usize = 255;
@@ -38,6 +38,9 @@ pub enum Begin {
     Proceed(Ticket),
     /// Answer with what the first request answered.
     Replay(StoredAnswer),
+    /// A limit counted with the claim refuses the send: `limit` is its place in the
+    /// list given; the key was left free and nothing was counted.
+    Limited { limit: usize, retry_after: Duration },
 }
 
 /// Which key a request falls under.
@@ -95,37 +98,58 @@ impl Ticket {
     /// Remembers the answer (a success, or a failure whose outcome is unknown) for
     /// repeats.
     pub async fn remember(self, answer: &StoredAnswer) {
-        if let Err(error) = self
+        let (key, token, fingerprint) = (&self.key, &self.token, &self.fingerprint);
+        let finished = self
             .store
-            .finish(
-                &self.key,
-                &self.token,
-                &self.fingerprint,
-                answer,
-                self.retention,
-            )
-            .await
-        {
-            tracing::warn!(%error, "could not store the answer for repeats");
-        }
+            .finish(key, token, fingerprint, answer, self.retention)
+            .await;
+        self.settled(true, finished);
     }
 
     /// Frees the key so a repeat may send: only for a send that provably went nowhere.
     pub async fn release(self) {
-        if let Err(error) = self.store.release(&self.key, &self.token).await {
-            tracing::warn!(%error, "could not release the idempotency key; it lapses by itself");
+        let released = self.store.release(&self.key, &self.token).await;
+        self.settled(false, released);
+    }
+
+    /// The claim, settled with `answer` kept for repeats (as [`Ticket::remember`]) or,
+    /// with `None`, released (as [`Ticket::release`]), for a store operation that
+    /// settles it along with something else ([`Store::put_and_settle`]).
+    pub fn settle<'a>(&'a self, answer: Option<&'a StoredAnswer>) -> Settle<'a> {
+        Settle {
+            key: &self.key,
+            token: &self.token,
+            fingerprint: &self.fingerprint,
+            answer: answer.map(|answer| (answer, self.retention)),
+        }
+    }
+
+    /// Logs a settlement that failed (`remembered`: whether it kept an answer).
+    pub fn settled(&self, remembered: bool, result: Result<(), StoreError>) {
+        match result {
+            Ok(()) => {}
+            Err(error) if remembered => {
+                tracing::warn!(%error, "could not store the answer for repeats");
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "could not release the idempotency key; it lapses by itself"
+            ),
         }
     }
 }
 
 /// Claims the request's key, waits for a request in flight under it, or finds its
-/// stored answer. `Ok(None)` when no key applies.
+/// stored answer. `Ok(None)` when no key applies. With `limits`, the claim counts the
+/// send against them in the same store operation, and only claims the key when every
+/// limit admits the send.
 pub async fn begin(
     store: &Arc<dyn Store>,
     source: &KeySource<'_>,
     key_retention: Duration,
     dedupe_window: Duration,
     deadline: Instant,
+    limits: Option<&[RateLimit<'_>]>,
 ) -> Result<Option<Begin>, IdempotencyError> {
     let Some((key, fingerprint, retention)) = key_for(source, key_retention, dedupe_window)? else {
         return Ok(None);
@@ -135,8 +159,19 @@ pub async fn begin(
     let claim_ttl = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5);
     let mut poll = Duration::from_millis(5);
     loop {
-        match store.claim(&key, &token, &fingerprint, claim_ttl).await? {
-            Claim::Claimed => {
+        let claimed = match limits {
+            Some(limits) => {
+                store
+                    .claim_and_acquire(&key, &token, &fingerprint, claim_ttl, limits)
+                    .await?
+            }
+            None => match store.claim(&key, &token, &fingerprint, claim_ttl).await? {
+                Claim::Claimed => ClaimAndCount::Claimed,
+                held => ClaimAndCount::Held(held),
+            },
+        };
+        match claimed {
+            ClaimAndCount::Claimed => {
                 return Ok(Some(Begin::Proceed(Ticket {
                     store: Arc::clone(store),
                     key,
@@ -145,13 +180,16 @@ pub async fn begin(
                     retention,
                 })))
             }
-            Claim::Done { fingerprint: f, .. } | Claim::InFlight { fingerprint: f }
-                if f != fingerprint =>
-            {
-                return Err(IdempotencyError::KeyReused)
+            ClaimAndCount::Limited { limit, retry_after } => {
+                return Ok(Some(Begin::Limited { limit, retry_after }))
             }
-            Claim::Done { answer, .. } => return Ok(Some(Begin::Replay(answer))),
-            Claim::InFlight { .. } => {}
+            ClaimAndCount::Held(
+                Claim::Done { fingerprint: f, .. } | Claim::InFlight { fingerprint: f },
+            ) if f != fingerprint => return Err(IdempotencyError::KeyReused),
+            ClaimAndCount::Held(Claim::Done { answer, .. }) => {
+                return Ok(Some(Begin::Replay(answer)))
+            }
+            ClaimAndCount::Held(_) => {}
         }
         // Wait for the request in flight, checking ever less often, until the deadline.
         loop {

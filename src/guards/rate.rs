@@ -123,6 +123,41 @@ fn rate_limits(on: &[(Scope, String, RateSpec)]) -> Vec<RateLimit<'_>> {
         .collect()
 }
 
+/// The limits one send counts against, for a store operation that counts them along
+/// with something else ([`Store::claim_and_acquire`]).
+pub struct Counting {
+    on: Vec<(Scope, String, RateSpec)>,
+}
+
+impl Counting {
+    pub fn new(limits: &Limits, phone: &Phone, client: &Identity) -> Self {
+        Counting {
+            on: limits_on(limits, phone, client),
+        }
+    }
+
+    /// No limit is on.
+    pub fn is_empty(&self) -> bool {
+        self.on.is_empty()
+    }
+
+    /// The limits to ask the store about, in the order [`Counting::limited`] reads.
+    pub fn limits(&self) -> Vec<RateLimit<'_>> {
+        rate_limits(&self.on)
+    }
+
+    /// The refusal of the store's verdict that `limit` (its place in
+    /// [`Counting::limits`]) refused first.
+    pub fn limited(&self, limit: usize, retry_after: Duration) -> Result<Limited, StoreError> {
+        let scope = self
+            .on
+            .get(limit)
+            .map(|(scope, ..)| *scope)
+            .ok_or_else(|| StoreError("the store named a limit that was not asked".into()))?;
+        Ok(Limited { scope, retry_after })
+    }
+}
+
 /// Counts one send against every limit that is on, or (counting none) says which limit
 /// refuses it: the first in the order of [`limits_on`].
 /// Refuses every send while the store is [overloaded](Store::overloaded).
@@ -135,19 +170,15 @@ pub async fn check(
     if store.overloaded() {
         return Ok(Err(Refused::Overloaded));
     }
-    let on = limits_on(limits, phone, client);
-    if on.is_empty() {
+    let counting = Counting::new(limits, phone, client);
+    if counting.is_empty() {
         return Ok(Ok(()));
     }
-    Ok(match store.rate_acquire(&rate_limits(&on)).await? {
+    Ok(match store.rate_acquire(&counting.limits()).await? {
         RateDecision::Allowed => Ok(()),
-        RateDecision::Limited { limit, retry_after } => Err(Refused::Limited(Limited {
-            scope: on
-                .get(limit)
-                .map(|(scope, ..)| *scope)
-                .ok_or_else(|| StoreError("the store named a limit that was not asked".into()))?,
-            retry_after,
-        })),
+        RateDecision::Limited { limit, retry_after } => {
+            Err(Refused::Limited(counting.limited(limit, retry_after)?))
+        }
     })
 }
 

@@ -16,6 +16,7 @@
 
 mod leg;
 mod owner;
+mod save;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -317,41 +318,6 @@ impl Records {
     pub fn with_link_ttl(mut self, ttl: Duration) -> Self {
         self.link_ttl = ttl;
         self
-    }
-
-    /// Stores a new record sent by `owner` (a caller identity), indexed by our id and by
-    /// the provider's id of each part.
-    pub async fn save(&self, record: &MessageRecord, owner: &str) -> Result<(), StoreError> {
-        let owner = owner_digest(owner);
-        let json = KeptRef {
-            record,
-            owner: Some(&owner),
-        }
-        .to_json();
-        let key = message_key(&record.id);
-        let provider_ids = record
-            .provider_message_id
-            .iter()
-            .chain(record.parts.iter().map(|part| &part.id).skip(1));
-        let indexes: Vec<String> = match &record.provider {
-            Some(provider) => provider_ids
-                .map(|provider_id| provider_key(provider, provider_id))
-                .collect(),
-            None => Vec::new(),
-        };
-        // All in one store operation (one Redis round trip).
-        let mut entries = vec![(key.as_str(), json.as_str())];
-        entries.extend(
-            indexes
-                .iter()
-                .map(|index| (index.as_str(), record.id.as_str())),
-        );
-        self.store.put(&entries, Some(self.retention)).await?;
-        // A record is saved once, when its send ends: its price counts now.
-        if let (Some(provider), Some(cost)) = (&record.provider, &record.cost) {
-            crate::prometheus::count_cost(provider, cost);
-        }
-        Ok(())
     }
 
     /// The record `id`, if the caller identity `reader` sent it: to anyone else (and for

@@ -6,7 +6,9 @@
 //! [`idempotency`] (claim the key or replay the first answer) → [`limits`] (rate
 //! limits) → [`route`] (which providers, in which order: `ROUTES`) → [`dispatch`] (the
 //! route's providers, with failover) → [`record`] (the message record and follow-up
-//! lookups). The send is measured
+//! lookups). A claim and the limits are counted in one store operation, and the record
+//! is written with the claim's answer in another, so that a send on one Redis server
+//! takes two round trips. The send is measured
 //! (`otp_relay_send_duration_seconds` by outcome), refusals and replays are counted.
 //!
 //! Nothing here knows HTTP: the caller names who is calling, and says how an outcome is
@@ -33,6 +35,7 @@ use crate::config::Config;
 use crate::dispatch::{Delivery, Dispatcher};
 use crate::followup::Followups;
 use crate::guards::access::Identity;
+use crate::guards::idempotency::Ticket;
 use crate::prometheus;
 use crate::records::Records;
 use crate::store::{Store, StoredAnswer};
@@ -187,49 +190,65 @@ impl SendService {
         let identity = context.caller.to_string();
         let retention = (self.config.message_retention, limits.dedupe_window);
         let key = context.idempotency_key.as_deref();
-        let claimed =
-            idempotency::claim(&self.store, &message, &identity, key, retention, deadline).await?;
-        let ticket = match claimed {
+        let counting = limits::counting(self.store.as_ref(), limits, &message, &context.caller);
+        let claimed = idempotency::claim(
+            &self.store,
+            &message,
+            &identity,
+            key,
+            retention,
+            deadline,
+            counting.as_ref(),
+        )
+        .await?;
+        let (ticket, counted) = match claimed {
             Claimed::Replay(answer) => {
                 metrics::counter!(prometheus::IDEMPOTENT_REPLAYS).increment(1);
                 tracing::info!(to = %message.to.masked(), "repeated request: answering as the first time");
                 return Ok(Outcome::Replayed(answer));
             }
-            Claimed::Proceed(ticket) => ticket,
+            Claimed::Proceed { ticket, counted } => (ticket, counted),
         };
-        let result = self
-            .deliver(&message, &context.caller, &identity, deadline, render)
-            .await;
-        if let Some(ticket) = ticket {
-            let answer = result.as_ref().map(|(_, answer)| answer);
-            idempotency::settle(ticket, answer, render).await;
-        }
-        result.map(|(sent, answer)| Outcome::Sent {
+        let (sent, answer) = self
+            .deliver(
+                &message,
+                (&context.caller, &identity),
+                deadline,
+                render,
+                (ticket, counted),
+            )
+            .await?;
+        Ok(Outcome::Sent {
             sent: Box::new(sent),
             answer,
         })
     }
 
-    /// Counts the send against the limits, hands it to the providers, records it.
+    /// Counts the send against the limits (unless `counted` with the claim), hands it to
+    /// the providers, records it and settles the ticket.
     async fn deliver(
         &self,
         message: &otp_relay_providers::OutboundMessage,
-        caller: &Identity,
-        identity: &str,
+        (caller, identity): (&Identity, &str),
         deadline: Instant,
         render: &dyn Render,
+        (ticket, counted): (Option<Ticket>, bool),
     ) -> Result<(Sent, StoredAnswer), SendError> {
         let limits = &self.config.limits;
-        limits::acquire(self.store.as_ref(), limits, message, caller).await?;
+        if !counted {
+            if let Err(error) = limits::acquire(self.store.as_ref(), limits, message, caller).await
+            {
+                if let Some(ticket) = ticket {
+                    idempotency::settle(ticket, Err(&error), render).await;
+                }
+                return Err(error);
+            }
+        }
         let route = route::choose(&self.dispatcher, message);
         let result = dispatch::send(&self.dispatcher, route, message, deadline).await;
-        let after = record::After {
-            followups: &self.followups,
-            fallbacks: &self.fallbacks,
-        };
-        record::keep(&self.records, after, message, route, identity, &result).await;
         dispatch::log(message, route, &result);
-        match result {
+        let record = record::of(message, route, &result);
+        let outcome = match result {
             Ok(delivery) => {
                 let sent = Sent {
                     id: message.id.clone(),
@@ -248,7 +267,26 @@ impl SendService {
                     error,
                 })
             }
-        }
+        };
+        let answer = outcome.as_ref().map(|(_, answer)| answer);
+        let kept = idempotency::to_keep(answer, render);
+        let claim = ticket.map(|ticket| (ticket, kept.as_deref()));
+        let delivery = outcome.as_ref().ok().map(|(sent, _)| &sent.delivery);
+        let after = record::After {
+            followups: &self.followups,
+            fallbacks: &self.fallbacks,
+        };
+        record::keep(
+            &self.records,
+            after,
+            message,
+            identity,
+            record,
+            delivery,
+            claim,
+        )
+        .await;
+        outcome
     }
 }
 

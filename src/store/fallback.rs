@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use tracing::Instrument;
 
 use super::{
-    memory, Claim, RateDecision, RateLimit, Store, StoreError, StoreHealth, StoredAnswer,
-    TakenFallback,
+    memory, Claim, ClaimAndCount, PutAndSettle, RateDecision, RateLimit, Settle, Store, StoreError,
+    StoreHealth, StoredAnswer, TakenFallback,
 };
 
 /// Failures are logged at most once per this interval, and readiness reports the shared
@@ -220,6 +220,26 @@ impl Store for FallbackStore {
         .await
     }
 
+    async fn claim_and_acquire(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        ttl: Duration,
+        limits: &[RateLimit<'_>],
+    ) -> Result<ClaimAndCount, StoreError> {
+        self.either(
+            "claim_and_acquire",
+            self.primary
+                .claim_and_acquire(key, token, fingerprint, ttl, limits),
+            || {
+                self.fallback
+                    .claim_and_acquire(key, token, fingerprint, ttl, limits)
+            },
+        )
+        .await
+    }
+
     async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError> {
         self.either("peek", self.primary.peek(key), || self.fallback.peek(key))
             .await
@@ -255,6 +275,49 @@ impl Store for FallbackStore {
             self.fallback.put(entries, ttl)
         })
         .await
+    }
+
+    async fn put_and_settle(
+        &self,
+        entries: &[(&str, &str)],
+        ttl: Option<Duration>,
+        claim: &Settle<'_>,
+    ) -> PutAndSettle {
+        // Release both: the claim may have been taken in either place.
+        let local = match claim.answer {
+            None => Some(self.fallback.release(claim.key, claim.token).await),
+            Some(_) => None,
+        };
+        let span = tracing::info_span!(
+            "store operation",
+            operation = "put_and_settle",
+            backend = self.primary.backend()
+        );
+        let shared = self
+            .primary
+            .put_and_settle(entries, ttl, claim)
+            .instrument(span)
+            .await;
+        // Each part that failed is served from memory, as its plain operation would be.
+        let put = match self.noted("put", shared.put) {
+            Ok(()) => Ok(()),
+            Err(_) => self.fallback.put(entries, ttl).await,
+        };
+        let settle = match (claim.answer, local) {
+            (Some((answer, keep)), _) => match self.noted("finish", shared.settle) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    let (key, token, fingerprint) = (claim.key, claim.token, claim.fingerprint);
+                    self.fallback
+                        .finish(key, token, fingerprint, answer, keep)
+                        .await
+                }
+            },
+            (None, local) => self
+                .noted("release", shared.settle)
+                .or_else(|_| local.unwrap_or(Ok(()))),
+        };
+        PutAndSettle { put, settle }
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -8,6 +8,7 @@
 //! time to live and is deleted when the fallback is finished (sent, or found not worth
 //! sending) or cancelled.
 
+mod combined;
 mod fallback;
 pub mod memory;
 pub mod rate;
@@ -24,7 +25,8 @@ pub use fallback::{FallbackStore, ERROR_INTERVAL};
 pub use rate::RateSpec;
 use types::Record;
 pub use types::{
-    Claim, RateDecision, RateLimit, StoreError, StoreHealth, StoredAnswer, TakenFallback,
+    Claim, ClaimAndCount, PutAndSettle, RateDecision, RateLimit, Settle, StoreError, StoreHealth,
+    StoredAnswer, TakenFallback,
 };
 
 /// Shared state for rate limits and idempotency.
@@ -84,6 +86,34 @@ pub trait Store: Send + Sync {
 
     /// Gives up the holder's claim so that a repeat may try again.
     async fn release(&self, key: &str, token: &str) -> Result<(), StoreError>;
+
+    /// [`Store::claim`], and when that claims the key, [`Store::rate_acquire`] with
+    /// `limits`, as one operation: when a limit refuses, the key is left free (a refused
+    /// send holds no claim). Decides exactly as the two calls one after the other (this
+    /// default) do; a store may take one round trip for both.
+    async fn claim_and_acquire(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        ttl: Duration,
+        limits: &[RateLimit<'_>],
+    ) -> Result<ClaimAndCount, StoreError> {
+        let claim = (key, token, fingerprint, ttl);
+        combined::claim_then_acquire(self, claim, self.rate_acquire(limits)).await
+    }
+
+    /// [`Store::put`] of `entries`, and [`Store::finish`] or [`Store::release`] of a
+    /// claim, as one operation, each part's outcome on its own. This default runs them
+    /// one after the other; a store may take one round trip for both.
+    async fn put_and_settle(
+        &self,
+        entries: &[(&str, &str)],
+        ttl: Option<Duration>,
+        claim: &Settle<'_>,
+    ) -> PutAndSettle {
+        combined::put_then_settle(self, entries, ttl, claim).await
+    }
 
     /// Stores each value under its key, for `ttl` or (with `None`) until deleted: all in
     /// one step, except on a Redis Cluster for keys in different slots, which are

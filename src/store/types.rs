@@ -56,6 +56,40 @@ pub enum Claim {
     },
 }
 
+/// What [`Store::claim_and_acquire`](super::Store::claim_and_acquire) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimAndCount {
+    /// The key was free: the caller holds it now, and every limit counted the event.
+    Claimed,
+    /// The key was free but `limit` (its place in the list asked about) refused first:
+    /// nothing was counted, and the key is left free.
+    Limited { limit: usize, retry_after: Duration },
+    /// Another request holds the key ([`Claim::InFlight`] or [`Claim::Done`]): nothing
+    /// was counted.
+    Held(Claim),
+}
+
+/// A claim to settle together with a write (see
+/// [`Store::put_and_settle`](super::Store::put_and_settle)): its key and holder, and
+/// either the final answer to keep or nothing, to give the key up.
+#[derive(Debug, Clone, Copy)]
+pub struct Settle<'a> {
+    pub key: &'a str,
+    pub token: &'a str,
+    pub fingerprint: &'a str,
+    /// The answer and how long to keep it ([`Store::finish`](super::Store::finish)), or
+    /// `None` to release the key ([`Store::release`](super::Store::release)).
+    pub answer: Option<(&'a StoredAnswer, Duration)>,
+}
+
+/// What [`Store::put_and_settle`](super::Store::put_and_settle) did, each part on its
+/// own: one may fail while the other succeeds.
+#[derive(Debug)]
+pub struct PutAndSettle {
+    pub put: Result<(), StoreError>,
+    pub settle: Result<(), StoreError>,
+}
+
 /// The record kept under an idempotency key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]

@@ -25,6 +25,7 @@ mod reliability;
 mod replicas;
 mod routes;
 mod send;
+mod send_store;
 mod server_process;
 mod shutdown;
 mod store;

@@ -24,7 +24,7 @@ pub async fn replica(twilio: &MockServer, redis_url: &str, extra: &[(&str, &str)
         .await
 }
 
-async fn send(app: &TestApp, mobile: &str, text: &str, key: Option<&str>) -> reqwest::Response {
+pub async fn send(app: &TestApp, mobile: &str, text: &str, key: Option<&str>) -> reqwest::Response {
     let mut request = app
         .client
         .post(app.url("/api/sms"))

@@ -19,6 +19,7 @@
 //! given up.
 
 mod budget;
+mod combined;
 mod entries;
 mod fallbacks;
 
@@ -30,7 +31,8 @@ use async_trait::async_trait;
 
 use super::rate::{gcra, gcra_refund, nanos};
 use super::{
-    Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer, TakenFallback,
+    Claim, ClaimAndCount, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer,
+    TakenFallback,
 };
 use budget::Inner;
 use entries::{Entries, Kind};
@@ -117,29 +119,37 @@ impl MemoryStore {
     /// [`Store::rate_acquire`] at the instant `now` (tests pass instants of their own
     /// rather than wait).
     pub fn rate_acquire_at(&self, limits: &[RateLimit<'_>], now: Instant) -> RateDecision {
-        let now_ns = self.nanos_at(now);
         self.with(|inner| {
-            // Checked and counted together, under one lock.
-            let mut counted = Vec::with_capacity(limits.len());
-            for (index, limit) in limits.iter().enumerate() {
-                let tat = inner.rates.live(limit.key, now).copied();
-                match gcra(tat, now_ns, limit.spec) {
-                    Ok(new_tat) => counted.push(new_tat),
-                    Err(retry_after) => {
-                        return RateDecision::Limited {
-                            limit: index,
-                            retry_after,
-                        }
+            let decision = self.count(inner, limits, now);
+            if decision == RateDecision::Allowed {
+                inner.make_room(now);
+            }
+            decision
+        })
+    }
+
+    /// Counts one event against every limit, or none (under the caller's lock).
+    fn count(&self, inner: &mut Inner, limits: &[RateLimit<'_>], now: Instant) -> RateDecision {
+        let now_ns = self.nanos_at(now);
+        // Checked and counted together, under one lock.
+        let mut counted = Vec::with_capacity(limits.len());
+        for (index, limit) in limits.iter().enumerate() {
+            let tat = inner.rates.live(limit.key, now).copied();
+            match gcra(tat, now_ns, limit.spec) {
+                Ok(new_tat) => counted.push(new_tat),
+                Err(retry_after) => {
+                    return RateDecision::Limited {
+                        limit: index,
+                        retry_after,
                     }
                 }
             }
-            for (limit, new_tat) in limits.iter().zip(counted) {
-                let expires_at = self.epoch + Duration::from_nanos(new_tat);
-                inner.rates.set(limit.key, new_tat, Some(expires_at));
-            }
-            inner.make_room(now);
-            RateDecision::Allowed
-        })
+        }
+        for (limit, new_tat) in limits.iter().zip(counted) {
+            let expires_at = self.epoch + Duration::from_nanos(new_tat);
+            inner.rates.set(limit.key, new_tat, Some(expires_at));
+        }
+        RateDecision::Allowed
     }
 
     /// [`Store::rate_refund`] at the instant `now`.
@@ -212,6 +222,18 @@ impl Store for MemoryStore {
             inner.make_room(now);
             Claim::Claimed
         }))
+    }
+
+    async fn claim_and_acquire(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        ttl: Duration,
+        limits: &[RateLimit<'_>],
+    ) -> Result<ClaimAndCount, StoreError> {
+        let claim = (key, token, fingerprint, ttl);
+        Ok(self.claim_and_acquire_at(claim, limits, Instant::now()))
     }
 
     async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError> {

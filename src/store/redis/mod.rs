@@ -22,11 +22,14 @@
 //!   is hashed whole and spreads over the nodes. A record and its index cannot share a
 //!   tag (the index is looked up by the provider's id alone), and need not be written
 //!   atomically: `put` writes them one after another, and a status report that finds no
-//!   index entry is ignored as for an unknown message.
+//!   index entry is ignored as for an unknown message. For the same reason a send's
+//!   claim goes apart from its limits, and its record apart from its answer, which one
+//!   server takes in one round trip each (see `combined`).
 //!
 //! On a single server the keys keep the names they always had (`otp-relay:<key>`), so an
 //! upgrade keeps existing limits, records and Telegram links.
 
+mod combined;
 mod connection;
 mod fallbacks;
 mod rate;
@@ -43,13 +46,14 @@ use redis::{Pipeline, Script};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    Claim, RateDecision, RateLimit, Record, Store, StoreError, StoredAnswer, TakenFallback,
+    Claim, ClaimAndCount, PutAndSettle, RateDecision, RateLimit, Record, Settle, Store, StoreError,
+    StoredAnswer, TakenFallback,
 };
 use connection::Connection;
 pub use connection::Topology;
 use scripts::{
-    CLAIM_SCRIPT, FINISH_SCRIPT, RATE_CLOCK, RATE_SCRIPT, REFUND_SCRIPT, RELEASE_SCRIPT,
-    REPLACE_SCRIPT,
+    CLAIM_RATE_SCRIPT, CLAIM_SCRIPT, FINISH_SCRIPT, RATE_CLOCK, RATE_COUNT, RATE_SCRIPT,
+    REFUND_SCRIPT, RELEASE_SCRIPT, REPLACE_SCRIPT,
 };
 
 /// Every key otp-relay writes starts with this, so it can share a Redis.
@@ -78,6 +82,8 @@ pub struct RedisStore {
     rate: Script,
     refund: Script,
     claim: Script,
+    /// The claim and the rate limits of one send together (one server only).
+    claim_rate: Script,
     finish: Script,
     release: Script,
     replace: Script,
@@ -141,9 +147,10 @@ impl RedisStore {
             connection,
             topology,
             timeout,
-            rate: Script::new(&format!("{RATE_CLOCK}{RATE_SCRIPT}")),
+            rate: Script::new(&format!("{RATE_CLOCK}{RATE_COUNT}{RATE_SCRIPT}")),
             refund: Script::new(&format!("{RATE_CLOCK}{REFUND_SCRIPT}")),
             claim: Script::new(CLAIM_SCRIPT),
+            claim_rate: Script::new(&format!("{RATE_CLOCK}{RATE_COUNT}{CLAIM_RATE_SCRIPT}")),
             finish: Script::new(FINISH_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
             replace: Script::new(REPLACE_SCRIPT),
@@ -239,6 +246,18 @@ impl Store for RedisStore {
             None => Ok(Claim::Claimed),
             Some(text) => Ok(parse_record(&text)?.into_claim()),
         }
+    }
+
+    async fn claim_and_acquire(
+        &self,
+        key: &str,
+        token: &str,
+        fingerprint: &str,
+        ttl: Duration,
+        limits: &[RateLimit<'_>],
+    ) -> Result<ClaimAndCount, StoreError> {
+        let claim = (key, token, fingerprint, ttl);
+        self.claim_and_acquire_on(claim, limits, None).await
     }
 
     async fn peek(&self, key: &str) -> Result<Option<Claim>, StoreError> {
@@ -345,6 +364,15 @@ impl Store for RedisStore {
             Ok(())
         })
         .await
+    }
+
+    async fn put_and_settle(
+        &self,
+        entries: &[(&str, &str)],
+        ttl: Option<Duration>,
+        claim: &Settle<'_>,
+    ) -> PutAndSettle {
+        self.put_and_settle_on(entries, ttl, claim).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {

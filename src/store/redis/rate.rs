@@ -77,7 +77,7 @@ impl RedisStore {
 }
 
 /// The clock arguments of the rate scripts: empty for the server's own, else `at`.
-fn clock(invocation: &mut redis::ScriptInvocation<'_>, at: Option<SystemTime>) {
+pub(super) fn clock(invocation: &mut redis::ScriptInvocation<'_>, at: Option<SystemTime>) {
     match at.map(|at| at.duration_since(UNIX_EPOCH).unwrap_or_default()) {
         None => invocation.arg("").arg(""),
         Some(since) => invocation.arg(since.as_secs()).arg(since.subsec_micros()),

@@ -32,22 +32,47 @@ local function store(key, ahead)
 end
 ";
 
-/// GCRA over several limits at once, all or nothing (see `gcra` in the store module).
-/// KEYS: the limits. ARGV after the clock: interval ns and window ns (`count`
-/// intervals) of each, in order. Returns {0, 0} when every limit admits the event (each
-/// then counts it), else {i, ns to wait} for the first that refuses (1-based), and
-/// counts nothing. A counter with a fixed clock is kept until deleted: its expiry would
-/// run on the real one.
-pub(super) const RATE_SCRIPT: &str = r"
-local ahead = {}
-for i, key in ipairs(KEYS) do
-  local interval, window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
-  local a = math.max(ahead_of(key), 0)
-  -- Compared before adding, so that no sum passes the window (and 2^53).
-  if a > window - interval then return {i, a - (window - interval)} end
-  ahead[i] = a + interval
+/// GCRA over several limits at once, all or nothing (see `gcra` in the store module):
+/// `count(n)` counts one event against KEYS[1] to KEYS[n], whose interval ns and window
+/// ns (`count` intervals) follow the clock in ARGV, in order. Returns nil when every
+/// limit admits the event (each then counts it), else {i, ns to wait} for the first that
+/// refuses (1-based), and counts nothing. A counter with a fixed clock is kept until
+/// deleted: its expiry would run on the real one.
+pub(super) const RATE_COUNT: &str = r"
+local function count(n)
+  local ahead = {}
+  for i = 1, n do
+    local interval, window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
+    local a = math.max(ahead_of(KEYS[i]), 0)
+    -- Compared before adding, so that no sum passes the window (and 2^53).
+    if a > window - interval then return {i, a - (window - interval)} end
+    ahead[i] = a + interval
+  end
+  for i = 1, n do store(KEYS[i], ahead[i]) end
+  return nil
 end
-for i, key in ipairs(KEYS) do store(key, ahead[i]) end
+";
+
+/// Counts one event against every limit, all or nothing. KEYS: the limits. ARGV: the
+/// clock, then interval and window of each. Returns {0, 0} when counted, else {i, ns to
+/// wait} for the first that refuses (1-based).
+pub(super) const RATE_SCRIPT: &str = r"
+return count(#KEYS) or {0, 0}
+";
+
+/// Claims a key and counts the limits of one send in one step: the claim of
+/// `CLAIM_SCRIPT` and the count of `RATE_SCRIPT`, the key taken only when every limit
+/// admits the event. KEYS: the limits, then the key to claim. ARGV: the clock, interval
+/// and window of each limit, then the in-flight record and its ttl ms. Returns {-1,
+/// holder's record} when someone holds the key (nothing counted), {0, 0} when claimed and
+/// counted, else {i, ns to wait} for the first limit that refuses (nothing written).
+pub(super) const CLAIM_RATE_SCRIPT: &str = r"
+local n = #KEYS - 1
+local held = redis.call('GET', KEYS[n + 1])
+if held then return {-1, held} end
+local refused = count(n)
+if refused then return refused end
+redis.call('SET', KEYS[n + 1], ARGV[2 * n + 3], 'PX', ARGV[2 * n + 4])
 return {0, 0}
 ";
 
