@@ -105,7 +105,10 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     let shed = crate::resident::shed_startup_pages();
-    tracing::debug!(bytes = shed, "dropped the executable's pages that starting touched");
+    tracing::debug!(
+        bytes = shed,
+        "dropped the executable's pages that starting touched"
+    );
     let result = application.run_until_stopped().await;
     if let Some(traces) = traces {
         // Shutting down waits for the last export: off the runtime's thread.

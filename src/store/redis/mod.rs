@@ -112,7 +112,7 @@ impl RedisStore {
     /// comma list of seed nodes (one is enough: the others are discovered). Every
     /// operation gives up after `timeout`.
     ///
-    /// A cluster's connection runs on the Tokio runtime this is called on.
+    /// The connection runs on the Tokio runtime this is called on.
     pub fn connect_with(
         urls: &SecretString,
         topology: Topology,
@@ -127,7 +127,19 @@ impl RedisStore {
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
-                Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+                let manager = ConnectionManager::new_lazy_with_config(client, config)?;
+                // The connection's task runs on the runtime that first uses it. Make that
+                // this one (the process's own, which outlives the HTTP workers), not the
+                // first HTTP worker's: that runtime stops with the server, before the
+                // background tasks' last store calls.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let mut first = manager.clone();
+                    runtime.spawn(async move {
+                        let _: redis::RedisResult<()> =
+                            redis::cmd("PING").query_async(&mut first).await;
+                    });
+                }
+                Connection::Single(manager)
             }
             Topology::Cluster => {
                 let seeds: Vec<&str> = urls.expose_secret().split(',').map(str::trim).collect();
