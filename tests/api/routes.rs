@@ -46,6 +46,18 @@ impl Fleet {
         Fleet::answering(|_| Answer::Accept).await
     }
 
+    /// Every provider accepts but `provider`, which answers `answer`.
+    async fn with(provider: &str, answer: Answer) -> Fleet {
+        Fleet::answering(|name| {
+            if name == provider {
+                answer
+            } else {
+                Answer::Accept
+            }
+        })
+        .await
+    }
+
     async fn answering(answer: impl Fn(&str) -> Answer) -> Fleet {
         let fleet = Fleet {
             twilio: MockServer::start().await,
@@ -247,14 +259,7 @@ async fn a_region_is_narrower_than_its_calling_code_and_wider_than_a_longer_pref
 
 #[tokio::test]
 async fn a_number_no_rule_matches_goes_to_every_provider_in_order_without_a_route() {
-    let fleet = Fleet::answering(|name| {
-        if name == "twilio" {
-            Answer::Fail
-        } else {
-            Answer::Accept
-        }
-    })
-    .await;
+    let fleet = Fleet::with("twilio", Answer::Fail).await;
     let routed_app = fleet
         .app("twilio,vonage,sendpulse", Some("BR=sendpulse"), &[])
         .await;
@@ -275,14 +280,7 @@ async fn a_number_no_rule_matches_goes_to_every_provider_in_order_without_a_rout
 #[tokio::test]
 async fn failover_runs_in_the_route_s_order_and_never_beyond_its_providers() {
     // SendPulse fails; the route lists it first, against the PROVIDERS order.
-    let fleet = Fleet::answering(|name| {
-        if name == "sendpulse" {
-            Answer::Fail
-        } else {
-            Answer::Accept
-        }
-    })
-    .await;
+    let fleet = Fleet::with("sendpulse", Answer::Fail).await;
     let app = fleet
         .app(
             "twilio,vonage,sendpulse",
@@ -322,14 +320,7 @@ async fn failover_runs_in_the_route_s_order_and_never_beyond_its_providers() {
 
 #[tokio::test]
 async fn a_provider_s_circuit_is_one_across_the_routes_that_list_it() {
-    let fleet = Fleet::answering(|name| {
-        if name == "vonage" {
-            Answer::Fail
-        } else {
-            Answer::Accept
-        }
-    })
-    .await;
+    let fleet = Fleet::with("vonage", Answer::Fail).await;
     let app = fleet
         .app(
             "twilio,vonage,sendpulse",
@@ -385,14 +376,7 @@ async fn channels_are_filtered_within_the_route() {
 
 #[tokio::test]
 async fn the_sms_fallback_of_a_recipient_not_on_telegram_stays_within_the_route() {
-    let fleet = Fleet::answering(|name| {
-        if name == "telegram" {
-            Answer::NotOnTelegram
-        } else {
-            Answer::Accept
-        }
-    })
-    .await;
+    let fleet = Fleet::with("telegram", Answer::NotOnTelegram).await;
     let app = fleet
         .app(
             "twilio,telegram",
