@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::{count, unix_millis, ChannelFallbacks, Payload};
 use crate::dispatch::Dispatcher;
 use crate::followup::Followups;
-use crate::records::{timestamp, FallbackLeg, Records, Sent};
+use crate::records::{timestamp, FallbackLeg, LegState, Records};
 use crate::store::{Store, TakenFallback};
 
 struct Worker {
@@ -162,7 +162,7 @@ impl Worker {
             .dispatcher
             .send(route, &message, Instant::now() + self.deadline)
             .await;
-        let sent = Sent::of(&result, self.channel);
+        let sent = LegState::of(&result, self.channel);
         let leg = FallbackLeg::new(reason, sent, timestamp(SystemTime::now()));
         count(reason, if result.is_ok() { "sent" } else { "failed" });
         match &result {

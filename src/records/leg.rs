@@ -14,7 +14,7 @@ use crate::store::StoreError;
 
 /// Where one send through the dispatcher left a leg of a message: the provider that took
 /// it and how it stands, or the provider that refused it last and why.
-pub struct Sent {
+pub struct LegState {
     pub channel: String,
     pub provider: Option<String>,
     pub provider_message_id: Option<String>,
@@ -24,11 +24,11 @@ pub struct Sent {
     pub cost: Option<Money>,
 }
 
-impl Sent {
+impl LegState {
     /// The leg after `result`, a send asked for on `channel`.
-    pub fn of(result: &Result<Delivery, DispatchError>, channel: Channel) -> Sent {
+    pub fn of(result: &Result<Delivery, DispatchError>, channel: Channel) -> LegState {
         match result {
-            Ok(delivery) => Sent {
+            Ok(delivery) => LegState {
                 channel: delivery.channel.as_str().to_owned(),
                 provider: Some(delivery.receipt.provider.clone()),
                 provider_message_id: delivery.receipt.provider_message_id.clone(),
@@ -39,7 +39,7 @@ impl Sent {
             },
             Err(error) => {
                 let last = error.attempts().last();
-                Sent {
+                LegState {
                     channel: channel.as_str().to_owned(),
                     provider: last.map(|a| a.provider.to_owned()),
                     provider_message_id: None,
@@ -81,7 +81,7 @@ pub struct FallbackLeg {
 
 impl FallbackLeg {
     /// The leg of an SMS sent (or not) for `reason` at `at`.
-    pub fn new(reason: &str, sent: Sent, at: String) -> FallbackLeg {
+    pub fn new(reason: &str, sent: LegState, at: String) -> FallbackLeg {
         FallbackLeg {
             reason: reason.to_owned(),
             channel: sent.channel,

@@ -26,7 +26,7 @@ use otp_relay_providers::callbacks::StatusUpdate;
 use otp_relay_providers::{ChatDirectory, DeliveryStatus, Money, Phone, ProviderError};
 use serde::{Deserialize, Serialize};
 
-pub use leg::{FallbackLeg, Sent};
+pub use leg::{FallbackLeg, LegState};
 
 use crate::guards::digest;
 use crate::store::{Store, StoreError};

@@ -11,7 +11,7 @@ use crate::channel_fallback::ChannelFallbacks;
 use crate::dispatch::{Delivery, DispatchError, Route};
 use crate::followup::Followups;
 use crate::guards::idempotency::Ticket;
-use crate::records::{timestamp, MessageRecord, Records, Sent};
+use crate::records::{timestamp, LegState, MessageRecord, Records};
 use crate::store::StoredAnswer;
 
 /// What follows a send.
@@ -28,7 +28,7 @@ pub fn of(
 ) -> MessageRecord {
     let now = timestamp(SystemTime::now());
     let route = route.selector().map(ToString::to_string);
-    let sent = Sent::of(result, message.channel);
+    let sent = LegState::of(result, message.channel);
     let part_ids = result.as_ref().map_or(&[][..], |d| &d.receipt.part_ids[..]);
     MessageRecord {
         channel: sent.channel,
