@@ -14,6 +14,12 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 
+# jemalloc, the binary's allocator, is built from its C sources with make (the slim
+# image has the C compiler but not make).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make=4.3-4.1 \
+ && rm -rf /var/lib/apt/lists/*
+
 # 1. Dependencies only. The manifests and the lock file go in with empty stand-ins
 #    for every target the manifests name (tests/api/main.rs included: Cargo checks
 #    an explicit target's path even when it does not build it), so this layer, the
