@@ -1,12 +1,11 @@
 //! The operations of one send that touch several kinds of state, each in one round trip
 //! on a single server: the claim and the limits in one script, the record and the
-//! claim's settlement in one transaction. On a cluster their keys sit in different
+//! claim's settlement in another. On a cluster their keys sit in different
 //! slots, so there they run as the plain operations one after the other.
 
 use std::time::{Duration, SystemTime};
 
 use super::rate::clock;
-use super::scripts::{FINISH_SCRIPT, RELEASE_SCRIPT};
 use super::{in_flight, millis, parse_record, RedisStore, Topology};
 use crate::store::combined::{claim_then_acquire, put_then_settle};
 use crate::store::{ClaimAndCount, PutAndSettle, RateLimit, Record, Settle, StoreError};
@@ -82,49 +81,28 @@ impl RedisStore {
             // A record, its index and the claim each hash to a slot of their own.
             return put_then_settle(self, entries, ttl, claim).await;
         }
-        let mut pipeline = redis::pipe();
-        pipeline.atomic();
-        for &(key, value) in entries {
-            let command = pipeline.cmd("SET").arg(self.key(key)).arg(value);
-            if let Some(ttl) = ttl {
-                command.arg("PX").arg(millis(ttl));
-            }
-            command.ignore();
+        let mut invocation = self.put_settle.prepare_invoke();
+        for &(key, _) in entries {
+            invocation.key(self.key(key));
         }
-        let held = in_flight(claim.token, claim.fingerprint);
-        // EVAL with the script's text, not EVALSHA: inside a transaction a server that
-        // lost its scripts could not load one in time.
-        let settle = match claim.answer {
-            Some((answer, keep)) => {
-                let done = serde_json::to_string(&Record::Done {
-                    fingerprint: claim.fingerprint.to_owned(),
-                    answer: answer.clone(),
-                })
-                .expect("a record serializes");
-                let mut command = redis::cmd("EVAL");
-                command
-                    .arg(FINISH_SCRIPT)
-                    .arg(1)
-                    .arg(self.key(claim.key))
-                    .arg(held)
-                    .arg(done)
-                    .arg(millis(keep));
-                command
-            }
-            None => {
-                let mut command = redis::cmd("EVAL");
-                command
-                    .arg(RELEASE_SCRIPT)
-                    .arg(1)
-                    .arg(self.key(claim.key))
-                    .arg(held);
-                command
-            }
-        };
-        pipeline.add_command(settle).ignore();
+        invocation.key(self.key(claim.key));
+        for &(_, value) in entries {
+            invocation.arg(value);
+        }
+        invocation
+            .arg(ttl.map(|ttl| millis(ttl).to_string()).unwrap_or_default())
+            .arg(in_flight(claim.token, claim.fingerprint));
+        if let Some((answer, keep)) = claim.answer {
+            let done = serde_json::to_string(&Record::Done {
+                fingerprint: claim.fingerprint.to_owned(),
+                answer: answer.clone(),
+            })
+            .expect("a record serializes");
+            invocation.arg(done).arg(millis(keep));
+        }
         let result = self
             .bounded(|mut connection| async move {
-                pipeline.query_async::<()>(&mut connection).await?;
+                invocation.invoke_async::<i64>(&mut connection).await?;
                 Ok(())
             })
             .await;

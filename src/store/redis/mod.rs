@@ -52,8 +52,8 @@ use super::{
 use connection::Connection;
 pub use connection::Topology;
 use scripts::{
-    CLAIM_RATE_SCRIPT, CLAIM_SCRIPT, FINISH_SCRIPT, RATE_CLOCK, RATE_COUNT, RATE_SCRIPT,
-    REFUND_SCRIPT, RELEASE_SCRIPT, REPLACE_SCRIPT,
+    CLAIM_RATE_SCRIPT, CLAIM_SCRIPT, FINISH_SCRIPT, PUT_SETTLE_SCRIPT, RATE_CLOCK, RATE_COUNT,
+    RATE_SCRIPT, REFUND_SCRIPT, RELEASE_SCRIPT, REPLACE_SCRIPT, SETTLE,
 };
 
 /// Every key otp-relay writes starts with this, so it can share a Redis.
@@ -86,6 +86,8 @@ pub struct RedisStore {
     claim_rate: Script,
     finish: Script,
     release: Script,
+    /// A new record and the claim's settlement together (one server only).
+    put_settle: Script,
     replace: Script,
     fallbacks: fallbacks::Scripts,
 }
@@ -163,8 +165,9 @@ impl RedisStore {
             refund: Script::new(&format!("{RATE_CLOCK}{REFUND_SCRIPT}")),
             claim: Script::new(CLAIM_SCRIPT),
             claim_rate: Script::new(&format!("{RATE_CLOCK}{RATE_COUNT}{CLAIM_RATE_SCRIPT}")),
-            finish: Script::new(FINISH_SCRIPT),
-            release: Script::new(RELEASE_SCRIPT),
+            finish: Script::new(&format!("{SETTLE}{FINISH_SCRIPT}")),
+            release: Script::new(&format!("{SETTLE}{RELEASE_SCRIPT}")),
+            put_settle: Script::new(&format!("{SETTLE}{PUT_SETTLE_SCRIPT}")),
             replace: Script::new(REPLACE_SCRIPT),
             fallbacks: fallbacks::Scripts::default(),
         })

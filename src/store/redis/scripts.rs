@@ -14,12 +14,14 @@ else
   local t = redis.call('TIME')
   sec, nsec, fixed = tonumber(t[1]), tonumber(t[2]) * 1000, false
 end
-local function ahead_of(key)
-  local stored = redis.call('GET', key)
+local function ahead_in(stored)
   if not stored then return 0 end
   local s, n = string.match(stored, '^(%d+) (%d+)$')
   if not s then return 0 end
   return (tonumber(s) - sec) * 1e9 + (tonumber(n) - nsec)
+end
+local function ahead_of(key)
+  return ahead_in(redis.call('GET', key))
 end
 local function store(key, ahead)
   local total = nsec + ahead
@@ -33,22 +35,23 @@ end
 ";
 
 /// GCRA over several limits at once, all or nothing (see `gcra` in the store module):
-/// `count(n)` counts one event against KEYS[1] to KEYS[n], whose interval ns and window
-/// ns (`count` intervals) follow the clock in ARGV, in order. Returns nil when every
-/// limit admits the event (each then counts it), else {i, ns to wait} for the first that
-/// refuses (1-based), and counts nothing. A counter with a fixed clock is kept until
-/// deleted: its expiry would run on the real one.
+/// `count(n, stored)` counts one event against KEYS[1] to KEYS[n], whose values MGET read
+/// into `stored` (one read for them all) and whose interval ns and window ns (`count`
+/// intervals) follow the clock in ARGV, in order. Returns nil when every limit admits the
+/// event (each then counts it), else {i, ns to wait} for the first that refuses
+/// (1-based), and counts nothing. A counter with a fixed clock is kept until deleted: its
+/// expiry would run on the real one.
 pub(super) const RATE_COUNT: &str = r"
-local function count(n)
-  local ahead = {}
+local function count(n, stored)
+  local ahead_by = {}
   for i = 1, n do
     local interval, window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
-    local a = math.max(ahead_of(KEYS[i]), 0)
+    local a = math.max(ahead_in(stored[i]), 0)
     -- Compared before adding, so that no sum passes the window (and 2^53).
     if a > window - interval then return {i, a - (window - interval)} end
-    ahead[i] = a + interval
+    ahead_by[i] = a + interval
   end
-  for i = 1, n do store(KEYS[i], ahead[i]) end
+  for i = 1, n do store(KEYS[i], ahead_by[i]) end
   return nil
 end
 ";
@@ -57,20 +60,23 @@ end
 /// clock, then interval and window of each. Returns {0, 0} when counted, else {i, ns to
 /// wait} for the first that refuses (1-based).
 pub(super) const RATE_SCRIPT: &str = r"
-return count(#KEYS) or {0, 0}
+if #KEYS == 0 then return {0, 0} end
+return count(#KEYS, redis.call('MGET', unpack(KEYS))) or {0, 0}
 ";
 
 /// Claims a key and counts the limits of one send in one step: the claim of
 /// `CLAIM_SCRIPT` and the count of `RATE_SCRIPT`, the key taken only when every limit
-/// admits the event. KEYS: the limits, then the key to claim. ARGV: the clock, interval
-/// and window of each limit, then the in-flight record and its ttl ms. Returns {-1,
-/// holder's record} when someone holds the key (nothing counted), {0, 0} when claimed and
-/// counted, else {i, ns to wait} for the first limit that refuses (nothing written).
+/// admits the event. KEYS: the limits, then the key to claim (read with them in one
+/// MGET). ARGV: the clock, interval and window of each limit, then the in-flight record
+/// and its ttl ms. Returns {-1, holder's record} when someone holds the key (nothing
+/// counted), {0, 0} when claimed and counted, else {i, ns to wait} for the first limit
+/// that refuses (nothing written).
 pub(super) const CLAIM_RATE_SCRIPT: &str = r"
 local n = #KEYS - 1
-local held = redis.call('GET', KEYS[n + 1])
+local stored = redis.call('MGET', unpack(KEYS))
+local held = stored[n + 1]
 if held then return {-1, held} end
-local refused = count(n)
+local refused = count(n, stored)
 if refused then return refused end
 redis.call('SET', KEYS[n + 1], ARGV[2 * n + 3], 'PX', ARGV[2 * n + 4])
 return {0, 0}
@@ -95,19 +101,49 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 ";
 
-/// Stores the final answer unless someone else holds the key or it is already done.
-/// ARGV: our in-flight record, the done record, ttl ms.
-pub(super) const FINISH_SCRIPT: &str = r"
-local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
+/// What settling a claim does, shared by the scripts that settle one: `finish(key, ours,
+/// done, ttl)` stores the final answer `done` unless someone else holds the key (it may
+/// already be done: then it stays so), returning 1 when stored; `release(key, ours)`
+/// drops the key if it still holds our in-flight record `ours`.
+pub(super) const SETTLE: &str = r"
+local function finish(key, ours, done, ttl)
+  local held = redis.call('GET', key)
+  if held and held ~= ours then return 0 end
+  redis.call('SET', key, done, 'PX', ttl)
+  return 1
+end
+local function release(key, ours)
+  if redis.call('GET', key) == ours then return redis.call('DEL', key) end
+  return 0
+end
 ";
 
-/// Drops our in-flight claim. ARGV: our in-flight record.
+/// Finishes a claim (after `SETTLE`). ARGV: our in-flight record, the done record, ttl ms.
+pub(super) const FINISH_SCRIPT: &str = r"
+return finish(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+";
+
+/// Drops our in-flight claim (after `SETTLE`). ARGV: our in-flight record.
 pub(super) const RELEASE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+return release(KEYS[1], ARGV[1])
+";
+
+/// Writes a new message record with its index entries and settles the send's claim, in
+/// one step (after `SETTLE`): finished when ARGV holds the done record, else released.
+/// KEYS: the entries, then the claim's key. ARGV: each entry's value, their ttl ms (''
+/// for none), our in-flight record, then the done record and its ttl ms (to finish).
+pub(super) const PUT_SETTLE_SCRIPT: &str = r"
+local m = #KEYS - 1
+local ttl = ARGV[m + 1]
+for i = 1, m do
+  if ttl == '' then
+    redis.call('SET', KEYS[i], ARGV[i])
+  else
+    redis.call('SET', KEYS[i], ARGV[i], 'PX', ttl)
+  end
+end
+if ARGV[m + 3] then return finish(KEYS[m + 1], ARGV[m + 2], ARGV[m + 3], ARGV[m + 4]) end
+return release(KEYS[m + 1], ARGV[m + 2])
 ";
 
 /// Swaps a value only if it is still the expected one, keeping its expiry.
