@@ -348,6 +348,55 @@ async fn the_redis_store_keeps_the_contract() {
     contract(Arc::new(store)).await;
 }
 
+/// On a single server each thread sends the store's commands over a connection of its
+/// own, made on that thread's runtime: an HTTP worker's commands never wait for another
+/// thread to be driven (with one shared connection, whose task ran on the thread that
+/// opened the store, they did), and a runtime that stops takes only its own connection.
+#[test]
+fn each_thread_reaches_redis_over_a_connection_of_its_own() {
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let home = current_thread();
+    let Some(redis) = home.block_on(RedisServer::start()) else {
+        return;
+    };
+    let store = {
+        let _entered = home.enter();
+        Arc::new(RedisStore::connect(&SecretString::from(redis.url())).unwrap())
+    };
+    home.block_on(store.put(&[("msg:home", "1")], None))
+        .unwrap();
+
+    // Another thread and runtime, while this one is blocked in `join` (not driven).
+    let elsewhere = Arc::clone(&store);
+    std::thread::spawn(move || {
+        current_thread().block_on(async {
+            elsewhere
+                .put(&[("msg:elsewhere", "2")], None)
+                .await
+                .unwrap();
+            assert_eq!(
+                elsewhere.get("msg:home").await.unwrap().as_deref(),
+                Some("1")
+            );
+        });
+    })
+    .join()
+    .expect("the other thread's commands are answered");
+
+    // That runtime is gone, and its connection with it; this thread's still serves.
+    home.block_on(async {
+        assert_eq!(
+            store.get("msg:elsewhere").await.unwrap().as_deref(),
+            Some("2")
+        );
+    });
+}
+
 #[tokio::test]
 async fn the_redis_store_keeps_the_contract_on_a_cluster() {
     let Some(cluster) = RedisCluster::start().await else {

@@ -39,7 +39,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_routing::Slot;
 use redis::{Pipeline, Script};
@@ -49,8 +49,8 @@ use super::{
     Claim, ClaimAndCount, PutAndSettle, RateDecision, RateLimit, Record, Settle, Store, StoreError,
     StoredAnswer, TakenFallback,
 };
-use connection::Connection;
 pub use connection::Topology;
+use connection::{Connection, Connections, PerThread};
 use scripts::{
     CLAIM_RATE_SCRIPT, CLAIM_SCRIPT, FINISH_SCRIPT, PUT_SETTLE_SCRIPT, RATE_CLOCK, RATE_COUNT,
     RATE_SCRIPT, REFUND_SCRIPT, RELEASE_SCRIPT, REPLACE_SCRIPT, SETTLE,
@@ -75,7 +75,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// State in a Redis server or cluster.
 pub struct RedisStore {
-    connection: Connection,
+    connections: Connections,
     topology: Topology,
     /// The longest one operation may take, round trips and reconnects included.
     timeout: Duration,
@@ -114,14 +114,16 @@ impl RedisStore {
     /// comma list of seed nodes (one is enough: the others are discovered). Every
     /// operation gives up after `timeout`.
     ///
-    /// The connection runs on the Tokio runtime this is called on.
+    /// On a single server each thread that sends commands has its own connection, made
+    /// on its first command; a cluster's connection runs on the Tokio runtime this is
+    /// called on.
     pub fn connect_with(
         urls: &SecretString,
         topology: Topology,
         timeout: Duration,
     ) -> Result<RedisStore, StoreError> {
         let invalid = || StoreError("REDIS_URL is not a valid Redis URL".into());
-        let connection = match topology {
+        let connections = match topology {
             Topology::Single => {
                 let client = redis::Client::open(urls.expose_secret()).map_err(|_| invalid())?;
                 let config = ConnectionManagerConfig::new()
@@ -129,19 +131,7 @@ impl RedisStore {
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
-                let manager = ConnectionManager::new_lazy_with_config(client, config)?;
-                // The connection's task runs on the runtime that first uses it. Make that
-                // this one (the process's own, which outlives the HTTP workers), not the
-                // first HTTP worker's: that runtime stops with the server, before the
-                // background tasks' last store calls.
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    let mut first = manager.clone();
-                    runtime.spawn(async move {
-                        let _: redis::RedisResult<()> =
-                            redis::cmd("PING").query_async(&mut first).await;
-                    });
-                }
-                Connection::Single(manager)
+                Connections::Single(Box::new(PerThread::new(client, config)))
             }
             Topology::Cluster => {
                 let seeds: Vec<&str> = urls.expose_secret().split(',').map(str::trim).collect();
@@ -154,11 +144,11 @@ impl RedisStore {
                 let config = ClusterConfig::new()
                     .set_connection_timeout(timeout)
                     .set_response_timeout(timeout);
-                Connection::Cluster(client.get_pending_async_connection_with_config(config))
+                Connections::Cluster(client.get_pending_async_connection_with_config(config))
             }
         };
         Ok(RedisStore {
-            connection,
+            connections,
             topology,
             timeout,
             rate: Script::new(&format!("{RATE_CLOCK}{RATE_COUNT}{RATE_SCRIPT}")),
@@ -194,7 +184,8 @@ impl RedisStore {
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        match tokio::time::timeout(self.timeout, operation(self.connection.clone())).await {
+        let connection = self.connections.here()?;
+        match tokio::time::timeout(self.timeout, operation(connection)).await {
             Ok(result) => result,
             Err(_) => Err(StoreError(format!(
                 "no answer within {}",
