@@ -21,6 +21,8 @@
 #   rate2000     a fixed offered load below saturation: RATE req/s (2,000) for
 #                RATE_SECONDS (20) over 32 connections, with `hey`'s rate option (wrk has
 #                none), provider answering at once; latency is what to compare here
+#   rate2000-floor  the same fixed load through bench/floor-relay: the latency the
+#                mandated stack alone adds at that rate
 #   first-send   a fresh otp-relay, and one send as soon as its port accepts a
 #                connection: the time to that first answer, end to end (no load phases)
 #
@@ -44,7 +46,7 @@ RESULTS_DIR="${RESULTS_DIR:-$here/results}"
 RATE="${RATE:-2000}"               # req/s offered in rate2000
 RATE_SECONDS="${RATE_SECONDS:-20}" # seconds per phase of rate2000
 if [ "$#" -gt 0 ]; then SCENARIOS="$*"; fi
-SCENARIOS="${SCENARIOS:-c64 floor rate2000 c64-delay c1000-delay guards redis first-send}"
+SCENARIOS="${SCENARIOS:-c64 floor rate2000 rate2000-floor c64-delay c1000-delay guards redis first-send}"
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "run.sh: $*"; exit 1; }
@@ -267,6 +269,7 @@ run_once() { # scenario run
   case "$scenario" in
     c64) ;;
     rate2000) conns=32; loader=load_rate ;;
+    rate2000-floor) conns=32; loader=load_rate; relay_kind=floor ;;
     floor) relay_kind=floor ;;
     c64-delay) delay="$DELAY_MS" ;;
     c1000-delay) conns=1000; delay="$DELAY_MS" ;;
@@ -359,20 +362,26 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 runs_file="$work/runs.jsonl"
 first_file="$work/first.jsonl"
 : >"$runs_file"; : >"$first_file"
+# Runs outer, scenarios inner: the scenarios compared with each other (c64 and floor,
+# rate2000 and rate2000-floor, guards and redis) run minutes apart at most, and each
+# comparison is made within one run (see `paired` below), so a host that drifts between
+# runs moves both sides of it.
 load_scenarios=""
 for scenario in $SCENARIOS; do
-  for run in $(seq 1 "$RUNS"); do
+  [ "$scenario" = first-send ] || load_scenarios="$load_scenarios $scenario"
+done
+for run in $(seq 1 "$RUNS"); do
+  for scenario in $SCENARIOS; do
     case "$scenario" in
       first-send)
         log "== first-send, run $run/$RUNS"
         first_send_once "$run"
         continue ;;
-      rate2000) log "== rate2000, run $run/$RUNS (${RATE} req/s, ${RATE_SECONDS}s direct + ${RATE_SECONDS}s relay)" ;;
+      rate2000*) log "== $scenario, run $run/$RUNS (${RATE} req/s, ${RATE_SECONDS}s direct + ${RATE_SECONDS}s relay)" ;;
       *) log "== $scenario, run $run/$RUNS (${DURATION}s direct + ${DURATION}s relay)" ;;
     esac
     run_once "$scenario" "$run"
   done
-  [ "$scenario" = first-send ] || load_scenarios="$load_scenarios $scenario"
 done
 
 # Median of a field over one scenario's runs.
@@ -407,9 +416,27 @@ for scenario in $load_scenarios; do
       idle_rss_mib: $idle, peak_rss_mib: $peak, provider_connections: $conns,
       counts_match_every_run: $all_match}' >>"$summary"
 done
+# One scenario against another, run by run: the median over runs of relay rps, CPU per
+# request (ratios) and relay p99 (difference) of `a` against `b` in the same run.
+paired() { # a b
+  jq -s --arg a "$1" --arg b "$2" '
+    def median: sort | if length == 0 then null else (if length % 2 == 1 then .[length/2|floor] else (.[length/2 - 1] + .[length/2]) / 2 end) end;
+    (map(select(.scenario == $a)) | INDEX(.run)) as $A | (map(select(.scenario == $b)) | INDEX(.run)) as $B
+    | [$A | keys[] | select($B[.]) | {a: $A[.].relay, b: $B[.].relay}] as $pairs
+    | if ($pairs | length) == 0 then empty else
+      {scenario: $a, against: $b, runs: ($pairs | length),
+       rps_ratio: ($pairs | map(.a.rps / .b.rps) | median),
+       cpu_ratio: ($pairs | map(.a.cpu_us_per_request / .b.cpu_us_per_request) | median),
+       added_p99_ms: ($pairs | map(.a.p99_ms - .b.p99_ms) | median)} end' "$runs_file"
+}
+pairs_file="$work/pairs.jsonl"; : >"$pairs_file"
+paired c64 floor >>"$pairs_file"
+paired rate2000 rate2000-floor >>"$pairs_file"
+paired redis guards >>"$pairs_file"
+
 out="$RESULTS_DIR/$stamp.json"
 first_send_ms="$(jq -s 'map(.first_send_ms) | sort | if length == 0 then null else (if length % 2 == 1 then .[length/2|floor] else (.[length/2 - 1] + .[length/2]) / 2 end) end' "$first_file")"
-jq -n --slurpfile runs "$runs_file" --slurpfile medians "$summary" \
+jq -n --slurpfile runs "$runs_file" --slurpfile medians "$summary" --slurpfile paired "$pairs_file" \
   --slurpfile first_sends "$first_file" --argjson first_send_ms "$first_send_ms" \
   --arg when "$stamp" --arg nproc "$(nproc)" --arg cpu "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)" \
   --arg commit "$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
@@ -417,7 +444,7 @@ jq -n --slurpfile runs "$runs_file" --slurpfile medians "$summary" \
   '{when: $when, commit: $commit, machine: {nproc: ($nproc | tonumber), cpu: $cpu},
     settings: {runs_per_scenario: $runs_per_scenario, seconds_per_phase: $duration_s,
                relay_log: $relay_log, load_tool: "wrk", rate_load_tool: "hey"},
-    medians: $medians, runs: $runs,
+    medians: $medians, paired: $paired, runs: $runs,
     first_send: {median_ms: $first_send_ms, runs: $first_sends}}' >"$out"
 
 printf '\nMedians of %s runs, %ss per phase, RUST_LOG=%s, %s CPUs (%s)\n' "$RUNS" "$DURATION" "$RELAY_LOG" "$(nproc)" "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
@@ -428,6 +455,10 @@ jq -r '[.scenario, (.direct_rps|floor), (.relay_rps|floor), .ratio_rps, .direct_
         .mock_cpu_us_per_request, .idle_rss_mib, .peak_rss_mib, .provider_connections,
         .counts_match_every_run] | @tsv' "$summary" |
   awk -F'\t' '{printf "%-12s %9d %9d %6.3f %8.2f %8.2f %8.2f %8.2f %8.2f %6d %7.1f %7.1f %6.1f %6.1f %6d %6s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16}'
+if [ -s "$pairs_file" ]; then
+  printf '\nWithin each run, then the median over runs:\n'
+  jq -r '"\(.scenario) against \(.against) (\(.runs) runs): req/s \(.rps_ratio * 1000 | round / 1000), CPU per request \(.cpu_ratio * 100 | round / 100)x, p99 \(.added_p99_ms * 100 | round / 100) ms more"' "$pairs_file"
+fi
 if [ "$first_send_ms" != null ]; then
   printf '\nfirst send after start (median of %s): %.1f ms\n' "$RUNS" "$first_send_ms"
 fi
