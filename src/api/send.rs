@@ -167,22 +167,27 @@ fn replay(answer: StoredAnswer) -> HttpResponse {
 /// repeat gets the same status and body.
 pub struct HttpAnswers;
 
+/// Bytes reserved for a send's answer before it is written.
+const ANSWER_JSON_CAPACITY: usize = 320;
+
 impl Render for HttpAnswers {
     fn sent(&self, sent: &Sent) -> StoredAnswer {
         let delivery = &sent.delivery;
         let receipt = &delivery.receipt;
-        let body = serde_json::to_string(&SendResponse {
+        let response = SendResponse {
             id: &sent.id,
             status: receipt.status.as_str(),
             channel: delivery.channel,
             provider: &receipt.provider,
             provider_message_id: receipt.provider_message_id.as_deref(),
             attempts: &delivery.attempts,
-        })
-        .expect("the response serializes");
+        };
+        // Room for the whole answer at once (some 200 bytes with one attempt).
+        let mut body = Vec::with_capacity(ANSWER_JSON_CAPACITY);
+        serde_json::to_writer(&mut body, &response).expect("the response serializes");
         StoredAnswer {
             status: 200,
-            body,
+            body: String::from_utf8(body).expect("serde_json writes UTF-8"),
             retry_after: None,
         }
     }

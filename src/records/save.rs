@@ -73,7 +73,8 @@ impl Saved {
 
     /// Every entry to write: the record, then each index entry (naming record `id`).
     fn entries<'a>(&'a self, id: &'a str) -> Vec<(&'a str, &'a str)> {
-        let mut entries = vec![(self.key.as_str(), self.json.as_str())];
+        let mut entries = Vec::with_capacity(1 + self.indexes.len());
+        entries.push((self.key.as_str(), self.json.as_str()));
         entries.extend(self.indexes.iter().map(|index| (index.as_str(), id)));
         entries
     }

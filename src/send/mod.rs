@@ -106,7 +106,7 @@ pub struct SendService {
     followups: Followups,
     fallbacks: ChannelFallbacks,
     /// One permit per send in progress (`MAX_IN_FLIGHT`).
-    in_flight: Arc<Semaphore>,
+    in_flight: Semaphore,
 }
 
 impl SendService {
@@ -119,7 +119,7 @@ impl SendService {
         fallbacks: ChannelFallbacks,
     ) -> Self {
         SendService {
-            in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+            in_flight: Semaphore::new(config.limits.max_in_flight),
             config,
             dispatcher,
             store,
@@ -162,7 +162,7 @@ impl SendService {
                     _ => None,
                 };
                 if let Some(reason) = reason {
-                    metrics::counter!(prometheus::REFUSALS, "reason" => reason).increment(1);
+                    prometheus::counter(prometheus::REFUSALS, &[("reason", reason)]).increment(1);
                 }
                 error.code()
             }
@@ -182,8 +182,7 @@ impl SendService {
         // Refuse at once rather than queue: the caller is a login waiting on us.
         let _permit = self
             .in_flight
-            .clone()
-            .try_acquire_owned()
+            .try_acquire()
             .map_err(|_| SendError::Overloaded)?;
         let message = normalize::message(&self.config, request)?;
         policy::check(&message, limits)?;
@@ -203,7 +202,7 @@ impl SendService {
         .await?;
         let (ticket, counted) = match claimed {
             Claimed::Replay(answer) => {
-                metrics::counter!(prometheus::IDEMPOTENT_REPLAYS).increment(1);
+                prometheus::counter(prometheus::IDEMPOTENT_REPLAYS, &[]).increment(1);
                 tracing::info!(to = %message.to.masked(), "repeated request: answering as the first time");
                 return Ok(Outcome::Replayed(answer));
             }
@@ -281,7 +280,7 @@ impl SendService {
             after,
             message,
             identity,
-            record,
+            &record,
             delivery,
             claim,
         )

@@ -58,7 +58,7 @@ pub async fn keep(
     after: After<'_>,
     message: &OutboundMessage,
     sender: &str,
-    record: MessageRecord,
+    record: &MessageRecord,
     delivery: Option<&Delivery>,
     claim: Option<(Ticket, Option<&StoredAnswer>)>,
 ) {
@@ -68,10 +68,10 @@ pub async fn keep(
         after.fallbacks.after_send(message, delivery).await;
     }
     let saved = match claim {
-        None => records.save(&record, sender).await,
+        None => records.save(record, sender).await,
         Some((ticket, answer)) => {
             let done = records
-                .save_and_settle(&record, sender, &ticket.settle(answer))
+                .save_and_settle(record, sender, &ticket.settle(answer))
                 .await;
             ticket.settled(answer.is_some(), done.settle);
             done.put

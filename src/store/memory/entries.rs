@@ -91,10 +91,9 @@ impl Tally {
         for (kind, counts) in Kind::ALL.iter().zip(&self.0) {
             for (live, &count) in ["false", "true"].into_iter().zip(counts) {
                 if count > 0 {
-                    metrics::counter!(
+                    prometheus::counter(
                         prometheus::STORE_EVICTIONS,
-                        "kind" => kind.label(),
-                        "live" => live
+                        &[("kind", kind.label()), ("live", live)],
                     )
                     .increment(u64::from(count));
                 }
